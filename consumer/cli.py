@@ -1,0 +1,59 @@
+"""The ``sqla-audit`` command line.
+
+Each sub-command lives in its own module under :mod:`consumer.commands` and exposes
+``register(subparsers)``; the module is imported when the CLI starts, but heavy
+dependencies (boto3, cassandra-driver) are imported only when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from sqla_audit.errors import AuditError
+
+#: Modules that contribute sub-commands, in help order.
+COMMAND_MODULES: tuple[str, ...] = (
+    "consumer.commands.consume",
+    "consumer.commands.schema",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sqla-audit",
+        description="Audit log for SQLAlchemy applications: consume, store and query changes.",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging level (default: INFO)",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        code: int = args.func(args)
+    except AuditError as exc:
+        print(f"sqla-audit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,342 @@
+"""The change-event envelope, version 1: the wire contract between producer and consumer.
+
+One :class:`ChangeEvent` describes one changed row. It is plain JSON data (values are
+already encoded by :mod:`sqla_audit.serialization`), so it can be written to SNS, an outbox
+row or a file and read back by any consumer. ``docs/event-schema.md`` documents every field;
+``sqla_audit/schema/change-event-v1.schema.json`` is the JSON Schema.
+
+Record ids. ``record_id`` is a canonical string built from the primary key values in the
+mapper's primary-key column order:
+
+* one key column: the value's canonical text (``42``, ``alice``, a UUID in lowercase
+  hyphenated form, a date in ISO 8601, a Decimal as ``str()``);
+* several key columns: each component's canonical text with ``%`` and ``:`` percent-encoded
+  (``%25``, ``%3A``), joined by ``:`` -- ``7:2026-01-01``;
+* a table without a primary key: the same composite form over every column.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+
+from sqla_audit.errors import DecodeError, UnsupportedSchemaVersion
+from sqla_audit.serialization import JSONValue, decode_value
+
+SCHEMA_VERSION: Final = 1
+
+
+class Operation(StrEnum):
+    """What happened to the row."""
+
+    INSERT = "insert"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who made the change: an id plus optional attributes (name, roles, tenant...)."""
+
+    id: str
+    attributes: Mapping[str, JSONValue] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, JSONValue]:
+        return {"id": self.id, "attributes": dict(self.attributes)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Actor | None:
+        if data is None:
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+            raise DecodeError(f"actor must be an object with a string 'id', got {data!r}")
+        attributes = data.get("attributes") or {}
+        if not isinstance(attributes, dict):
+            raise DecodeError("actor.attributes must be an object")
+        return cls(id=data["id"], attributes=attributes)
+
+
+# --------------------------------------------------------------------------- ids and time
+
+_uuid7_lock = threading.Lock()
+_uuid7_last: list[int] = [0, 0]  # [unix_ms, counter]
+
+
+def new_event_id() -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7), monotonic within the process.
+
+    48 bits of Unix milliseconds, then a 12-bit counter that orders ids made in the same
+    millisecond, then 62 random bits.
+    """
+    with _uuid7_lock:
+        now_ms = time.time_ns() // 1_000_000
+        last_ms, counter = _uuid7_last
+        if now_ms <= last_ms:
+            counter += 1
+            if counter > 0xFFF:  # counter exhausted: borrow the next millisecond
+                last_ms += 1
+                counter = 0
+            now_ms = last_ms
+        else:
+            counter = int.from_bytes(os.urandom(2), "big") & 0x3FF
+        _uuid7_last[0], _uuid7_last[1] = now_ms, counter
+    rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    value = (now_ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= counter << 64
+    value |= 0b10 << 62
+    value |= rand
+    return uuid.UUID(int=value)
+
+
+def uuid7_time(event_id: uuid.UUID) -> dt.datetime:
+    """The millisecond timestamp embedded in a version 7 UUID."""
+    return dt.datetime.fromtimestamp((event_id.int >> 80) / 1000, tz=dt.UTC)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def format_timestamp(value: dt.datetime) -> str:
+    """UTC, microsecond precision, ``Z`` suffix: ``2026-01-31T12:00:00.000001Z``."""
+    if value.tzinfo is None:
+        raise ValueError("event timestamps must be timezone-aware")
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(text: str) -> dt.datetime:
+    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no timezone")
+    return value.astimezone(dt.UTC)
+
+
+# --------------------------------------------------------------------------- record ids
+
+
+def canonical_key_text(value: Any) -> str:
+    """The canonical text of one primary-key component."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    if hasattr(value, "value") and hasattr(value, "name") and type(value).__module__ != "builtins":
+        # Enum members: their value's text
+        return canonical_key_text(value.value)
+    return str(value)
+
+
+def _escape(component: str) -> str:
+    return component.replace("%", "%25").replace(":", "%3A")
+
+
+def _unescape(component: str) -> str:
+    return component.replace("%3A", ":").replace("%25", "%")
+
+
+def make_record_id(values: Sequence[Any]) -> str:
+    """Build the canonical ``record_id`` from primary-key values in key column order."""
+    if len(values) == 1:
+        return canonical_key_text(values[0])
+    return ":".join(_escape(canonical_key_text(v)) for v in values)
+
+
+def split_record_id(record_id: str, arity: int) -> list[str]:
+    """Split a composite ``record_id`` back into its canonical component texts."""
+    if arity == 1:
+        return [record_id]
+    parts = record_id.split(":")
+    if len(parts) != arity:
+        raise ValueError(f"record id {record_id!r} does not have {arity} components")
+    return [_unescape(p) for p in parts]
+
+
+# --------------------------------------------------------------------------- the envelope
+
+_REQUIRED: Final = (
+    "schema_version",
+    "event_id",
+    "occurred_at",
+    "committed_at",
+    "service",
+    "table",
+    "record_id",
+    "primary_key",
+    "operation",
+    "before",
+    "after",
+    "changed_columns",
+    "transaction_id",
+    "sequence",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One changed row, as it travels on the wire (values already type-tagged)."""
+
+    event_id: uuid.UUID
+    occurred_at: dt.datetime
+    committed_at: dt.datetime
+    service: str
+    table: str
+    record_id: str
+    primary_key: Mapping[str, JSONValue]
+    operation: Operation
+    before: Mapping[str, JSONValue] | None
+    after: Mapping[str, JSONValue] | None
+    changed_columns: Sequence[str]
+    transaction_id: uuid.UUID
+    sequence: int
+    actor: Actor | None = None
+    request_id: str | None = None
+    previous_record_id: str | None = None
+    masked_columns: Sequence[str] = ()
+    metadata: Mapping[str, JSONValue] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        # Sequences are stored as tuples so equal events compare equal however built.
+        object.__setattr__(self, "changed_columns", tuple(self.changed_columns))
+        object.__setattr__(self, "masked_columns", tuple(self.masked_columns))
+
+    # -- wire form ---------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, JSONValue]:
+        return {
+            "schema_version": self.schema_version,
+            "event_id": str(self.event_id),
+            "occurred_at": format_timestamp(self.occurred_at),
+            "committed_at": format_timestamp(self.committed_at),
+            "service": self.service,
+            "table": self.table,
+            "record_id": self.record_id,
+            "previous_record_id": self.previous_record_id,
+            "primary_key": dict(self.primary_key),
+            "operation": self.operation.value,
+            "before": None if self.before is None else dict(self.before),
+            "after": None if self.after is None else dict(self.after),
+            "changed_columns": list(self.changed_columns),
+            "masked_columns": list(self.masked_columns),
+            "actor": None if self.actor is None else self.actor.to_dict(),
+            "request_id": self.request_id,
+            "transaction_id": str(self.transaction_id),
+            "sequence": self.sequence,
+            "metadata": dict(self.metadata),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ChangeEvent:
+        """Validate and build an event; :class:`DecodeError` explains what is wrong."""
+        if not isinstance(data, dict):
+            raise DecodeError(f"a change event is a JSON object, got {type(data).__name__}")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            if isinstance(version, int) and not isinstance(version, bool):
+                raise UnsupportedSchemaVersion(
+                    f"schema_version {version} is not supported (this reader knows "
+                    f"{SCHEMA_VERSION})"
+                )
+            raise DecodeError(f"missing or invalid schema_version: {version!r}")
+        missing = [name for name in _REQUIRED if name not in data]
+        if missing:
+            raise DecodeError(f"change event lacks field(s): {', '.join(missing)}")
+        try:
+            before = data["before"]
+            after = data["after"]
+            for name, row in (("before", before), ("after", after), ("primary_key", None)):
+                value = row if name != "primary_key" else data["primary_key"]
+                if value is not None and not isinstance(value, dict):
+                    raise DecodeError(f"{name} must be an object or null")
+            operation = Operation(data["operation"])
+            if operation is Operation.INSERT and after is None:
+                raise DecodeError("an insert event needs 'after'")
+            if operation is Operation.DELETE and before is None:
+                raise DecodeError("a delete event needs 'before'")
+            if operation is Operation.UPDATE and (before is None or after is None):
+                raise DecodeError("an update event needs 'before' and 'after'")
+            sequence = data["sequence"]
+            if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 0:
+                raise DecodeError("sequence must be a non-negative integer")
+            for name in ("service", "table", "record_id"):
+                if not isinstance(data[name], str) or not data[name]:
+                    raise DecodeError(f"{name} must be a non-empty string")
+            changed = data["changed_columns"]
+            if not isinstance(changed, list) or not all(isinstance(c, str) for c in changed):
+                raise DecodeError("changed_columns must be a list of strings")
+            metadata = data.get("metadata") or {}
+            if not isinstance(metadata, dict):
+                raise DecodeError("metadata must be an object")
+            return cls(
+                schema_version=SCHEMA_VERSION,
+                event_id=uuid.UUID(data["event_id"]),
+                occurred_at=parse_timestamp(data["occurred_at"]),
+                committed_at=parse_timestamp(data["committed_at"]),
+                service=data["service"],
+                table=data["table"],
+                record_id=data["record_id"],
+                previous_record_id=data.get("previous_record_id"),
+                primary_key=data["primary_key"],
+                operation=operation,
+                before=before,
+                after=after,
+                changed_columns=tuple(changed),
+                masked_columns=tuple(data.get("masked_columns") or ()),
+                actor=Actor.from_dict(data.get("actor")),
+                request_id=data.get("request_id"),
+                transaction_id=uuid.UUID(data["transaction_id"]),
+                sequence=sequence,
+                metadata=metadata,
+            )
+        except DecodeError:
+            raise
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise DecodeError(f"invalid change event: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ChangeEvent:
+        try:
+            data = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DecodeError(f"not JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def decoded_before(self) -> dict[str, Any] | None:
+        return None if self.before is None else {k: decode_value(v) for k, v in self.before.items()}
+
+    def decoded_after(self) -> dict[str, Any] | None:
+        return None if self.after is None else {k: decode_value(v) for k, v in self.after.items()}
+
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Actor",
+    "ChangeEvent",
+    "Operation",
+    "canonical_key_text",
+    "format_timestamp",
+    "make_record_id",
+    "new_event_id",
+    "parse_timestamp",
+    "split_record_id",
+    "utcnow",
+    "uuid7_time",
+]

@@ -1,0 +1,295 @@
+"""Type-tagged JSON encoding of column values.
+
+JSON has strings, numbers, booleans, null, arrays and objects. Column values that JSON
+would lose or blur travel as a *tagged object* ``{"$type": TAG, "v": ...}``:
+
+============  ===========================================  ==================================
+tag           Python value                                 ``v``
+============  ===========================================  ==================================
+decimal       :class:`decimal.Decimal`                     ``str(value)`` (exponent kept)
+datetime      :class:`datetime.datetime` (naive or aware)  ISO 8601, offset kept when aware;
+                                                           ``"tz"`` names a zoneinfo key
+date          :class:`datetime.date`                       ISO 8601
+time          :class:`datetime.time` (naive or aware)      ISO 8601
+timedelta     :class:`datetime.timedelta`                  ``[days, seconds, microseconds]``
+uuid          :class:`uuid.UUID`                           canonical hyphenated text
+bytes         ``bytes`` / ``bytearray`` / ``memoryview``   standard base64
+enum          :class:`enum.Enum` member                    encoded ``.value``; ``"name"`` and
+                                                           ``"cls"`` (``module:QualName``)
+float         non-finite ``float``                         ``"nan"``, ``"inf"``, ``"-inf"``
+set           ``set`` / ``frozenset``                      encoded items, sorted when possible
+object        a ``dict`` that itself has a ``"$type"`` key  the dict, values encoded
+repr          anything else (see *fallback*)               ``repr(value)``; ``"type"`` names it
+masked        a masked column (value withheld)            ``null``
+============  ===========================================  ==================================
+
+``str``, ``int``, ``bool``, ``None`` and finite ``float`` pass through unchanged; lists
+and tuples become arrays (ARRAY columns come back as lists) and dicts become objects with
+their values encoded, so JSON columns round-trip exactly.
+
+Fallback policy: a value of a type not listed above is encoded with the ``repr`` tag when
+``fallback="repr"`` (the default at run time; the value is then readable but not
+restorable, and :func:`decode_value` returns an :class:`Unserializable`), or raises
+:class:`~sqla_audit.errors.SerializationError` when ``fallback="error"``.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import enum
+import importlib
+import math
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal, TypeAlias
+
+from sqla_audit.errors import SerializationError
+
+JSONValue: TypeAlias = (
+    str | int | float | bool | None | list["JSONValue"] | dict[str, "JSONValue"]
+)
+Fallback: TypeAlias = Literal["repr", "error"]
+
+TAG: Final = "$type"
+_PASSTHROUGH: Final = (str, int, bool, type(None))
+
+
+@dataclass(frozen=True, slots=True)
+class Unserializable:
+    """A value that was sent with the ``repr`` fallback: readable, not restorable."""
+
+    type_name: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaggedEnum:
+    """An Enum member whose class could not be resolved while decoding."""
+
+    cls: str
+    name: str
+    value: Any
+
+
+class _Masked:
+    """The stand-in for a masked column's value: the change is known, the value is not."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MASKED"
+
+
+#: Decoded form of a masked value.
+MASKED: Final = _Masked()
+
+#: Encoded form of a masked value; the real value never leaves the process.
+MASKED_VALUE: Final[dict[str, JSONValue]] = {TAG: "masked", "v": None}
+
+
+EnumResolver: TypeAlias = Callable[[str], type[enum.Enum] | None]
+
+
+def _qualname(tp: type) -> str:
+    return f"{tp.__module__}:{tp.__qualname__}"
+
+
+def _tagged(tag: str, value: JSONValue, **extra: JSONValue) -> dict[str, JSONValue]:
+    out: dict[str, JSONValue] = {TAG: tag, "v": value}
+    out.update(extra)
+    return out
+
+
+def encode_value(value: Any, *, fallback: Fallback = "repr") -> JSONValue:
+    """Encode one column value to JSON-safe data, tagging what JSON would lose."""
+    if isinstance(value, _PASSTHROUGH) and not isinstance(value, enum.Enum):
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return _tagged("float", "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"))
+    if isinstance(value, enum.Enum):
+        return _tagged(
+            "enum",
+            encode_value(value.value, fallback=fallback),
+            name=value.name,
+            cls=_qualname(type(value)),
+        )
+    if isinstance(value, decimal.Decimal):
+        return _tagged("decimal", str(value))
+    if isinstance(value, dt.datetime):
+        tz = value.tzinfo
+        key = getattr(tz, "key", None)
+        if isinstance(key, str):
+            return _tagged("datetime", value.isoformat(), tz=key)
+        return _tagged("datetime", value.isoformat())
+    if isinstance(value, dt.date):
+        return _tagged("date", value.isoformat())
+    if isinstance(value, dt.time):
+        return _tagged("time", value.isoformat())
+    if isinstance(value, dt.timedelta):
+        return _tagged("timedelta", [value.days, value.seconds, value.microseconds])
+    if isinstance(value, uuid.UUID):
+        return _tagged("uuid", str(value))
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _tagged("bytes", base64.b64encode(bytes(value)).decode("ascii"))
+    if isinstance(value, list | tuple):
+        return [encode_value(item, fallback=fallback) for item in value]
+    if isinstance(value, Mapping):
+        encoded: dict[str, JSONValue] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                if fallback == "error":
+                    raise SerializationError(
+                        f"mapping key {key!r} is not a string; JSON objects need string keys"
+                    )
+                key = str(key)
+            encoded[key] = encode_value(item, fallback=fallback)
+        if TAG in encoded:
+            return _tagged("object", encoded)
+        return encoded
+    if isinstance(value, set | frozenset):
+        items = [encode_value(item, fallback=fallback) for item in value]
+        try:
+            items.sort()  # type: ignore[type-var]
+        except TypeError:
+            items.sort(key=repr)
+        return _tagged("set", items)
+    if isinstance(value, Unserializable):
+        return _tagged("repr", value.text, type=value.type_name)
+    if fallback == "error":
+        raise SerializationError(
+            f"cannot serialize a value of type {_qualname(type(value))}; "
+            "configure the column as excluded, or use fallback='repr'"
+        )
+    return _tagged("repr", repr(value), type=_qualname(type(value)))
+
+
+def encode_row(row: Mapping[str, Any], *, fallback: Fallback = "repr") -> dict[str, JSONValue]:
+    """Encode every value of a column -> value mapping."""
+    return {key: encode_value(value, fallback=fallback) for key, value in row.items()}
+
+
+def import_enum(qualified: str) -> type[enum.Enum] | None:
+    """Resolve ``module:QualName`` to an Enum class by importing it.
+
+    Only use this resolver on trusted input: it imports the named module.
+    """
+    module_name, _, qualname = qualified.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
+        return None
+    if isinstance(obj, type) and issubclass(obj, enum.Enum):
+        return obj
+    return None
+
+
+def registry_resolver(*enums: type[enum.Enum]) -> EnumResolver:
+    """A resolver that knows exactly the given Enum classes (safe on untrusted input)."""
+    known = {_qualname(cls): cls for cls in enums}
+    return known.get
+
+
+def _decode_tagged(obj: dict[str, Any], resolver: EnumResolver | None) -> Any:
+    tag = obj[TAG]
+    raw = obj.get("v")
+    try:
+        if tag == "decimal":
+            return decimal.Decimal(raw)
+        if tag == "datetime":
+            value = dt.datetime.fromisoformat(raw)
+            key = obj.get("tz")
+            if isinstance(key, str):
+                from zoneinfo import ZoneInfo
+
+                value = value.astimezone(ZoneInfo(key))
+            return value
+        if tag == "date":
+            return dt.date.fromisoformat(raw)
+        if tag == "time":
+            return dt.time.fromisoformat(raw)
+        if tag == "timedelta":
+            days, seconds, micros = raw
+            return dt.timedelta(days=days, seconds=seconds, microseconds=micros)
+        if tag == "uuid":
+            return uuid.UUID(raw)
+        if tag == "bytes":
+            return base64.b64decode(raw, validate=True)
+        if tag == "float":
+            return float(raw)
+        if tag == "set":
+            return {_decode(item, resolver) for item in raw}
+        if tag == "object":
+            return {key: _decode(item, resolver) for key, item in raw.items()}
+        if tag == "enum":
+            member_value = _decode(raw, resolver)
+            cls = resolver(obj["cls"]) if resolver is not None else None
+            if cls is not None:
+                try:
+                    return cls[obj["name"]]
+                except KeyError:
+                    return cls(member_value)
+            return TaggedEnum(cls=obj["cls"], name=obj["name"], value=member_value)
+        if tag == "masked":
+            return MASKED
+        if tag == "repr":
+            return Unserializable(type_name=str(obj.get("type", "?")), text=str(raw))
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise SerializationError(f"malformed {tag!r} value: {obj!r}") from exc
+    raise SerializationError(f"unknown value tag {tag!r}")
+
+
+def _decode(value: Any, resolver: EnumResolver | None) -> Any:
+    if isinstance(value, list):
+        return [_decode(item, resolver) for item in value]
+    if isinstance(value, dict):
+        if TAG in value:
+            return _decode_tagged(value, resolver)
+        return {key: _decode(item, resolver) for key, item in value.items()}
+    return value
+
+
+def decode_value(value: JSONValue, *, enum_resolver: EnumResolver | None = None) -> Any:
+    """Restore a value produced by :func:`encode_value`.
+
+    Enum members are restored when ``enum_resolver`` knows their class (see
+    :func:`registry_resolver` and :func:`import_enum`); otherwise a :class:`TaggedEnum`.
+    """
+    return _decode(value, enum_resolver)
+
+
+def decode_row(
+    row: Mapping[str, JSONValue], *, enum_resolver: EnumResolver | None = None
+) -> dict[str, Any]:
+    """Restore every value of an encoded row."""
+    return {key: _decode(value, enum_resolver) for key, value in row.items()}
+
+
+def is_nested(value: JSONValue) -> bool:
+    """True for encoded values that need a structural diff (arrays and plain objects)."""
+    return isinstance(value, list) or (isinstance(value, dict) and TAG not in value)
+
+
+__all__ = [
+    "MASKED",
+    "MASKED_VALUE",
+    "TAG",
+    "EnumResolver",
+    "Fallback",
+    "JSONValue",
+    "TaggedEnum",
+    "Unserializable",
+    "decode_row",
+    "decode_value",
+    "encode_row",
+    "encode_value",
+    "import_enum",
+    "is_nested",
+    "registry_resolver",
+]
