@@ -1,0 +1,261 @@
+"""What the audit store keeps for one change event: :class:`AuditRecord`.
+
+A record is the consumer's view of a :class:`~sqla_audit.events.ChangeEvent` after the diff:
+who changed which row, when, in which transaction, and exactly which columns went from what
+to what. It also keeps the full ``before`` and ``after`` rows so that "the state of record X
+as of time t" is a single partition read (the newest record at or before t) rather than a
+replay of the whole history.
+
+Values stay in their wire encoding (type-tagged JSON, see :mod:`sqla_audit.serialization`),
+so a store never has to know a column's Python type and every store returns exactly what was
+sent. :func:`record_to_row` / :func:`record_from_row` turn a record into flat columns (JSON
+text for the structured parts) for stores that persist rows, so all stores agree on the
+stored form.
+
+Ordering. Every store returns history newest first by ``(event time in milliseconds,
+event_id)``. Milliseconds, because that is the precision of a Cassandra ``timestamp`` (the
+clustering column of the primary table); the exact microsecond time is kept beside it and
+returned in :attr:`AuditRecord.event_time`. ``event_id`` is a version 7 UUID, so within a
+millisecond it breaks ties in creation order (it is stored as ``uuid``, not ``timeuuid``:
+Cassandra's ``timeuuid`` accepts only version 1).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from sqla_audit.errors import DecodeError
+from sqla_audit.events import Operation
+from sqla_audit.serialization import JSONValue
+
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class NestedChange:
+    """One structural difference inside a JSON or ARRAY column.
+
+    ``path`` walks from the column value to the changed element (object keys are strings,
+    array positions are ints); ``kind`` is ``changed``, ``added`` or ``removed``; ``old`` is
+    ``None`` for ``added`` and ``new`` is ``None`` for ``removed``.
+    """
+
+    kind: str
+    path: tuple[str | int, ...]
+    old: JSONValue = None
+    new: JSONValue = None
+
+    def to_dict(self) -> dict[str, JSONValue]:
+        return {"kind": self.kind, "path": list(self.path), "old": self.old, "new": self.new}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> NestedChange:
+        if not isinstance(data, dict) or not isinstance(data.get("path"), list):
+            raise DecodeError(f"invalid nested change: {data!r}")
+        return cls(
+            kind=str(data.get("kind")),
+            path=tuple(data["path"]),
+            old=data.get("old"),
+            new=data.get("new"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    """One column's change: its old and new value (wire-encoded).
+
+    For an insert ``old`` is ``None``; for a delete ``new`` is ``None``. A masked column
+    carries the masked marker on both sides: the change is known, the values are not.
+    ``detail`` lists the structural differences when both sides are nested values (JSON
+    objects or arrays); it is empty otherwise.
+    """
+
+    old: JSONValue
+    new: JSONValue
+    detail: tuple[NestedChange, ...] = ()
+
+    def to_dict(self) -> dict[str, JSONValue]:
+        out: dict[str, JSONValue] = {"old": self.old, "new": self.new}
+        if self.detail:
+            out["detail"] = [item.to_dict() for item in self.detail]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any) -> FieldChange:
+        if not isinstance(data, dict) or "old" not in data or "new" not in data:
+            raise DecodeError(f"invalid field change: {data!r}")
+        detail = data.get("detail") or ()
+        return cls(
+            old=data["old"],
+            new=data["new"],
+            detail=tuple(NestedChange.from_dict(item) for item in detail),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One stored change event (see the module docstring for ordering and encoding)."""
+
+    table: str
+    record_id: str
+    event_id: uuid.UUID
+    #: When the change became durable: the event's ``committed_at`` (UTC, microseconds).
+    event_time: dt.datetime
+    #: When the application flushed the change (UTC, microseconds).
+    occurred_at: dt.datetime
+    operation: Operation
+    service: str
+    transaction_id: uuid.UUID
+    sequence: int
+    changes: Mapping[str, FieldChange]
+    before: Mapping[str, JSONValue] | None
+    after: Mapping[str, JSONValue] | None
+    actor_id: str | None = None
+    actor_attributes: Mapping[str, JSONValue] = field(default_factory=dict)
+    request_id: str | None = None
+    previous_record_id: str | None = None
+    masked_columns: tuple[str, ...] = ()
+    metadata: Mapping[str, JSONValue] = field(default_factory=dict)
+
+    @property
+    def sort_key(self) -> tuple[int, uuid.UUID]:
+        """The store order key: ``(event time in ms, event_id)``; history is newest first."""
+        return (to_millis(self.event_time), self.event_id)
+
+    @property
+    def day(self) -> dt.date:
+        """The UTC day of :attr:`event_time` (the ``changes_by_actor`` partition)."""
+        return self.event_time.astimezone(dt.UTC).date()
+
+
+# --------------------------------------------------------------------------- time helpers
+
+
+def to_micros(value: dt.datetime) -> int:
+    """Microseconds since the Unix epoch of an aware datetime."""
+    if value.tzinfo is None:
+        raise ValueError("audit timestamps must be timezone-aware")
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def to_millis(value: dt.datetime) -> int:
+    """Milliseconds since the Unix epoch, rounded down (Cassandra ``timestamp`` precision)."""
+    return to_micros(value) // 1000
+
+
+def from_micros(value: int) -> dt.datetime:
+    """The aware UTC datetime of microseconds since the Unix epoch."""
+    return _EPOCH + dt.timedelta(microseconds=value)
+
+
+# --------------------------------------------------------------------------- flat rows
+
+
+def dump_json(value: Any) -> str:
+    """Compact JSON text, as stored in the text columns of every persistent store."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _load_object(text: str | None, what: str) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise DecodeError(f"stored {what} is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise DecodeError(f"stored {what} is not a JSON object")
+    return value
+
+
+def changes_to_json(changes: Mapping[str, FieldChange]) -> str:
+    return dump_json({name: change.to_dict() for name, change in changes.items()})
+
+
+def changes_from_json(text: str) -> dict[str, FieldChange]:
+    data = _load_object(text, "changes") or {}
+    return {name: FieldChange.from_dict(item) for name, item in data.items()}
+
+
+def record_to_row(record: AuditRecord) -> dict[str, Any]:
+    """The flat, store-neutral form of a record: scalars plus JSON text columns.
+
+    Keys: ``table_name record_id event_id event_time_us occurred_at_us operation service
+    transaction_id sequence actor_id actor_attributes request_id previous_record_id
+    masked_columns changes before after metadata``. UUIDs stay :class:`uuid.UUID`.
+    """
+    return {
+        "table_name": record.table,
+        "record_id": record.record_id,
+        "event_id": record.event_id,
+        "event_time_us": to_micros(record.event_time),
+        "occurred_at_us": to_micros(record.occurred_at),
+        "operation": record.operation.value,
+        "service": record.service,
+        "transaction_id": record.transaction_id,
+        "sequence": record.sequence,
+        "actor_id": record.actor_id,
+        "actor_attributes": dump_json(dict(record.actor_attributes)),
+        "request_id": record.request_id,
+        "previous_record_id": record.previous_record_id,
+        "masked_columns": dump_json(list(record.masked_columns)),
+        "changes": changes_to_json(record.changes),
+        "before": None if record.before is None else dump_json(dict(record.before)),
+        "after": None if record.after is None else dump_json(dict(record.after)),
+        "metadata": dump_json(dict(record.metadata)),
+    }
+
+
+def record_from_row(row: Mapping[str, Any]) -> AuditRecord:
+    """Rebuild a record from :func:`record_to_row`'s form; :class:`DecodeError` if corrupt."""
+    try:
+        masked = json.loads(row["masked_columns"] or "[]")
+        return AuditRecord(
+            table=row["table_name"],
+            record_id=row["record_id"],
+            event_id=_as_uuid(row["event_id"]),
+            event_time=from_micros(int(row["event_time_us"])),
+            occurred_at=from_micros(int(row["occurred_at_us"])),
+            operation=Operation(row["operation"]),
+            service=row["service"],
+            transaction_id=_as_uuid(row["transaction_id"]),
+            sequence=int(row["sequence"]),
+            actor_id=row["actor_id"],
+            actor_attributes=_load_object(row["actor_attributes"], "actor_attributes") or {},
+            request_id=row["request_id"],
+            previous_record_id=row["previous_record_id"],
+            masked_columns=tuple(str(name) for name in masked),
+            changes=changes_from_json(row["changes"]),
+            before=_load_object(row["before"], "before"),
+            after=_load_object(row["after"], "after"),
+            metadata=_load_object(row["metadata"], "metadata") or {},
+        )
+    except DecodeError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DecodeError(f"corrupt stored audit record: {exc!r}") from exc
+
+
+def _as_uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+__all__ = [
+    "AuditRecord",
+    "FieldChange",
+    "NestedChange",
+    "changes_from_json",
+    "changes_to_json",
+    "dump_json",
+    "from_micros",
+    "record_from_row",
+    "record_to_row",
+    "to_micros",
+    "to_millis",
+]
