@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
-from consumer.records import AuditRecord
+from consumer.records import AuditRecord, to_micros
 from sqla_audit.errors import PermanentError
 
 T = TypeVar("T")
@@ -40,6 +40,10 @@ MAX_PAGE_SIZE = 1000
 
 class InvalidQuery(PermanentError, ValueError):
     """A read was asked with bad arguments (a malformed page token, a bad limit or window)."""
+
+
+class RecordRejected(PermanentError):
+    """The store refused a record for good (too large, invalid): retrying cannot help."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,71 @@ def check_window(since: dt.datetime | None, until: dt.datetime | None, limit: in
         raise InvalidQuery(f"since ({since.isoformat()}) is after until ({until.isoformat()})")
 
 
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The validated bounds of one read: exact ``since``/``until`` plus the page cursor."""
+
+    since_us: int | None
+    until_us: int | None
+    cursor: Cursor | None
+    limit: int
+
+    @classmethod
+    def build(
+        cls,
+        since: dt.datetime | None,
+        until: dt.datetime | None,
+        limit: int,
+        page: str | None,
+    ) -> Window:
+        check_window(since, until, limit)
+        return cls(
+            since_us=None if since is None else to_micros(since),
+            until_us=None if until is None else to_micros(until),
+            cursor=decode_page_token(page),
+            limit=limit,
+        )
+
+    @property
+    def min_ms(self) -> int | None:
+        """Lowest event-time millisecond that can hold a match (inclusive)."""
+        return None if self.since_us is None else self.since_us // 1000
+
+    @property
+    def max_ms(self) -> int | None:
+        """Highest event-time millisecond that can hold a match (inclusive)."""
+        bounds = [self.until_us // 1000] if self.until_us is not None else []
+        if self.cursor is not None:
+            bounds.append(self.cursor.millis)
+        return min(bounds) if bounds else None
+
+    def admits(self, record: AuditRecord) -> bool:
+        """True if ``record`` is inside the exact window and strictly after the cursor."""
+        micros = to_micros(record.event_time)
+        if self.since_us is not None and micros < self.since_us:
+            return False
+        if self.until_us is not None and micros > self.until_us:
+            return False
+        return self.cursor is None or record.sort_key < (self.cursor.millis, self.cursor.event_id)
+
+
+def paginate(candidates: Iterable[AuditRecord], window: Window) -> Page[AuditRecord]:
+    """Cut one page from ``candidates`` (newest first, already narrowed to whole ms).
+
+    Stores narrow by millisecond (their index precision) and hand the candidates here, which
+    applies the exact microsecond window and the cursor, stops after ``limit`` matches and
+    makes the next-page token when at least one more match exists.
+    """
+    items: list[AuditRecord] = []
+    for record in candidates:
+        if not window.admits(record):
+            continue
+        if len(items) == window.limit:
+            return Page(items, encode_page_token(Cursor.after(items[-1])))
+        items.append(record)
+    return Page(items, None)
+
+
 @runtime_checkable
 class AuditStore(Protocol):
     """Writes audit records idempotently and answers the questions the query side asks."""
@@ -154,7 +223,10 @@ __all__ = [
     "Cursor",
     "InvalidQuery",
     "Page",
+    "RecordRejected",
+    "Window",
     "check_window",
     "decode_page_token",
     "encode_page_token",
+    "paginate",
 ]

@@ -1,0 +1,132 @@
+"""From a queue message body to change events.
+
+An SQS message reaches the consumer in one of several shapes, and the decoder peels them
+in order:
+
+1. **SNS notification** -- when the queue's subscription does not use raw message delivery,
+   the body is SNS's JSON envelope (``{"Type": "Notification", "Message": "...",
+   "TopicArn": ...}``) and the event is the ``Message`` string. Other SNS envelope types
+   (``SubscriptionConfirmation``...) are not change events and are rejected.
+2. **S3 payload pointer** -- an event too large for SNS (256 KiB) is stored in S3 by the
+   producer, which publishes AWS's payload-offloading pointer instead:
+   ``["software.amazon.payloadoffloading.PayloadS3Pointer", {"s3BucketName": B, "s3Key": K}]``.
+   The decoder fetches the object through a :class:`PayloadFetcher` and continues with its
+   content.
+3. **The event** -- one change-event object, or a JSON array of them (a producer may
+   bundle the events of one transaction), each validated by
+   :meth:`ChangeEvent.from_dict <sqla_audit.events.ChangeEvent.from_dict>` including its
+   ``schema_version``.
+
+Anything else raises :class:`~sqla_audit.errors.DecodeError` (permanent: the message is
+parked for the dead-letter queue and never retried here). A pointer whose object cannot be
+fetched *right now* raises :class:`~sqla_audit.errors.TransportError` (retryable); one whose
+object does not exist is a :class:`DecodeError`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from sqla_audit.errors import DecodeError
+from sqla_audit.events import ChangeEvent
+
+#: First element of an AWS payload-offloading pointer (the SNS/SQS extended clients' format).
+S3_POINTER_CLASS: Final = "software.amazon.payloadoffloading.PayloadS3Pointer"
+
+#: Largest number of events accepted in one bundled message body.
+MAX_EVENTS_PER_MESSAGE: Final = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class S3Pointer:
+    """Where an offloaded payload lives."""
+
+    bucket: str
+    key: str
+
+
+class PayloadFetcher(Protocol):
+    """Reads an offloaded payload (S3 in production, a dict in tests)."""
+
+    def fetch(self, pointer: S3Pointer) -> bytes:
+        """The object's bytes; raise ``DecodeError`` if it does not exist, ``TransportError``
+        if it cannot be read now."""
+        ...
+
+
+def parse_pointer(data: Any) -> S3Pointer | None:
+    """The pointer described by already-parsed JSON ``data``, or ``None`` if it is not one.
+
+    A value that claims to be a pointer (its first element is the pointer class) but is
+    malformed raises :class:`DecodeError`.
+    """
+    if not (isinstance(data, list) and data and data[0] == S3_POINTER_CLASS):
+        return None
+    if len(data) != 2 or not isinstance(data[1], dict):
+        raise DecodeError("malformed S3 payload pointer")
+    bucket, key = data[1].get("s3BucketName"), data[1].get("s3Key")
+    if not isinstance(bucket, str) or not bucket or not isinstance(key, str) or not key:
+        raise DecodeError("S3 payload pointer lacks s3BucketName or s3Key")
+    return S3Pointer(bucket=bucket, key=key)
+
+
+def _loads(text: str | bytes, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"{what} is not JSON: {exc}") from exc
+
+
+def unwrap_sns(data: Any) -> Any:
+    """If ``data`` is an SNS envelope, the parsed JSON of its ``Message``; else ``data``."""
+    if not (isinstance(data, dict) and "Type" in data and "TopicArn" in data):
+        return data
+    if data.get("Type") != "Notification":
+        raise DecodeError(f"SNS message of type {data.get('Type')!r} is not a change event")
+    message = data.get("Message")
+    if not isinstance(message, str):
+        raise DecodeError("SNS notification has no Message string")
+    return _loads(message, f"SNS Message (topic {data.get('TopicArn')})")
+
+
+class Decoder:
+    """Turns message bodies into change events (see the module docstring)."""
+
+    def __init__(self, fetcher: PayloadFetcher | None = None) -> None:
+        self._fetcher = fetcher
+
+    def decode(self, body: str | bytes) -> list[ChangeEvent]:
+        """Every event in ``body``; :class:`DecodeError` if it holds none or is malformed."""
+        data = unwrap_sns(_loads(body, "message body"))
+        pointer = parse_pointer(data)
+        if pointer is not None:
+            if self._fetcher is None:
+                raise DecodeError(
+                    f"message points to s3://{pointer.bucket}/{pointer.key} but no S3 "
+                    "client is configured"
+                )
+            data = _loads(self._fetcher.fetch(pointer), "offloaded payload")
+            if parse_pointer(data) is not None:
+                raise DecodeError("offloaded payload is itself a pointer")
+        if isinstance(data, list):
+            if not data:
+                raise DecodeError("message holds an empty list of events")
+            if len(data) > MAX_EVENTS_PER_MESSAGE:
+                raise DecodeError(
+                    f"message holds {len(data)} events (at most {MAX_EVENTS_PER_MESSAGE})"
+                )
+            return [ChangeEvent.from_dict(item) for item in data]
+        return [ChangeEvent.from_dict(data)]
+
+
+__all__ = [
+    "MAX_EVENTS_PER_MESSAGE",
+    "S3_POINTER_CLASS",
+    "Decoder",
+    "PayloadFetcher",
+    "S3Pointer",
+    "parse_pointer",
+    "unwrap_sns",
+]

@@ -1,0 +1,96 @@
+"""An in-memory :class:`~consumer.sinks.base.AuditStore` for tests (yours and ours).
+
+Same semantics as the persistent stores: idempotent by ``event_id``, newest first by
+``(event time ms, event_id)``, exact ``since``/``until``, keyset page tokens. Thread-safe.
+``fail_next`` makes the next writes raise, to exercise a worker's retry path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+from collections.abc import Iterable
+
+from consumer.records import AuditRecord
+from consumer.sinks.base import Page, Window, paginate
+from sqla_audit.errors import StoreError
+
+
+class MemoryStore:
+    """Keeps records in dictionaries; ``records`` exposes them for assertions."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_id: dict[uuid.UUID, AuditRecord] = {}
+        self._failures: list[BaseException] = []
+        self.write_calls = 0
+        self.closed = False
+
+    # -- test helpers --------------------------------------------------------------------
+
+    def fail_next(self, count: int = 1, error: BaseException | None = None) -> None:
+        """Make the next ``count`` calls to :meth:`write` raise ``error`` (a StoreError)."""
+        with self._lock:
+            for _ in range(count):
+                self._failures.append(error or StoreError("store unavailable (injected)"))
+
+    @property
+    def records(self) -> list[AuditRecord]:
+        """Every stored record, oldest first."""
+        with self._lock:
+            return sorted(self._by_id.values(), key=lambda r: r.sort_key)
+
+    # -- AuditStore ------------------------------------------------------------------------
+
+    def write(self, records: Iterable[AuditRecord]) -> None:
+        batch = list(records)
+        with self._lock:
+            self.write_calls += 1
+            if self._failures:
+                raise self._failures.pop(0)
+            for record in batch:
+                self._by_id[record.event_id] = record
+
+    def _newest_first(self) -> list[AuditRecord]:
+        with self._lock:
+            return sorted(self._by_id.values(), key=lambda r: r.sort_key, reverse=True)
+
+    def history(
+        self,
+        table: str,
+        record_id: str,
+        *,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        limit: int = 100,
+        page: str | None = None,
+    ) -> Page[AuditRecord]:
+        window = Window.build(since, until, limit, page)
+        return paginate(
+            (r for r in self._newest_first() if r.table == table and r.record_id == record_id),
+            window,
+        )
+
+    def by_actor(
+        self,
+        actor_id: str,
+        *,
+        since: dt.datetime,
+        until: dt.datetime | None = None,
+        limit: int = 100,
+        page: str | None = None,
+    ) -> Page[AuditRecord]:
+        window = Window.build(since, until, limit, page)
+        return paginate((r for r in self._newest_first() if r.actor_id == actor_id), window)
+
+    def by_transaction(self, transaction_id: uuid.UUID) -> list[AuditRecord]:
+        with self._lock:
+            found = [r for r in self._by_id.values() if r.transaction_id == transaction_id]
+        return sorted(found, key=lambda r: (r.sequence, r.event_id))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+__all__ = ["MemoryStore"]

@@ -1,0 +1,216 @@
+"""The embedded audit store: one SQLite file, no server.
+
+For demos, small deployments and tests that want persistence without Cassandra. It keeps
+the same records with the same semantics as the Cassandra store (idempotent by
+``event_id``, newest first by ``(event time ms, event_id)``, exact ``since``/``until``,
+keyset page tokens) in one table with three indexes that play the role of Cassandra's
+three tables. The file runs in WAL mode so readers (the query side) do not block the
+writer; writes from several threads share one connection behind a lock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Final
+
+from consumer.records import AuditRecord, record_from_row, record_to_row, to_millis
+from consumer.sinks.base import Page, Window, paginate
+from sqla_audit.errors import ConfigurationError, StoreError
+
+_COLUMNS: Final = (
+    "event_id",
+    "table_name",
+    "record_id",
+    "event_ms",
+    "event_time_us",
+    "occurred_at_us",
+    "operation",
+    "service",
+    "transaction_id",
+    "sequence",
+    "actor_id",
+    "actor_attributes",
+    "request_id",
+    "previous_record_id",
+    "masked_columns",
+    "changes",
+    "before",
+    "after",
+    "metadata",
+)
+
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS audit_records (
+    event_id TEXT PRIMARY KEY,
+    table_name TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    event_ms INTEGER NOT NULL,
+    event_time_us INTEGER NOT NULL,
+    occurred_at_us INTEGER NOT NULL,
+    operation TEXT NOT NULL,
+    service TEXT NOT NULL,
+    transaction_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    actor_id TEXT,
+    actor_attributes TEXT NOT NULL,
+    request_id TEXT,
+    previous_record_id TEXT,
+    masked_columns TEXT NOT NULL,
+    changes TEXT NOT NULL,
+    "before" TEXT,
+    "after" TEXT,
+    metadata TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_records_by_record
+    ON audit_records (table_name, record_id, event_ms DESC, event_id DESC);
+CREATE INDEX IF NOT EXISTS audit_records_by_actor
+    ON audit_records (actor_id, event_ms DESC, event_id DESC) WHERE actor_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS audit_records_by_transaction
+    ON audit_records (transaction_id, sequence, event_id);
+"""
+
+_QUOTED: Final = ", ".join('"' + c + '"' for c in _COLUMNS)
+_INSERT: Final = (
+    f"INSERT OR REPLACE INTO audit_records ({_QUOTED}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+)
+_SELECT: Final = f"SELECT {_QUOTED} FROM audit_records"
+
+#: Rows fetched per round trip while scanning for a page.
+_CHUNK: Final = 200
+
+
+def _to_params(record: AuditRecord) -> tuple[Any, ...]:
+    row = record_to_row(record)
+    row["event_id"] = str(record.event_id)
+    row["transaction_id"] = str(record.transaction_id)
+    row["event_ms"] = to_millis(record.event_time)
+    return tuple(row[c] for c in _COLUMNS)
+
+
+def _from_tuple(values: tuple[Any, ...]) -> AuditRecord:
+    return record_from_row(dict(zip(_COLUMNS, values, strict=True)))
+
+
+class SQLiteStore:
+    """An :class:`~consumer.sinks.base.AuditStore` over one SQLite file (or ``:memory:``)."""
+
+    def __init__(self, path: str | Path, *, timeout: float = 10.0) -> None:
+        target = str(path)
+        if target.startswith("sqlite:///"):
+            target = target[len("sqlite:///") :]
+        if not target:
+            raise ConfigurationError("the SQLite store needs a file path (or ':memory:')")
+        if target != ":memory:" and not Path(target).parent.exists():
+            raise ConfigurationError(f"directory of SQLite store {target!r} does not exist")
+        self.path = target
+        self._lock = threading.Lock()
+        try:
+            self._conn = sqlite3.connect(target, timeout=timeout, check_same_thread=False)
+            if target != ":memory:":
+                self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.executescript(SCHEMA)
+            self._conn.commit()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store {target!r}: {exc}") from exc
+        self._closed = False
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def write(self, records: Iterable[AuditRecord]) -> None:
+        params = [_to_params(record) for record in records]
+        if not params:
+            return
+        with self._lock:
+            try:
+                with self._conn:  # one transaction, committed on exit
+                    self._conn.executemany(_INSERT, params)
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite write failed: {exc}") from exc
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite read failed: {exc}") from exc
+
+    def _scan(self, where: str, params: tuple[Any, ...], window: Window) -> Iterator[AuditRecord]:
+        """Newest-first candidates, fetched in chunks by keyset."""
+        clauses = [where]
+        bounds: list[Any] = list(params)
+        if window.min_ms is not None:
+            clauses.append("event_ms >= ?")
+            bounds.append(window.min_ms)
+        if window.max_ms is not None:
+            clauses.append("event_ms <= ?")
+            bounds.append(window.max_ms)
+        position: tuple[int, str] | None = None
+        if window.cursor is not None:
+            position = (window.cursor.millis, str(window.cursor.event_id))
+        while True:
+            sql_clauses = list(clauses)
+            sql_params = list(bounds)
+            if position is not None:
+                sql_clauses.append("(event_ms < ? OR (event_ms = ? AND event_id < ?))")
+                sql_params += [position[0], position[0], position[1]]
+            sql = (
+                f"{_SELECT} WHERE {' AND '.join(sql_clauses)} "
+                f"ORDER BY event_ms DESC, event_id DESC LIMIT {_CHUNK}"
+            )
+            rows = self._query(sql, tuple(sql_params))
+            for values in rows:
+                yield _from_tuple(values)
+            if len(rows) < _CHUNK:
+                return
+            last = rows[-1]
+            position = (int(last[_COLUMNS.index("event_ms")]), str(last[0]))
+
+    def history(
+        self,
+        table: str,
+        record_id: str,
+        *,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        limit: int = 100,
+        page: str | None = None,
+    ) -> Page[AuditRecord]:
+        window = Window.build(since, until, limit, page)
+        return paginate(
+            self._scan("table_name = ? AND record_id = ?", (table, record_id), window), window
+        )
+
+    def by_actor(
+        self,
+        actor_id: str,
+        *,
+        since: dt.datetime,
+        until: dt.datetime | None = None,
+        limit: int = 100,
+        page: str | None = None,
+    ) -> Page[AuditRecord]:
+        window = Window.build(since, until, limit, page)
+        return paginate(self._scan("actor_id = ?", (actor_id,), window), window)
+
+    def by_transaction(self, transaction_id: uuid.UUID) -> list[AuditRecord]:
+        rows = self._query(
+            f"{_SELECT} WHERE transaction_id = ? ORDER BY sequence, event_id",
+            (str(transaction_id),),
+        )
+        return [_from_tuple(values) for values in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+
+__all__ = ["SCHEMA", "SQLiteStore"]
