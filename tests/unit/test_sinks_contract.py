@@ -14,7 +14,7 @@ from consumer.sinks.base import AuditStore, InvalidQuery
 from consumer.sinks.memory import MemoryStore
 from consumer.sinks.sqlite import SQLiteStore
 from consumer.testing import make_record
-from sqla_audit.events import Operation
+from sqla_audit.events import Actor, Operation
 
 T0 = dt.datetime(2026, 1, 10, 12, 0, 0, tzinfo=dt.UTC)
 
@@ -157,8 +157,6 @@ def test_by_transaction_is_in_sequence_order(store: AuditStore) -> None:
 
 def test_records_keep_every_field(store: AuditStore) -> None:
     """A stored record keeps nested changes, rows, actor attributes, masks and metadata."""
-    from sqla_audit.events import Actor
-
     record = make_record(
         committed_at=T0 + dt.timedelta(microseconds=7),
         occurred_at=T0,
