@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -63,16 +64,30 @@ def require_service(name: str, env_var: str) -> str:
 
 @functools.cache
 def docker_engine_available() -> bool:
-    """True when a Docker engine answers a ping (the client alone is not enough)."""
-    try:
-        import docker  # noqa: PLC0415 - only needed when testcontainers is used
+    """True when a Docker engine answers ``GET /_ping`` (a ``docker`` client alone is not enough).
 
-        client = docker.from_env(timeout=5)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:
+    Probes ``DOCKER_HOST`` (``unix://`` or plain ``tcp://``; default the standard socket) with a
+    raw request, so that no client object is left half-open when there is no engine.
+    """
+    host = os.environ.get("DOCKER_HOST", "").strip() or "unix:///var/run/docker.sock"
+    scheme, _, rest = host.partition("://")
+    try:
+        if scheme == "unix":
+            if not os.path.exists(rest):
+                return False
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(5)
+            sock.connect(rest)
+        elif scheme in {"tcp", "http"} and not os.environ.get("DOCKER_TLS_VERIFY"):
+            address, _, port = rest.rstrip("/").rpartition(":")
+            sock = socket.create_connection((address.strip("[]"), int(port)), timeout=5)
+        else:
+            return False
+        with sock:
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            status_line = sock.recv(1024).split(b"\r\n", 1)[0]
+        return status_line.startswith(b"HTTP/") and b" 200" in status_line
+    except (OSError, ValueError):
         return False
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pathlib
+import socket
+import threading
+
 import pytest
 import service_policy
 
@@ -93,3 +97,43 @@ def test_every_service_has_an_env_var_and_a_container_recipe() -> None:
     """Each known service names its env var and can be started from a container."""
     assert set(service_policy.SERVICE_ENV) == {"postgres", "mariadb", "aws", "cassandra"}
     assert set(service_policy._STARTERS) == set(service_policy.SERVICE_ENV)
+
+
+_probe_docker = service_policy.docker_engine_available.__wrapped__  # the real probe, uncached
+
+
+def test_docker_probe_false_without_socket(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    """With DOCKER_HOST naming a socket that does not exist, no engine is reported."""
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/missing.sock")
+
+    assert _probe_docker() is False
+
+
+@pytest.mark.parametrize(("reply", "expected"), [(b"HTTP/1.1 200 OK", True), (b"nope", False)])
+def test_docker_probe_pings_the_engine(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path, reply: bytes, expected: bool
+) -> None:
+    """The probe sends GET /_ping to the DOCKER_HOST socket and needs a 200 answer."""
+    path = tmp_path / "docker.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    requests: list[bytes] = []
+
+    def answer_once() -> None:
+        conn, _ = server.accept()
+        with conn:
+            requests.append(conn.recv(1024))
+            conn.sendall(reply + b"\r\nContent-Length: 2\r\n\r\nOK")
+
+    thread = threading.Thread(target=answer_once)
+    thread.start()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
+    try:
+        assert _probe_docker() is expected
+    finally:
+        thread.join(timeout=5)
+        server.close()
+    assert requests[0].startswith(b"GET /_ping ")
