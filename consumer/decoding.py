@@ -10,7 +10,8 @@ in order:
 2. **S3 payload pointer** -- an event too large for SNS (256 KiB) is stored in S3 by the
    producer, which publishes AWS's payload-offloading pointer instead:
    ``["software.amazon.payloadoffloading.PayloadS3Pointer", {"s3BucketName": B, "s3Key": K}]``.
-   The decoder fetches the object through a :class:`PayloadFetcher` and continues with its
+   The decoder parses it with :mod:`sqla_audit.offload_pointer` (the shared wire
+   contract), fetches the object through a :class:`PayloadFetcher` and continues with its
    content.
 3. **The event** -- one change-event object, or a JSON array of them (a producer may
    bundle the events of one transaction), each validated by
@@ -31,9 +32,7 @@ from typing import Any, Final, Protocol
 
 from sqla_audit.errors import DecodeError
 from sqla_audit.events import ChangeEvent
-
-#: First element of an AWS payload-offloading pointer (the SNS/SQS extended clients' format).
-S3_POINTER_CLASS: Final = "software.amazon.payloadoffloading.PayloadS3Pointer"
+from sqla_audit.offload_pointer import POINTER_CLASS, parse_pointer
 
 #: Largest number of events accepted in one bundled message body.
 MAX_EVENTS_PER_MESSAGE: Final = 1000
@@ -56,22 +55,6 @@ class PayloadFetcher(Protocol):
         ...
 
 
-def parse_pointer(data: Any) -> S3Pointer | None:
-    """The pointer described by already-parsed JSON ``data``, or ``None`` if it is not one.
-
-    A value that claims to be a pointer (its first element is the pointer class) but is
-    malformed raises :class:`DecodeError`.
-    """
-    if not (isinstance(data, list) and data and data[0] == S3_POINTER_CLASS):
-        return None
-    if len(data) != 2 or not isinstance(data[1], dict):
-        raise DecodeError("malformed S3 payload pointer")
-    bucket, key = data[1].get("s3BucketName"), data[1].get("s3Key")
-    if not isinstance(bucket, str) or not bucket or not isinstance(key, str) or not key:
-        raise DecodeError("S3 payload pointer lacks s3BucketName or s3Key")
-    return S3Pointer(bucket=bucket, key=key)
-
-
 def _loads(text: str | bytes, what: str) -> Any:
     try:
         return json.loads(text)
@@ -79,16 +62,25 @@ def _loads(text: str | bytes, what: str) -> Any:
         raise DecodeError(f"{what} is not JSON: {exc}") from exc
 
 
-def unwrap_sns(data: Any) -> Any:
-    """If ``data`` is an SNS envelope, the parsed JSON of its ``Message``; else ``data``."""
+def unwrap_sns(body: str | bytes) -> tuple[str | bytes, Any]:
+    """The payload of ``body`` and its parsed JSON: an SNS envelope's ``Message``, or
+    ``body`` itself when it is not an envelope (raw message delivery)."""
+    data = _loads(body, "message body")
     if not (isinstance(data, dict) and "Type" in data and "TopicArn" in data):
-        return data
+        return body, data
     if data.get("Type") != "Notification":
         raise DecodeError(f"SNS message of type {data.get('Type')!r} is not a change event")
     message = data.get("Message")
     if not isinstance(message, str):
         raise DecodeError("SNS notification has no Message string")
-    return _loads(message, f"SNS Message (topic {data.get('TopicArn')})")
+    return message, _loads(message, f"SNS Message (topic {data.get('TopicArn')})")
+
+
+def _pointer_of(payload: str | bytes, data: Any) -> S3Pointer | None:
+    if not (isinstance(data, list) and data and data[0] == POINTER_CLASS):
+        return None
+    bucket, key = parse_pointer(payload)  # DecodeError explains a malformed pointer
+    return S3Pointer(bucket=bucket, key=key)
 
 
 class Decoder:
@@ -99,16 +91,17 @@ class Decoder:
 
     def decode(self, body: str | bytes) -> list[ChangeEvent]:
         """Every event in ``body``; :class:`DecodeError` if it holds none or is malformed."""
-        data = unwrap_sns(_loads(body, "message body"))
-        pointer = parse_pointer(data)
+        payload, data = unwrap_sns(body)
+        pointer = _pointer_of(payload, data)
         if pointer is not None:
             if self._fetcher is None:
                 raise DecodeError(
                     f"message points to s3://{pointer.bucket}/{pointer.key} but no S3 "
                     "client is configured"
                 )
-            data = _loads(self._fetcher.fetch(pointer), "offloaded payload")
-            if parse_pointer(data) is not None:
+            payload = self._fetcher.fetch(pointer)
+            data = _loads(payload, "offloaded payload")
+            if _pointer_of(payload, data) is not None:
                 raise DecodeError("offloaded payload is itself a pointer")
         if isinstance(data, list):
             if not data:
@@ -123,10 +116,8 @@ class Decoder:
 
 __all__ = [
     "MAX_EVENTS_PER_MESSAGE",
-    "S3_POINTER_CLASS",
     "Decoder",
     "PayloadFetcher",
     "S3Pointer",
-    "parse_pointer",
     "unwrap_sns",
 ]
