@@ -1,0 +1,853 @@
+"""Publishing change events to Amazon SNS.
+
+Two layers, because two callers need different things:
+
+* :class:`SNSSender` is the synchronous *publishing core*: it turns messages into
+  ``PublishBatch`` calls of at most 10 entries and 256 KiB, offloads oversized bodies to S3,
+  retries throttling and server errors with jittered backoff -- resending only the entries
+  that failed -- and reports, per message, whether SNS accepted it, rejected it for good or
+  could not be reached within the retry budget. The outbox relay uses it directly.
+* :class:`SNSPublisher` is the :class:`~sqla_audit.publishers.base.Publisher` an
+  application installs in *direct* mode. ``publish()`` only appends to a bounded in-memory
+  queue (a commit never waits on the network); a background thread drains the queue through
+  an :class:`SNSSender`. When SNS stays unreachable past the retry budget, or the queue is
+  full, events spill to a local :class:`~sqla_audit.publishers.spool.EventSpool` and are
+  re-sent in order once SNS answers again. Nothing raises into application code: failures
+  go to the ``on_error`` hook and the counters of :meth:`SNSPublisher.stats`.
+
+Messages. The body is ``ChangeEvent.to_json()``. Three ``String`` message attributes --
+``table``, ``operation``, ``service`` -- let subscriptions filter without reading the body.
+On a FIFO topic (ARN ending in ``.fifo``) ``MessageGroupId`` is ``<table>:<record_id>`` so
+the events of one record are delivered in order while different records proceed in
+parallel, and ``MessageDeduplicationId`` is the event id, so a re-sent event within SNS's
+five-minute deduplication window is dropped by SNS itself. A group id longer than 128
+characters, or with characters SNS does not allow, is replaced by ``sha256:<hex digest>``
+of the same text (stable, so ordering per record is kept).
+
+Error classification (what is retried):
+
+* whole-call errors: throttling codes, HTTP 5xx, connection failures and timeouts, and
+  also authorization / not-found / KMS errors (a configuration fix resumes delivery, and
+  the spool keeps the events meanwhile) are *retryable*; request-validation errors
+  (``InvalidParameter``, ``BatchRequestTooLong``...) make the sender split the batch to
+  isolate the offending entry, which is then *rejected*;
+* per-entry failures in the ``Failed`` list of a response: retryable when
+  ``SenderFault`` is false or the code is a throttling code, rejected otherwise.
+
+Rejected messages are reported to ``on_error`` and counted; they are never silently
+dropped, and never block the messages behind them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import logging
+import re
+import threading
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from os import PathLike
+from typing import Any, Final
+
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
+
+from sqla_audit.errors import AuditError, DecodeError, PermanentError, TransportError
+from sqla_audit.events import ChangeEvent
+from sqla_audit.limits import (
+    PAYLOAD_HEADROOM_BYTES,
+    SNS_MAX_BATCH_ENTRIES,
+    SNS_MAX_PAYLOAD_BYTES,
+)
+from sqla_audit.offload_pointer import PAYLOAD_SIZE_ATTRIBUTE
+from sqla_audit.publishers.base import ErrorHook
+from sqla_audit.publishers.offload import PayloadTooLargeError, S3Offloader
+from sqla_audit.publishers.spool import EventSpool, SpoolFullError
+from sqla_audit.retry import RetryPolicy, Sleeper
+
+log = logging.getLogger(__name__)
+
+#: Longest FIFO ``MessageGroupId`` / ``MessageDeduplicationId``.
+FIFO_ID_MAX_LENGTH: Final = 128
+
+#: Characters SNS accepts in FIFO group and deduplication ids: ASCII letters, digits and
+#: punctuation (no space).
+_FIFO_ID_RE: Final = re.compile(r"[!-~]+")
+
+#: Error codes that mean "slow down" (botocore's standard retry mode list, plus SNS's own
+#: and KMS's). Compared without a trailing ``Exception``.
+THROTTLING_CODES: Final = frozenset(
+    {
+        "Throttling",
+        "Throttled",
+        "ThrottledException",
+        "RequestThrottled",
+        "TooManyRequests",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceeded",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "KMSThrottling",
+        "ProvisionedThroughputExceeded",
+    }
+)
+
+#: Whole-call error codes that blame the request itself: the batch is split to find the
+#: entry at fault, which is then rejected.
+INVALID_REQUEST_CODES: Final = frozenset(
+    {
+        "InvalidParameter",
+        "InvalidParameterValue",
+        "ValidationError",
+        "BatchRequestTooLong",
+        "TooManyEntriesInBatchRequest",
+        "BatchEntryIdsNotDistinct",
+        "InvalidBatchEntryId",
+        "EmptyBatchRequest",
+    }
+)
+
+#: Per-entry codes that are server-side and transient even when marked as sender faults.
+_TRANSIENT_ENTRY_CODES: Final = frozenset(
+    {"InternalError", "InternalFailure", "ServiceUnavailable", "RequestTimeout"}
+)
+
+
+def _normalize_code(code: str) -> str:
+    return code.removesuffix("Exception")
+
+
+def build_sns_client(
+    *,
+    region_name: str | None = None,
+    endpoint_url: str | None = None,
+    max_attempts: int = 2,
+    connect_timeout: float = 3.0,
+    read_timeout: float = 10.0,
+) -> Any:
+    """An SNS client from the standard AWS configuration, with botocore's retries kept low.
+
+    Region, credentials and endpoint come from the usual chain (arguments, then
+    ``AWS_REGION`` / ``AWS_DEFAULT_REGION``, the credential chain, ``AWS_ENDPOINT_URL``...).
+    botocore retries whole calls only; :class:`SNSSender` retries per entry, so the
+    client's own budget is small to keep the total bounded.
+    """
+    import boto3  # noqa: PLC0415 -- optional dependency, loaded when SNS is used
+    from botocore.config import Config  # noqa: PLC0415
+
+    config = Config(
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+    )
+    return boto3.session.Session().client(
+        "sns", region_name=region_name, endpoint_url=endpoint_url, config=config
+    )
+
+
+# --------------------------------------------------------------------------- messages
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """One change event ready to publish: its JSON body and the fields routing needs."""
+
+    event_id: str
+    table: str
+    operation: str
+    service: str
+    record_id: str
+    body: str
+
+    @classmethod
+    def from_event(cls, event: ChangeEvent) -> OutgoingMessage:
+        return cls(
+            event_id=str(event.event_id),
+            table=event.table,
+            operation=event.operation.value,
+            service=event.service,
+            record_id=event.record_id,
+            body=event.to_json(),
+        )
+
+    @classmethod
+    def from_body(cls, body: str | bytes) -> OutgoingMessage:
+        """Rebuild a message from a stored event body (spool record, outbox payload).
+
+        Only the routing fields are checked; the body is published as stored.
+        """
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise DecodeError(f"stored event is not JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise DecodeError("stored event is not a JSON object")
+        fields: dict[str, str] = {}
+        for name in ("event_id", "table", "operation", "service", "record_id"):
+            value = data.get(name)
+            if not isinstance(value, str) or not value:
+                raise DecodeError(f"stored event lacks a string {name!r}")
+            fields[name] = value
+        return cls(body=text, **fields)
+
+    def to_event(self) -> ChangeEvent | None:
+        """The full event, for error hooks; None when the body does not decode."""
+        try:
+            return ChangeEvent.from_json(self.body)
+        except DecodeError:
+            return None
+
+
+def fifo_id(text: str) -> str:
+    """``text`` when SNS accepts it as a FIFO id, else ``sha256:<hex>`` of it."""
+    if len(text) <= FIFO_ID_MAX_LENGTH and _FIFO_ID_RE.fullmatch(text):
+        return text
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def message_attributes(message: OutgoingMessage) -> dict[str, dict[str, str]]:
+    """The SNS message attributes of a message (for subscription filter policies)."""
+    return {
+        "table": {"DataType": "String", "StringValue": message.table},
+        "operation": {"DataType": "String", "StringValue": message.operation},
+        "service": {"DataType": "String", "StringValue": message.service},
+    }
+
+
+def _attributes_size(attributes: dict[str, dict[str, str]]) -> int:
+    # SNS counts the attribute name, data type and value toward the message size.
+    return sum(
+        len(name.encode()) + len(a["DataType"].encode()) + len(a["StringValue"].encode())
+        for name, a in attributes.items()
+    )
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A message with its final body (maybe an S3 pointer) and wire size."""
+
+    message: OutgoingMessage
+    body: str
+    attributes: dict[str, dict[str, str]]
+    size: int
+    offloaded: bool = False
+
+
+@dataclass(slots=True)
+class SendOutcome:
+    """What happened to each message handed to :meth:`SNSSender.send`, in input order."""
+
+    accepted: list[OutgoingMessage] = field(default_factory=list)
+    rejected: list[tuple[OutgoingMessage, BaseException]] = field(default_factory=list)
+    undelivered: list[OutgoingMessage] = field(default_factory=list)
+    last_error: BaseException | None = None
+
+    @property
+    def complete(self) -> bool:
+        """True when no message is left to retry (each was accepted or rejected)."""
+        return not self.undelivered
+
+
+@dataclass(slots=True)
+class _Failure:
+    prepared: _Prepared
+    error: BaseException
+    retryable: bool
+
+
+# --------------------------------------------------------------------------- sender
+
+
+class SNSSender:
+    """Synchronous publishing core: batches, offload, per-entry retries.
+
+    Thread-safe as long as the client is (boto3 clients are).
+    """
+
+    def __init__(
+        self,
+        topic_arn: str,
+        *,
+        client: Any = None,
+        fifo: bool | None = None,
+        offloader: S3Offloader | None = None,
+        offload_threshold: int = SNS_MAX_PAYLOAD_BYTES - PAYLOAD_HEADROOM_BYTES,
+        retry: RetryPolicy | None = None,
+        region_name: str | None = None,
+        endpoint_url: str | None = None,
+    ) -> None:
+        if not topic_arn or not topic_arn.startswith("arn:"):
+            raise ValueError(f"topic_arn must be an SNS topic ARN, got {topic_arn!r}")
+        if not 0 < offload_threshold <= SNS_MAX_PAYLOAD_BYTES:
+            raise ValueError(
+                f"offload_threshold must be in 1..{SNS_MAX_PAYLOAD_BYTES}, got {offload_threshold}"
+            )
+        self.topic_arn = topic_arn
+        self.fifo = topic_arn.endswith(".fifo") if fifo is None else fifo
+        self.offloader = offloader
+        self.offload_threshold = offload_threshold
+        self.retry = retry or RetryPolicy()
+        self._client = (
+            client
+            if client is not None
+            else build_sns_client(region_name=region_name, endpoint_url=endpoint_url)
+        )
+
+    # -- public ---------------------------------------------------------------------------
+
+    def send(
+        self, messages: Sequence[OutgoingMessage], *, sleep: Sleeper | None = None
+    ) -> SendOutcome:
+        """Publish ``messages`` within the retry budget; never raises for delivery failures.
+
+        ``sleep(seconds)`` pauses between rounds and returns True to abandon the retries
+        (shutdown); by default the thread sleeps.
+        """
+        sleeper = sleep or _plain_sleep
+        outcome = SendOutcome()
+        accepted: set[int] = set()
+        rejected: dict[int, BaseException] = {}
+        pending: list[tuple[int, _Prepared]] = []
+        for index, message in enumerate(messages):
+            try:
+                pending.append((index, self._prepare(message)))
+            except PermanentError as exc:  # too large and nowhere to offload it
+                rejected[index] = exc
+            except TransportError as exc:  # the S3 upload failed: retry later
+                outcome.last_error = exc
+        attempt = 1
+        while pending:
+            failures = dict(self._round(pending))
+            retry_next: list[tuple[int, _Prepared]] = []
+            for index, prepared in pending:
+                failure = failures.get(index)
+                if failure is None:
+                    accepted.add(index)
+                elif failure.retryable:
+                    retry_next.append((index, prepared))
+                    outcome.last_error = failure.error
+                else:
+                    rejected[index] = failure.error
+            if not retry_next:
+                break
+            if attempt >= self.retry.max_attempts or sleeper(self.retry.delay(attempt)):
+                break
+            attempt += 1
+            pending = retry_next
+        for index, message in enumerate(messages):
+            if index in accepted:
+                outcome.accepted.append(message)
+            elif index in rejected:
+                outcome.rejected.append((message, rejected[index]))
+            else:
+                outcome.undelivered.append(message)
+        return outcome
+
+    # -- preparation ----------------------------------------------------------------------
+
+    def _prepare(self, message: OutgoingMessage) -> _Prepared:
+        attributes = message_attributes(message)
+        encoded = message.body.encode("utf-8")
+        size = len(encoded) + _attributes_size(attributes)
+        if size <= self.offload_threshold:
+            return _Prepared(message, message.body, attributes, size)
+        if self.offloader is None:
+            raise PayloadTooLargeError(
+                f"event {message.event_id} of table {message.table!r} is {size} bytes, above "
+                f"the {self.offload_threshold}-byte threshold, and no S3 bucket is configured "
+                "for large payloads"
+            )
+        pointer = self.offloader.offload(message.event_id, encoded)
+        attributes[PAYLOAD_SIZE_ATTRIBUTE] = {
+            "DataType": "Number",
+            "StringValue": str(len(encoded)),
+        }
+        size = len(pointer.encode()) + _attributes_size(attributes)
+        return _Prepared(message, pointer, attributes, size, offloaded=True)
+
+    def _entry(self, entry_id: str, prepared: _Prepared) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "Id": entry_id,
+            "Message": prepared.body,
+            "MessageAttributes": prepared.attributes,
+        }
+        if self.fifo:
+            message = prepared.message
+            entry["MessageGroupId"] = fifo_id(f"{message.table}:{message.record_id}")
+            entry["MessageDeduplicationId"] = fifo_id(message.event_id)
+        return entry
+
+    # -- one round: every pending message tried once ----------------------------------------
+
+    def _round(self, pending: list[tuple[int, _Prepared]]) -> Iterator[tuple[int, _Failure]]:
+        batches = list(_batches(pending))
+        for position, batch in enumerate(batches):
+            failures = self._publish_batch(batch)
+            yield from failures
+            call_failed = failures and len(failures) == len(batch) and failures[0][1].retryable
+            fifo_stop = self.fifo and any(f.retryable for _, f in failures)
+            if call_failed or fifo_stop:
+                # The endpoint is down or throttling (no point hammering it with the other
+                # batches of this round), or, on a FIFO topic, a later batch must not
+                # overtake a failed entry of the same group: defer the rest of the round.
+                error = failures[0][1].error
+                for later in batches[position + 1 :]:
+                    for index, prepared in later:
+                        yield index, _Failure(prepared, error, retryable=True)
+                return
+
+    def _publish_batch(self, batch: list[tuple[int, _Prepared]]) -> list[tuple[int, _Failure]]:
+        entries = [self._entry(str(n), prepared) for n, (_, prepared) in enumerate(batch)]
+        try:
+            response = self._client.publish_batch(
+                TopicArn=self.topic_arn, PublishBatchRequestEntries=entries
+            )
+        except ClientError as exc:
+            code = _normalize_code(str(exc.response.get("Error", {}).get("Code", "")))
+            if code in INVALID_REQUEST_CODES:
+                return self._isolate(batch, exc)
+            error = TransportError(f"SNS PublishBatch failed: {exc}")
+            error.__cause__ = exc
+            return [(i, _Failure(p, error, retryable=True)) for i, p in batch]
+        except ParamValidationError as exc:
+            return self._isolate(batch, exc)
+        except BotoCoreError as exc:  # connection refused, timeouts, no credentials...
+            error = TransportError(f"SNS unreachable: {exc}")
+            error.__cause__ = exc
+            return [(i, _Failure(p, error, retryable=True)) for i, p in batch]
+        failures: list[tuple[int, _Failure]] = []
+        answered: set[str] = {str(item.get("Id")) for item in response.get("Successful", [])}
+        for item in response.get("Failed", []):
+            entry_id = str(item.get("Id"))
+            answered.add(entry_id)
+            index, prepared = batch[int(entry_id)]
+            code = _normalize_code(str(item.get("Code", "")))
+            retryable = (
+                not item.get("SenderFault", False)
+                or code in THROTTLING_CODES
+                or code in _TRANSIENT_ENTRY_CODES
+            )
+            reason = f"{code}: {item.get('Message', '')}"
+            entry_error: AuditError = (
+                TransportError(f"SNS did not accept the entry: {reason}")
+                if retryable
+                else SNSRejectedError(f"SNS rejected the event: {reason}")
+            )
+            failures.append((index, _Failure(prepared, entry_error, retryable)))
+        for n, (index, prepared) in enumerate(batch):
+            if str(n) not in answered:  # neither successful nor failed: ask again
+                missing = TransportError("SNS response did not mention the entry")
+                failures.append((index, _Failure(prepared, missing, retryable=True)))
+        return sorted(failures, key=lambda item: item[0])
+
+    def _isolate(
+        self, batch: list[tuple[int, _Prepared]], exc: BaseException
+    ) -> list[tuple[int, _Failure]]:
+        if len(batch) == 1:
+            index, prepared = batch[0]
+            error = SNSRejectedError(f"SNS rejected the event: {exc}")
+            error.__cause__ = exc
+            return [(index, _Failure(prepared, error, retryable=False))]
+        failures: list[tuple[int, _Failure]] = []
+        for item in batch:
+            failures.extend(self._publish_batch([item]))
+        return failures
+
+
+class SNSRejectedError(PermanentError):
+    """SNS refused a message for a reason retrying cannot fix (sender fault)."""
+
+
+def _plain_sleep(seconds: float) -> bool:
+    threading.Event().wait(seconds)
+    return False
+
+
+def _batches(
+    pending: list[tuple[int, _Prepared]],
+) -> Iterator[list[tuple[int, _Prepared]]]:
+    """Split into PublishBatch calls: at most 10 entries and 256 KiB in total."""
+    batch: list[tuple[int, _Prepared]] = []
+    total = 0
+    for item in pending:
+        size = item[1].size
+        if batch and (len(batch) >= SNS_MAX_BATCH_ENTRIES or total + size > SNS_MAX_PAYLOAD_BYTES):
+            yield batch
+            batch, total = [], 0
+        batch.append(item)
+        total += size
+    if batch:
+        yield batch
+
+
+# --------------------------------------------------------------------------- publisher
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherStats:
+    """Counters of an :class:`SNSPublisher` since it started (events, not messages)."""
+
+    accepted: int
+    delivered: int
+    spooled: int
+    rejected: int
+    dropped: int
+    queued: int
+    spool_bytes: int
+
+
+class PublisherClosedError(TransportError):
+    """Events were published after :meth:`SNSPublisher.close`."""
+
+
+class QueueFullError(TransportError):
+    """The in-memory queue was full and no spool is configured: the events were dropped."""
+
+
+class SNSPublisher:
+    """Direct-mode publisher: bounded queue, background sender thread, local spool.
+
+    ``publish()`` costs a lock and a deque append while the queue has room. During an
+    outage (SNS unreachable past ``retry``) or when the queue is full, events are written
+    to ``spool`` -- from the sender thread, or from the caller when the queue is full --
+    and, from then on, every new event follows them through the spool, so order is kept.
+    The sender re-tries the spool's head with ``outage_retry`` backoff until SNS answers,
+    then empties the spool before returning to the in-memory path.
+
+    Without a spool, events that cannot be delivered (or do not fit in the queue) are
+    reported to ``on_error`` and counted as ``dropped``.
+    """
+
+    def __init__(
+        self,
+        topic_arn: str,
+        *,
+        client: Any = None,
+        sender: SNSSender | None = None,
+        fifo: bool | None = None,
+        offloader: S3Offloader | None = None,
+        spool: EventSpool | str | PathLike[str] | None = None,
+        max_queue_events: int = 10_000,
+        max_batch_events: int = 100,
+        retry: RetryPolicy | None = None,
+        outage_retry: RetryPolicy | None = None,
+        on_error: ErrorHook | None = None,
+        close_timeout: float = 10.0,
+        register_atexit: bool = True,
+        region_name: str | None = None,
+        endpoint_url: str | None = None,
+    ) -> None:
+        if max_queue_events < 1:
+            raise ValueError("max_queue_events must be at least 1")
+        if max_batch_events < 1:
+            raise ValueError("max_batch_events must be at least 1")
+        self._sender = sender or SNSSender(
+            topic_arn,
+            client=client,
+            fifo=fifo,
+            offloader=offloader,
+            retry=retry,
+            region_name=region_name,
+            endpoint_url=endpoint_url,
+        )
+        self._spool = EventSpool(spool) if isinstance(spool, str | PathLike) else spool
+        self._max_queue = max_queue_events
+        self._max_batch = max_batch_events
+        self._outage_retry = outage_retry or RetryPolicy(
+            max_attempts=1_000_000_000, base_delay=0.5, max_delay=30.0
+        )
+        self._on_error = on_error
+        self._close_timeout = close_timeout
+
+        self._cond = threading.Condition()
+        self._queue: deque[ChangeEvent] = deque()
+        self._inflight = 0
+        self._spilling = self._spool is not None and not self._spool.empty
+        self._closing = False
+        self._closed = False
+        self._stop = threading.Event()
+        self._window_done: set[str] = set()  # event ids of the spool head already accepted
+        self._outage_attempt = 0
+        self._counts = {"accepted": 0, "delivered": 0, "spooled": 0, "rejected": 0, "dropped": 0}
+
+        self._thread = threading.Thread(
+            target=self._run, name=f"sqla-audit-sns-{topic_arn.rsplit(':', 1)[-1]}", daemon=True
+        )
+        self._thread.start()
+        self._atexit_registered = register_atexit
+        if register_atexit:
+            atexit.register(self._close_at_exit)
+
+    # -- Publisher protocol -----------------------------------------------------------------
+
+    def publish(self, events: Sequence[ChangeEvent]) -> None:
+        """Queue the events of one committed transaction; never blocks on the network."""
+        if not events:
+            return
+        try:
+            with self._cond:
+                if self._closed:
+                    self._drop(PublisherClosedError("the SNS publisher is closed"), events)
+                    return
+                self._counts["accepted"] += len(events)
+                if len(self._queue) + len(events) <= self._max_queue:
+                    self._queue.extend(events)
+                    self._cond.notify_all()
+                    return
+                if self._spool is None:
+                    self._drop(
+                        QueueFullError(
+                            f"the SNS publisher queue is full ({self._max_queue} events) "
+                            "and no spool is configured"
+                        ),
+                        events,
+                    )
+                    return
+                self._spilling = True
+                self._spill_queue_locked(extra=events)
+                self._cond.notify_all()
+        except Exception as exc:  # noqa: BLE001 -- publish() never raises into application code
+            self._report(exc, events)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every accepted event is delivered, rejected or dropped."""
+        with self._cond:
+            return self._cond.wait_for(self._idle_locked, timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush for up to ``timeout`` seconds, stop the thread, spool what is left."""
+        with self._cond:
+            if self._closing:
+                return
+            self._closing = True
+            self._cond.notify_all()
+        budget = self._close_timeout if timeout is None else timeout
+        self.flush(budget)
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(max(budget, 1.0))
+        with self._cond:
+            self._closed = True
+            if self._queue:
+                leftover = list(self._queue)
+                if self._spool is not None:
+                    try:
+                        self._spill_queue_locked()
+                    except Exception as exc:  # noqa: BLE001 -- reported, close() must finish
+                        self._report(exc, leftover)
+                else:
+                    self._queue.clear()
+                    self._drop(TransportError("SNS publisher closed before delivery"), leftover)
+            self._cond.notify_all()
+        if self._spool is not None and not self._thread.is_alive():
+            self._spool.close()
+        if self._atexit_registered:
+            atexit.unregister(self._close_at_exit)
+            self._atexit_registered = False
+
+    # -- observability -------------------------------------------------------------------
+
+    def stats(self) -> PublisherStats:
+        with self._cond:
+            return PublisherStats(
+                queued=len(self._queue) + self._inflight,
+                spool_bytes=self._spool.size_bytes if self._spool is not None else 0,
+                **self._counts,
+            )
+
+    @property
+    def sender(self) -> SNSSender:
+        return self._sender
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _close_at_exit(self) -> None:
+        self._atexit_registered = False
+        self.close(self._close_timeout)
+
+    def _idle_locked(self) -> bool:
+        spool_busy = self._spilling and self._spool is not None and not self._spool.empty
+        return not self._queue and not self._inflight and not spool_busy
+
+    def _report(self, error: BaseException, events: Sequence[ChangeEvent]) -> None:
+        log.error("sqla-audit: %d change event(s) not delivered: %s", len(events), error)
+        if self._on_error is None:
+            return
+        try:
+            self._on_error(error, events)
+        except Exception:
+            log.exception("sqla-audit: the on_error hook raised")
+
+    def _drop(self, error: BaseException, events: Sequence[ChangeEvent]) -> None:
+        self._counts["dropped"] += len(events)
+        self._report(error, events)
+
+    def _spill_queue_locked(self, extra: Sequence[ChangeEvent] = ()) -> None:
+        """Move the queue (then ``extra``) to the end of the spool. Lock held."""
+        assert self._spool is not None
+        events = [*self._queue, *extra]
+        self._queue.clear()
+        if not events:
+            return
+        records = [event.to_json().encode("utf-8") for event in events]
+        try:
+            self._spool.append(records)
+        except SpoolFullError as exc:
+            self._counts["spooled"] += exc.written
+            self._drop(exc, events[exc.written :])
+            return
+        self._counts["spooled"] += len(events)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                if not self._step():
+                    return
+            except Exception as exc:  # never let the thread die: report and carry on
+                log.exception("sqla-audit: unexpected error in the SNS sender thread")
+                self._report(exc, [])
+                if self._stop.wait(1.0):
+                    return
+
+    def _step(self) -> bool:
+        """One unit of work; False when the thread should exit."""
+        batch: list[ChangeEvent] = []
+        with self._cond:
+            while not self._queue and not self._spilling and not self._closing:
+                self._cond.wait()
+            if self._stop.is_set():
+                return False
+            if self._spilling:
+                self._spill_queue_locked()
+            elif self._queue:
+                size = min(self._max_batch, len(self._queue))
+                batch = [self._queue.popleft() for _ in range(size)]
+                self._inflight = len(batch)
+            elif self._closing:
+                # Idle and closing: wait for close() to set the stop flag.
+                self._cond.wait(0.1)
+                return not self._stop.is_set()
+            else:
+                return True
+        if self._spilling:
+            self._drain_spool_step()
+        else:
+            self._send_inflight(batch)
+        return True
+
+    def _send_inflight(self, batch: list[ChangeEvent]) -> None:
+        messages: list[OutgoingMessage] = []
+        events_by_id: dict[str, ChangeEvent] = {}
+        for event in batch:
+            try:
+                message = OutgoingMessage.from_event(event)
+            except Exception as exc:  # noqa: BLE001 -- a bad event must not stop the others
+                with self._cond:
+                    self._counts["rejected"] += 1
+                self._report(exc, [event])
+                continue
+            messages.append(message)
+            events_by_id[message.event_id] = event
+        outcome = self._sender.send(messages, sleep=self._stop.wait)
+        for message, error in outcome.rejected:
+            self._report(error, [events_by_id[message.event_id]])
+        with self._cond:
+            self._counts["delivered"] += len(outcome.accepted)
+            self._counts["rejected"] += len(outcome.rejected)
+            undelivered = [events_by_id[m.event_id] for m in outcome.undelivered]
+            if undelivered:
+                self._requeue_front_locked(undelivered, outcome.last_error)
+            self._inflight = 0
+            self._cond.notify_all()
+
+    def _requeue_front_locked(self, events: list[ChangeEvent], error: BaseException | None) -> None:
+        """Undelivered in-flight events go to the *front* of the spool (they are older)."""
+        if self._spool is None:
+            self._drop(error or TransportError("SNS unreachable"), events)
+            return
+        log.warning(
+            "sqla-audit: SNS unreachable (%s); spooling %d event(s) to %s",
+            error,
+            len(events),
+            self._spool.directory,
+        )
+        try:
+            self._spool.push_front([event.to_json().encode("utf-8") for event in events])
+        except SpoolFullError as exc:
+            self._counts["spooled"] += exc.written
+            self._drop(exc, events[exc.written :])
+        else:
+            self._counts["spooled"] += len(events)
+        self._spilling = True
+        self._spill_queue_locked()
+
+    def _drain_spool_step(self) -> None:
+        assert self._spool is not None
+        records = self._spool.peek(self._max_batch)
+        if not records:
+            with self._cond:
+                if self._spool.empty and not self._queue:
+                    self._spilling = False
+                    log.info("sqla-audit: spool drained, back to direct delivery")
+                self._cond.notify_all()
+            return
+        messages: list[OutgoingMessage] = []
+        for record in records:
+            try:
+                message = OutgoingMessage.from_body(record)
+            except (DecodeError, UnicodeDecodeError) as exc:
+                with self._cond:
+                    self._counts["rejected"] += 1
+                self._report(exc, [])
+                continue
+            if message.event_id not in self._window_done:
+                messages.append(message)
+        outcome = self._sender.send(messages, sleep=self._stop.wait)
+        for message, error in outcome.rejected:
+            event = message.to_event()
+            self._report(error, [event] if event is not None else [])
+        with self._cond:
+            self._counts["delivered"] += len(outcome.accepted)
+            self._counts["rejected"] += len(outcome.rejected)
+            if outcome.complete:
+                self._spool.ack(len(records))
+                self._window_done.clear()
+                self._outage_attempt = 0
+                self._cond.notify_all()
+                return
+            self._window_done.update(m.event_id for m in outcome.accepted)
+            self._window_done.update(m.event_id for m, _ in outcome.rejected)
+            self._outage_attempt += 1
+            attempt = self._outage_attempt
+            self._cond.notify_all()
+        delay = self._outage_retry.delay(attempt)
+        log.warning(
+            "sqla-audit: SNS still unreachable (%s); %d byte(s) spooled, next try in %.1fs",
+            outcome.last_error,
+            self._spool.size_bytes,
+            delay,
+        )
+        self._stop.wait(delay)
+
+
+__all__ = [
+    "FIFO_ID_MAX_LENGTH",
+    "INVALID_REQUEST_CODES",
+    "THROTTLING_CODES",
+    "OutgoingMessage",
+    "PublisherClosedError",
+    "PublisherStats",
+    "QueueFullError",
+    "SNSPublisher",
+    "SNSRejectedError",
+    "SNSSender",
+    "SendOutcome",
+    "build_sns_client",
+    "fifo_id",
+    "message_attributes",
+]
