@@ -1,0 +1,155 @@
+"""Worker observability: Prometheus metrics and a health endpoint on one small HTTP server.
+
+Metrics live in their own registry (not the process-global one), so several workers --
+in tests, or embedded in an application -- never collide. The server answers:
+
+``/metrics``
+    Prometheus text format.
+``/healthz``
+    liveness: 200 while the worker's pollers run, 503 once it has stopped.
+``/readyz``
+    readiness: 200 while the store accepts writes, 503 while the worker is backing off
+    from a store outage (the worker stays alive and resumes by itself).
+
+Each answer from the health endpoints is a small JSON object with the details.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+log = logging.getLogger(__name__)
+
+#: Outcomes a message can have.
+OUTCOMES = ("acked", "released", "rejected")
+#: Kinds of failure counted in ``failures_total``.
+FAILURE_KINDS = ("decode", "store", "rejected", "transport", "internal")
+
+
+class WorkerMetrics:
+    """The worker's counters, gauges and histograms, in a private registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        prefix = "sqla_audit_consumer"
+        self.messages = Counter(
+            f"{prefix}_messages",
+            "Messages handled, by outcome (acked, released for retry, rejected as poison).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.events_written = Counter(
+            f"{prefix}_events_written",
+            "Change events whose audit records were written to the store.",
+            registry=self.registry,
+        )
+        self.events_skipped = Counter(
+            f"{prefix}_events_skipped",
+            "Change events that needed no record (updates without a real change).",
+            registry=self.registry,
+        )
+        self.failures = Counter(
+            f"{prefix}_failures",
+            "Failures by kind: decode, store, rejected, transport, internal.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.batch_seconds = Histogram(
+            f"{prefix}_batch_seconds",
+            "Time to process one received batch, from receive to acknowledgement.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            f"{prefix}_in_flight",
+            "Messages received and not yet acknowledged or released.",
+            registry=self.registry,
+        )
+        self.backoff_seconds = Gauge(
+            f"{prefix}_backoff_seconds",
+            "Current pause after store failures (0 while the store is healthy).",
+            registry=self.registry,
+        )
+        for outcome in OUTCOMES:
+            self.messages.labels(outcome)
+        for kind in FAILURE_KINDS:
+            self.failures.labels(kind)
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))
+
+
+HealthCheck = Callable[[], Mapping[str, Any]]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._send(200, self.server.metrics.render(), CONTENT_TYPE_LATEST)
+            return
+        if path in ("/healthz", "/readyz"):
+            state = dict(self.server.health())
+            ok = bool(state.get("alive" if path == "/healthz" else "ready"))
+            body = json.dumps({"status": "ok" if ok else "unavailable", **state}).encode()
+            self._send(200 if ok else 503, body, "application/json")
+            return
+        self._send(404, b'{"status": "not found"}', "application/json")
+
+    def _send(self, code: int, body: bytes, content_type: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("metrics http: " + format, *args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(
+        self, address: tuple[str, int], metrics: WorkerMetrics, health: HealthCheck
+    ) -> None:
+        self.metrics = metrics
+        self.health = health
+        super().__init__(address, _Handler)
+
+
+class MetricsServer:
+    """Serves ``/metrics``, ``/healthz`` and ``/readyz`` from a daemon thread."""
+
+    def __init__(self, host: str, port: int, metrics: WorkerMetrics, health: HealthCheck) -> None:
+        self._server = _Server((host, port), metrics, health)
+        self.host = host
+        self.port: int = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="sqla-audit-metrics", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+__all__ = ["FAILURE_KINDS", "OUTCOMES", "HealthCheck", "MetricsServer", "WorkerMetrics"]
