@@ -106,7 +106,7 @@ def _tagged(tag: str, value: JSONValue, **extra: JSONValue) -> dict[str, JSONVal
 def encode_value(value: Any, *, fallback: Fallback = "repr") -> JSONValue:
     """Encode one column value to JSON-safe data, tagging what JSON would lose."""
     if isinstance(value, _PASSTHROUGH) and not isinstance(value, enum.Enum):
-        return value  # type: ignore[no-any-return]
+        return value
     if isinstance(value, float):
         if math.isfinite(value):
             return value
@@ -154,7 +154,7 @@ def encode_value(value: Any, *, fallback: Fallback = "repr") -> JSONValue:
     if isinstance(value, set | frozenset):
         items = [encode_value(item, fallback=fallback) for item in value]
         try:
-            items.sort()  # type: ignore[type-var]
+            items.sort()
         except TypeError:
             items.sort(key=repr)
         return _tagged("set", items)
@@ -198,7 +198,7 @@ def registry_resolver(*enums: type[enum.Enum]) -> EnumResolver:
 
 def _decode_tagged(obj: dict[str, Any], resolver: EnumResolver | None) -> Any:
     tag = obj[TAG]
-    raw = obj.get("v")
+    raw: Any = obj.get("v")
     try:
         if tag == "decimal":
             return decimal.Decimal(raw)
@@ -240,7 +240,7 @@ def _decode_tagged(obj: dict[str, Any], resolver: EnumResolver | None) -> Any:
             return MASKED
         if tag == "repr":
             return Unserializable(type_name=str(obj.get("type", "?")), text=str(raw))
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+    except (TypeError, ValueError, KeyError, AttributeError, decimal.InvalidOperation) as exc:
         raise SerializationError(f"malformed {tag!r} value: {obj!r}") from exc
     raise SerializationError(f"unknown value tag {tag!r}")
 
