@@ -19,6 +19,9 @@ from sqla_audit.errors import AuditError
 COMMAND_MODULES: tuple[str, ...] = (
     "consumer.commands.consume",
     "consumer.commands.schema",
+    "consumer.commands.query",
+    "consumer.commands.relay",
+    "consumer.commands.outbox",
 )
 
 
