@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -222,6 +221,12 @@ class Worker:
                 return
             self._reject(result, items[0].message, "rejected", f"store refused a record: {exc}")
             return
+        except Exception as exc:  # an unexpected store error: treat it as an outage
+            log.exception("unexpected error from the store")
+            self.metrics.failures.labels("internal").inc()
+            self._store_failed(exc)
+            result.released.extend(item.message for item in items)
+            return
         self._written(items, result)
 
     def _written(self, items: Sequence[_Decoded], result: BatchResult) -> None:
@@ -271,7 +276,7 @@ class Worker:
         if result.acked:
             calls.append(("ack", lambda: self.source.ack(result.acked)))
         if result.released:
-            delay = 0 if self._stop.is_set() else math.ceil(self.backoff.remaining())
+            delay = 0 if self._stop.is_set() else round(self.backoff.remaining())
             calls.append(("release", lambda: self.source.release(result.released, delay)))
         for message, reason in result.rejected:
             calls.append(("reject", lambda m=message, r=reason: self.source.reject([m], r)))  # type: ignore[misc]

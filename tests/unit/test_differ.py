@@ -1,0 +1,188 @@
+"""The differ: (before, after) -> field changes, with a scalar fast path."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consumer.differ import diff_event, diff_rows, nested_detail, record_for_event
+from consumer.records import FieldChange, NestedChange
+from consumer.testing import make_event
+from sqla_audit.events import Actor, Operation
+from sqla_audit.serialization import MASKED_VALUE, JSONValue, encode_value
+
+
+def test_insert_is_every_column_new() -> None:
+    """An insert lists every column with old None, nulls included."""
+    changes = diff_rows(None, {"id": 1, "name": "a", "note": None})
+    assert changes == {
+        "id": FieldChange(None, 1),
+        "name": FieldChange(None, "a"),
+        "note": FieldChange(None, None),
+    }
+
+
+def test_delete_is_every_column_old() -> None:
+    """A delete lists every column with new None."""
+    assert diff_rows({"id": 1, "name": "a"}, None) == {
+        "id": FieldChange(1, None),
+        "name": FieldChange("a", None),
+    }
+
+
+def test_update_lists_only_changed_columns() -> None:
+    """An update reports only the columns whose values differ."""
+    before = {"id": 1, "name": "a", "balance": 10, "tags": ["x"]}
+    after = {"id": 1, "name": "b", "balance": 10, "tags": ["x"]}
+    assert diff_rows(before, after) == {"name": FieldChange("a", "b")}
+
+
+def test_update_without_real_change_is_empty_and_writes_nothing() -> None:
+    """An update whose values are all equal has no changes and no record."""
+    event = make_event(before={"id": "1", "a": 1}, after={"id": "1", "a": 1})
+    assert diff_event(event) == {}
+    assert record_for_event(event) is None
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [(1, 1.0), (1, True), (0, False), ("1", 1), (None, 0), ([1], [True]), ({"a": 1}, {"a": 1.0})],
+)
+def test_values_of_different_json_types_differ(old: JSONValue, new: JSONValue) -> None:
+    """1, 1.0, true and "1" are different values, at the top level and nested."""
+    assert "c" in diff_rows({"c": old}, {"c": new})
+
+
+def test_tagged_values_compare_by_encoding() -> None:
+    """Decimals, datetimes and other tagged values are compared as encoded."""
+    before = {
+        "price": encode_value(decimal.Decimal("1.50")),
+        "at": encode_value(dt.datetime(2026, 1, 1, tzinfo=dt.UTC)),
+    }
+    after = {
+        "price": encode_value(decimal.Decimal("2.50")),
+        "at": encode_value(dt.datetime(2026, 1, 1, tzinfo=dt.UTC)),
+    }
+    changes = diff_rows(before, after)
+    assert list(changes) == ["price"]
+    assert changes["price"].detail == ()
+
+
+def test_nested_values_get_element_detail() -> None:
+    """JSON objects and arrays that differ carry element-level detail."""
+    before = {"doc": {"a": [1, 2], "b": 1, "keep": {"x": 1}}}
+    after = {"doc": {"a": [1, 3, 4], "c": True, "keep": {"x": 1}}}
+    detail = diff_rows(before, after)["doc"].detail
+    assert set(detail) == {
+        NestedChange("changed", ("a", 1), 2, 3),
+        NestedChange("added", ("a", 2), None, 4),
+        NestedChange("removed", ("b",), 1, None),
+        NestedChange("added", ("c",), None, True),
+    }
+
+
+def test_nested_detail_stops_at_tagged_values() -> None:
+    """Detail never points inside a tagged value; it reports the value whole."""
+    old = [{"$type": "decimal", "v": "1.0"}]
+    new = [{"$type": "decimal", "v": "2.0"}]
+    assert nested_detail(old, new) == (NestedChange("changed", (0,), old[0], new[0]),)
+
+
+def test_nested_vs_scalar_has_no_detail() -> None:
+    """A value that turns from an object into null has old/new but no detail."""
+    change = diff_rows({"doc": {"a": 1}}, {"doc": None})["doc"]
+    assert change == FieldChange({"a": 1}, None)
+
+
+def test_columns_present_on_one_side_only() -> None:
+    """A column missing from before or after is reported against None."""
+    changes = diff_rows({"gone": 1, "same": 2}, {"same": 2, "new": 3})
+    assert changes == {"gone": FieldChange(1, None), "new": FieldChange(None, 3)}
+
+
+def test_masked_column_reported_when_producer_saw_it_change() -> None:
+    """A masked column listed in changed_columns is a change with masked values."""
+    masked = dict(MASKED_VALUE)
+    event = make_event(
+        before={"id": "1", "password": masked},
+        after={"id": "1", "password": masked},
+        masked_columns=("password",),
+        changed_columns=("password",),
+    )
+    assert diff_event(event) == {"password": FieldChange(masked, masked)}
+    quiet = make_event(
+        before={"id": "1", "password": masked},
+        after={"id": "1", "password": masked},
+        masked_columns=("password",),
+        changed_columns=(),
+    )
+    assert record_for_event(quiet) is None
+
+
+def test_record_carries_envelope_fields() -> None:
+    """The record keeps actor, transaction, times, rows and metadata of the event."""
+    event = make_event(
+        operation=Operation.INSERT,
+        actor=Actor("bob", {"role": "admin"}),
+        metadata={"source": "api"},
+        previous_record_id=None,
+    )
+    record = record_for_event(event)
+    assert record is not None
+    assert record.actor_id == "bob"
+    assert record.actor_attributes == {"role": "admin"}
+    assert record.event_time == event.committed_at
+    assert record.transaction_id == event.transaction_id
+    assert record.after == event.after
+    assert record.before is None
+    assert record.metadata == {"source": "api"}
+    assert set(record.changes) == set(event.after or {})
+
+
+def test_record_without_actor() -> None:
+    """An event without an actor makes a record with actor_id None."""
+    record = record_for_event(make_event(actor=None))
+    assert record is not None
+    assert record.actor_id is None
+    assert record.actor_attributes == {}
+
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False).map(lambda f: f + 0.0),
+    st.text(max_size=5),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=3), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+rows = st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), json_values, max_size=4)
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows, rows)
+def test_diff_matches_strict_equality(
+    before: dict[str, JSONValue], after: dict[str, JSONValue]
+) -> None:
+    """A column is reported exactly when its encoded JSON differs (types included, -0.0 aside)."""
+    changes = diff_rows(before, after)
+    for name in set(before) | set(after):
+        differs = (
+            name not in before
+            or name not in after
+            or (json.dumps(before[name], sort_keys=True) != json.dumps(after[name], sort_keys=True))
+        )
+        assert (name in changes) == differs, name
+    for name, change in changes.items():
+        assert change.old == before.get(name)
+        assert change.new == after.get(name)
