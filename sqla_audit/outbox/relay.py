@@ -1,0 +1,229 @@
+"""The outbox relay: publishes committed outbox rows to SNS, then deletes them.
+
+One pass (:meth:`OutboxRelay.run_once`), in one database transaction:
+
+1. select up to ``batch_size`` pending rows, lowest id first, ``FOR UPDATE SKIP LOCKED``;
+2. publish them through the synchronous :class:`~sqla_audit.publishers.sns.SNSSender`
+   (batches of 10, per-entry retries within its budget);
+3. delete the rows SNS accepted, park the rows SNS refused for good (``failed_at``,
+   ``last_error``), leave the others for the next pass;
+4. commit.
+
+Several relays at once. ``SKIP LOCKED`` (PostgreSQL, MariaDB 10.6+, MySQL 8) makes each
+relay take rows no other relay holds, so in normal operation every row is published once.
+The transaction runs at ``READ COMMITTED`` on MySQL/MariaDB so the relay takes no gap locks
+that would make the application's own outbox inserts wait. SQLite has no row locks: run a
+single relay per SQLite database.
+
+At-least-once. A relay that dies after SNS accepted a batch but before its ``COMMIT`` leaves
+the rows in place (the transaction rolls back), so they are published again by the next
+pass: a duplicate with the same ``event_id``, which the consumer absorbs because its writes
+are idempotent by event id. No failure can lose a committed row.
+
+Order. Rows are taken in id order. Ids are assigned at insert time, inside the application's
+transaction, and a transaction that changes a record holds that record's row lock until it
+commits, so the events of one record get increasing ids in commit order and one relay
+publishes them in that order. Across records, two transactions may commit in the opposite
+order of their ids; and with several relays, two batches are published concurrently -- on a
+FIFO topic, run one relay when strict per-record order matters (the consumer's store orders
+history by event time either way).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, Engine, Row, Table, delete, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from sqla_audit.errors import DecodeError
+from sqla_audit.events import ChangeEvent, utcnow
+from sqla_audit.outbox.table import outbox_table
+from sqla_audit.publishers.base import ErrorHook
+from sqla_audit.publishers.sns import OutgoingMessage, SendOutcome
+from sqla_audit.retry import RetryPolicy, Sleeper
+
+log = logging.getLogger(__name__)
+
+
+class MessageSender(Protocol):
+    """What the relay needs from the publishing core (:class:`SNSSender` provides it)."""
+
+    def send(
+        self, messages: Sequence[OutgoingMessage], *, sleep: Sleeper | None = None
+    ) -> SendOutcome: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RelayResult:
+    """What one pass did, in rows."""
+
+    published: int = 0
+    parked: int = 0
+    deferred: int = 0
+
+    @property
+    def selected(self) -> int:
+        return self.published + self.parked + self.deferred
+
+
+class OutboxRelay:
+    """Moves outbox rows to SNS; see the module documentation for the guarantees."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        sender: MessageSender,
+        *,
+        table: Table | None = None,
+        batch_size: int = 100,
+        poll_interval: float = 1.0,
+        outage_retry: RetryPolicy | None = None,
+        on_error: ErrorHook | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if poll_interval < 0:
+            raise ValueError("poll_interval must not be negative")
+        self.engine = engine
+        self.sender = sender
+        self.table = outbox_table() if table is None else table
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.outage_retry = outage_retry or RetryPolicy(
+            max_attempts=1_000_000_000, base_delay=0.5, max_delay=30.0
+        )
+        self._on_error = on_error
+        self._stop = threading.Event()
+        self.totals = {"published": 0, "parked": 0}
+
+    # -- control ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the current pass (safe from a signal handler)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # -- work ------------------------------------------------------------------------------
+
+    def run_once(self) -> RelayResult:
+        """One pass over at most ``batch_size`` rows (one transaction)."""
+        with self._connect() as connection, connection.begin():
+            rows = connection.execute(self._select()).all()
+            if not rows:
+                return RelayResult()
+            return self._relay(connection, rows)
+
+    def drain(self) -> RelayResult:
+        """Passes until no pending row is left or SNS stops accepting; the summed result."""
+        published = parked = 0
+        while not self._stop.is_set():
+            result = self.run_once()
+            published += result.published
+            parked += result.parked
+            if result.deferred or result.selected < self.batch_size:
+                return RelayResult(published, parked, result.deferred)
+        return RelayResult(published, parked, 0)
+
+    def run(self) -> None:
+        """Relay until :meth:`stop`: poll when idle, back off while SNS or the database fail."""
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                result = self.run_once()
+            except SQLAlchemyError as exc:
+                failures += 1
+                delay = self.outage_retry.delay(failures)
+                log.warning("outbox relay: database error (%s); retrying in %.1fs", exc, delay)
+                self._report(exc, [])
+                self._stop.wait(delay)
+                continue
+            if result.deferred:
+                failures += 1
+                delay = self.outage_retry.delay(failures)
+                log.warning(
+                    "outbox relay: SNS did not take %d row(s); retrying in %.1fs",
+                    result.deferred,
+                    delay,
+                )
+                self._stop.wait(delay)
+            elif result.selected < self.batch_size:
+                failures = 0
+                self._stop.wait(self.poll_interval)
+            else:
+                failures = 0  # a full batch: more rows are probably waiting
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _connect(self) -> Connection:
+        connection = self.engine.connect()
+        if self.engine.dialect.name in ("mysql", "mariadb"):
+            connection = connection.execution_options(isolation_level="READ COMMITTED")
+        return connection
+
+    def _select(self) -> Any:
+        table = self.table
+        return (
+            select(table.c.id, table.c.payload)
+            .where(table.c.failed_at.is_(None))
+            .order_by(table.c.id)
+            .limit(self.batch_size)
+            .with_for_update(skip_locked=True)
+        )
+
+    def _relay(self, connection: Connection, rows: Sequence[Row[Any]]) -> RelayResult:
+        messages: list[OutgoingMessage] = []
+        row_ids: dict[int, int] = {}  # id(message) -> outbox row id
+        parked: list[tuple[int, str]] = []
+        for row in rows:
+            try:
+                message = OutgoingMessage.from_body(row.payload)
+            except (DecodeError, UnicodeDecodeError) as exc:
+                parked.append((row.id, f"undecodable payload: {exc}"))
+                self._report(exc, [])
+                continue
+            messages.append(message)
+            row_ids[id(message)] = row.id
+        outcome = self.sender.send(messages, sleep=self._stop.wait)
+        for message, error in outcome.rejected:
+            parked.append((row_ids[id(message)], f"{type(error).__name__}: {error}"))
+            event = message.to_event()
+            self._report(error, [event] if event is not None else [])
+        accepted = [row_ids[id(m)] for m in outcome.accepted]
+        table = self.table
+        for start in range(0, len(accepted), 500):
+            connection.execute(delete(table).where(table.c.id.in_(accepted[start : start + 500])))
+        now = utcnow()
+        for row_id, reason in parked:
+            connection.execute(
+                update(table)
+                .where(table.c.id == row_id)
+                .values(failed_at=now, last_error=reason[:2000])
+            )
+        if outcome.undelivered:
+            log.warning(
+                "outbox relay: %d event(s) not accepted by SNS: %s",
+                len(outcome.undelivered),
+                outcome.last_error,
+            )
+        self.totals["published"] += len(accepted)
+        self.totals["parked"] += len(parked)
+        return RelayResult(len(accepted), len(parked), len(outcome.undelivered))
+
+    def _report(self, error: BaseException, events: Sequence[ChangeEvent]) -> None:
+        if self._on_error is None:
+            return
+        try:
+            self._on_error(error, events)
+        except Exception:
+            log.exception("outbox relay: the on_error hook raised")
+
+
+__all__ = ["MessageSender", "OutboxRelay", "RelayResult"]

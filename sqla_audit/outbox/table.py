@@ -1,0 +1,120 @@
+"""The outbox table: where outbox mode stores change events inside the application's database.
+
+Exposed as SQLAlchemy :class:`~sqlalchemy.Table` metadata so it can join the application's own
+``MetaData`` and be created by its Alembic migrations (``outbox_table(Base.metadata)``), or be
+created standalone with ``sqla-audit outbox create-table --db URL``.
+
+Columns (one row per change event):
+
+==================  ======================  ===================================================
+column              type                    meaning
+==================  ======================  ===================================================
+``id``              BIGINT, autoincrement   publication order: rows are relayed by ascending id
+``event_id``        VARCHAR(36)             the event's time-ordered UUID (idempotency key)
+``transaction_id``  VARCHAR(36)             shared by the events of one commit
+``table_name``      VARCHAR(255)            the audited table (schema-qualified when it has one)
+``record_id``       TEXT                    canonical record id
+``payload``         TEXT / LONGTEXT         the event's JSON, exactly the SNS message body
+``created_at``      TIMESTAMP (UTC)         when the row was written (in the transaction)
+``failed_at``       TIMESTAMP (UTC), null   set when SNS refused the event for good
+``last_error``      TEXT, null              why it was refused
+==================  ======================  ===================================================
+
+A row with ``failed_at`` set is *parked*: relays skip it, an operator reads ``last_error``
+and requeues it (``sqla-audit outbox requeue --db URL``) once the cause is fixed. Rows are
+deleted as soon as SNS accepted them, so the table stays small in normal operation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Final
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.dialects import mysql
+
+#: Default name of the outbox table.
+DEFAULT_TABLE_NAME: Final = "sqla_audit_outbox"
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetimes on every backend.
+
+    PostgreSQL keeps the zone (``timestamptz``); MySQL/MariaDB and SQLite have no zone, so
+    values are stored as naive UTC and come back marked UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("outbox timestamps must be timezone-aware")
+        value = value.astimezone(dt.UTC)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def outbox_table(
+    metadata: MetaData | None = None,
+    name: str = DEFAULT_TABLE_NAME,
+    schema: str | None = None,
+) -> Table:
+    """The outbox :class:`~sqlalchemy.Table`, added to ``metadata`` (a new one by default).
+
+    Calling it again with the same metadata, name and schema returns the same table.
+    """
+    metadata = MetaData() if metadata is None else metadata
+    key = f"{schema}.{name}" if schema else name
+    existing = metadata.tables.get(key)
+    if existing is not None:
+        return existing
+    return Table(
+        name,
+        metadata,
+        Column(
+            "id",
+            BigInteger().with_variant(Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        Column("event_id", String(36), nullable=False),
+        Column("transaction_id", String(36), nullable=False),
+        Column("table_name", String(255), nullable=False),
+        Column("record_id", Text(), nullable=False),
+        Column(
+            "payload", Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb"), nullable=False
+        ),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("failed_at", UTCDateTime(), nullable=True),
+        Column("last_error", Text(), nullable=True),
+        schema=schema,
+        comment="sqla-audit outbox: change events waiting to be relayed to SNS",
+    )
+
+
+__all__ = ["DEFAULT_TABLE_NAME", "UTCDateTime", "outbox_table"]
