@@ -14,12 +14,21 @@ data without its audit trail is never committed in this mode.
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+import uuid
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from sqlalchemy import Connection
 
-from sqla_audit.events import ChangeEvent
+from sqla_audit.events import ChangeEvent, new_event_id, utcnow
+from sqla_audit.publishers.base import ErrorHook, Publisher
+
+if TYPE_CHECKING:
+    from sqla_audit.capture import RowChange
+
+logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -53,4 +62,77 @@ class InMemoryTransactionalWriter:
         return [event for batch in self.batches for event in batch]
 
 
-__all__ = ["InMemoryTransactionalWriter", "TransactionalWriter"]
+def build_events(
+    changes: Sequence[RowChange],
+    *,
+    service: str,
+    committed_at: dt.datetime | None = None,
+    transaction_id: uuid.UUID | None = None,
+) -> list[ChangeEvent]:
+    """The envelopes of one committed transaction.
+
+    Every event gets its own time-ordered ``event_id``; all share one ``transaction_id``
+    (a version 7 UUID unless given) and ``committed_at``; ``sequence`` numbers them
+    0..n-1 in the order of ``changes``.
+    """
+    committed = committed_at or utcnow()
+    txn = transaction_id or new_event_id()
+    return [
+        ChangeEvent(
+            event_id=new_event_id(),
+            occurred_at=change.occurred_at,
+            committed_at=committed,
+            service=service,
+            table=change.table,
+            record_id=change.record_id,
+            previous_record_id=change.previous_record_id,
+            primary_key=dict(change.primary_key),
+            operation=change.operation,
+            before=None if change.before is None else dict(change.before),
+            after=None if change.after is None else dict(change.after),
+            changed_columns=change.changed_columns,
+            masked_columns=change.masked_columns,
+            actor=change.actor,
+            request_id=change.request_id,
+            transaction_id=txn,
+            sequence=sequence,
+            metadata=dict(change.metadata),
+        )
+        for sequence, change in enumerate(changes)
+    ]
+
+
+def report_failure(
+    exc: BaseException, events: Sequence[ChangeEvent], on_error: ErrorHook | None
+) -> None:
+    """Log a delivery or capture failure and tell ``on_error``; never raises."""
+    logger.error("sqla-audit: %s (%d event(s) concerned)", exc, len(events), exc_info=exc)
+    if on_error is None:
+        return
+    try:
+        on_error(exc, events)
+    except Exception:
+        logger.exception("sqla-audit: the on_error hook raised")
+
+
+def publish_safely(
+    publisher: Publisher, events: Sequence[ChangeEvent], on_error: ErrorHook | None
+) -> bool:
+    """Hand ``events`` to ``publisher``; a failure is reported, never raised. True if accepted."""
+    if not events:
+        return True
+    try:
+        publisher.publish(events)
+    except Exception as exc:  # noqa: BLE001 -- nothing raises into the application after commit
+        report_failure(exc, events, on_error)
+        return False
+    return True
+
+
+__all__ = [
+    "InMemoryTransactionalWriter",
+    "TransactionalWriter",
+    "build_events",
+    "publish_safely",
+    "report_failure",
+]

@@ -1,0 +1,590 @@
+"""Turn each unit-of-work flush into :class:`RowChange` records (no I/O but SELECTs).
+
+The approach follows SQLAlchemy's own ``examples/versioned_history``: old values come from
+attribute history, and objects that sit in ``session.dirty`` without a real change are
+dropped. Three session events cooperate, all inside ``Session.flush()``:
+
+``before_flush``
+    For modified and deleted objects, find the audited columns whose old value the
+    session does not hold -- expired after a commit, deferred and never loaded, assigned
+    while unloaded, or flagged as mutated in place -- and read them with one SELECT per
+    mapper through the flush's own connection. Nothing on the objects is touched, so
+    pending changes are never clobbered.
+``after_flush``
+    The rows are written but the session still shows its pre-flush state: the history
+    gives the old values, ``state.key`` the old identity (a changed primary key stays
+    recoverable), and the uow's collection history the many-to-many rows it just wrote.
+    Deletes and association rows are complete here; inserts and updates are remembered.
+``after_flush_postexec``
+    Objects are persistent with their new identity: generated keys, server defaults and
+    ``onupdate`` values can be read (expired ones are loaded), so the after images of
+    inserts and updates are taken here, compared with the before images, encoded and
+    handed to the sink.
+
+Values are encoded with :func:`sqla_audit.serialization.encode_value` at capture time, so a
+mutable JSON or ARRAY value changed later in the transaction cannot alter what was recorded.
+Masked columns are compared in process and leave it only as ``MASKED_VALUE``.
+
+An update whose audited values did not change produces nothing. Rows are ordered inside one
+flush as: inserts (in ``Session.add`` order), updates, association-table inserts and
+deletes, deletes; the last three by table and record id.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import inspect
+from sqlalchemy.orm import InstanceState, Mapper, RelationshipProperty, Session
+from sqlalchemy.orm import attributes as orm_attributes
+from sqlalchemy.orm import exc as orm_exc
+from sqlalchemy.orm.base import PassiveFlag
+from sqlalchemy.orm.unitofwork import UOWTransaction
+
+from sqla_audit.config import (
+    AssociationPlan,
+    AuditConfig,
+    ColumnSpec,
+    ModelPlan,
+    plan_association,
+    plan_model,
+)
+from sqla_audit.context import AuditContext, current_context
+from sqla_audit.events import Actor, Operation, make_record_id, utcnow
+from sqla_audit.serialization import MASKED_VALUE, JSONValue, encode_value
+
+logger = logging.getLogger(__name__)
+
+_PREFETCH: Final = "sqla_audit.prefetch"
+_PENDING: Final = "sqla_audit.pending"
+_MISSING: Final[Any] = object()
+
+#: Largest number of keys per ``IN`` clause of a prefetch SELECT.
+PREFETCH_CHUNK: Final = 500
+
+_EMPTY_MAPPING: Final[Mapping[str, JSONValue]] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class RowChange:
+    """One change to one row, captured during a flush (values already type-tagged).
+
+    ``record_id``/``primary_key`` identify the row after the change (for a delete: the
+    deleted row). When the change moved the row to a new primary key,
+    ``previous_record_id``/``previous_primary_key`` name the old one. ``before`` and
+    ``after`` map *column* names to encoded values; a column whose old value could not be
+    known is absent from ``before`` but listed in ``changed_columns``.
+    """
+
+    table: str
+    operation: Operation
+    record_id: str
+    primary_key: Mapping[str, JSONValue]
+    before: Mapping[str, JSONValue] | None
+    after: Mapping[str, JSONValue] | None
+    changed_columns: tuple[str, ...]
+    occurred_at: dt.datetime
+    previous_record_id: str | None = None
+    previous_primary_key: Mapping[str, JSONValue] | None = None
+    masked_columns: tuple[str, ...] = ()
+    actor: Actor | None = None
+    request_id: str | None = None
+    metadata: Mapping[str, JSONValue] = field(default_factory=lambda: _EMPTY_MAPPING)
+
+
+#: Receives every change captured from a flush, in order.
+ChangeSink = Callable[[Session, RowChange], None]
+
+#: Told about a failure that must not stop the flush (a metadata hook that raised).
+ErrorReporter = Callable[[BaseException], None]
+
+
+class Planner:
+    """Caches the :class:`ModelPlan` of each mapper and the association plans it owns."""
+
+    def __init__(self, config: AuditConfig) -> None:
+        self.config = config
+        self._models: dict[Mapper[Any], ModelPlan] = {}
+        self._associations: dict[
+            Mapper[Any], tuple[tuple[RelationshipProperty[Any], AssociationPlan], ...]
+        ] = {}
+
+    def model(self, mapper: Mapper[Any]) -> ModelPlan:
+        plan = self._models.get(mapper)
+        if plan is None:
+            plan = plan_model(mapper, self.config)
+            self._models[mapper] = plan
+        return plan
+
+    def associations(
+        self, mapper: Mapper[Any]
+    ) -> tuple[tuple[RelationshipProperty[Any], AssociationPlan], ...]:
+        found = self._associations.get(mapper)
+        if found is None:
+            items = []
+            for prop in mapper.relationships:
+                plan = plan_association(prop, self.config)
+                if plan is not None:
+                    items.append((prop, plan))
+            found = tuple(items)
+            self._associations[mapper] = found
+        return found
+
+    def validate(self, mappers: Iterable[Mapper[Any]]) -> None:
+        """Plan every given mapper now, so configuration errors surface at install time."""
+        for mapper in mappers:
+            self.model(mapper)
+            self.associations(mapper)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _history(state: InstanceState[Any], key: str) -> orm_attributes.History:
+    return state.attrs[key].history
+
+
+def _old_value(state: InstanceState[Any], key: str) -> Any:
+    """The pre-flush committed value held by the session, or ``_MISSING``."""
+    hist = _history(state, key)
+    if hist.deleted:
+        return hist.deleted[0]
+    if hist.unchanged:
+        return hist.unchanged[0]
+    return _MISSING
+
+
+def _assigned(state: InstanceState[Any], key: str) -> bool:
+    hist = _history(state, key)
+    return bool(hist.added or hist.deleted)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 -- an odd __eq__ means "cannot tell": treat as changed
+        return False
+
+
+@dataclass(slots=True)
+class _PendingRow:
+    state: InstanceState[Any]
+    obj: Any
+    plan: ModelPlan
+    operation: Operation
+    before: dict[str, Any] = field(default_factory=dict)
+    old_identity: tuple[Any, ...] | None = None
+    untouched_unloaded: frozenset[str] = frozenset()
+
+
+@dataclass(slots=True)
+class _FlushRecord:
+    occurred_at: dt.datetime
+    context: AuditContext
+    inserts: list[_PendingRow] = field(default_factory=list)
+    updates: list[_PendingRow] = field(default_factory=list)
+    ready: list[RowChange] = field(default_factory=list)
+
+
+class Capturer:
+    """The flush listeners' bodies; changes go to ``sink`` (normally the buffer)."""
+
+    def __init__(self, planner: Planner, sink: ChangeSink, report: ErrorReporter) -> None:
+        self.planner = planner
+        self.config = planner.config
+        self.sink = sink
+        self.report = report
+
+    # -- encoding ----------------------------------------------------------------------
+
+    def _encode(self, spec: ColumnSpec, value: Any) -> JSONValue:
+        if spec.masked:
+            return dict(MASKED_VALUE)
+        return encode_value(value, fallback=self.config.unknown_types)
+
+    def _encode_row(self, plan: ModelPlan, raw: Mapping[str, Any]) -> dict[str, JSONValue]:
+        return {
+            spec.name: self._encode(spec, raw[spec.key]) for spec in plan.columns if spec.key in raw
+        }
+
+    def _key(self, plan: ModelPlan, values: Sequence[Any]) -> tuple[str, dict[str, JSONValue]]:
+        encoded = {
+            spec.name: encode_value(value, fallback=self.config.unknown_types)
+            for spec, value in zip(plan.primary_key, values, strict=True)
+        }
+        return make_record_id(values), encoded
+
+    # -- before_flush: make every needed old value known --------------------------------
+
+    def before_flush(self, session: Session, flush_context: UOWTransaction) -> None:
+        wanted: dict[Mapper[Any], list[tuple[InstanceState[Any], list[str]]]] = defaultdict(list)
+        modified = [
+            obj for obj in session.dirty if session.is_modified(obj, include_collections=False)
+        ]
+        for obj in [*modified, *session.deleted]:
+            state: InstanceState[Any] = inspect(obj)
+            if state.key is None:
+                continue
+            plan = self.planner.model(state.mapper)
+            if not plan.enabled:
+                continue
+            keys = [spec.key for spec in plan.columns if _old_value(state, spec.key) is _MISSING]
+            if keys:
+                wanted[state.mapper].append((state, keys))
+        prefetched: dict[InstanceState[Any], dict[str, Any]] = {}
+        for mapper, items in wanted.items():
+            prefetched.update(self._prefetch(session, mapper, items))
+        flush_context.attributes[_PREFETCH] = prefetched
+
+    def _prefetch(
+        self,
+        session: Session,
+        mapper: Mapper[Any],
+        items: list[tuple[InstanceState[Any], list[str]]],
+    ) -> dict[InstanceState[Any], dict[str, Any]]:
+        plan = self.planner.model(mapper)
+        needed = {key for _state, keys in items for key in keys}
+        specs = [spec for spec in plan.columns if spec.key in needed]
+        pk_cols = list(mapper.primary_key)
+        columns = [col.label(f"k{i}") for i, col in enumerate(pk_cols)]
+        columns += [spec.column.label(f"c{i}") for i, spec in enumerate(specs)]
+        by_identity: dict[tuple[Any, ...], InstanceState[Any]] = {}
+        for state, _keys in items:
+            assert state.key is not None
+            by_identity[tuple(state.key[1])] = state
+        connection = session.connection(bind_arguments={"mapper": mapper})
+        identities = list(by_identity)
+        found: dict[InstanceState[Any], dict[str, Any]] = {}
+        for start in range(0, len(identities), PREFETCH_CHUNK):
+            chunk = identities[start : start + PREFETCH_CHUNK]
+            if len(pk_cols) == 1:
+                where = pk_cols[0].in_([ident[0] for ident in chunk])
+            else:
+                where = sa.tuple_(*pk_cols).in_(chunk)
+            stmt = sa.select(*columns).select_from(mapper.persist_selectable).where(where)
+            for row in connection.execute(stmt):
+                fields = tuple(row)
+                target = by_identity.get(fields[: len(pk_cols)])
+                if target is None:
+                    continue
+                values = fields[len(pk_cols) :]
+                found[target] = {spec.key: value for spec, value in zip(specs, values, strict=True)}
+        return found
+
+    # -- after_flush: old values, identities, deletes, association rows ----------------
+
+    def after_flush(self, session: Session, flush_context: UOWTransaction) -> None:
+        prefetched: dict[InstanceState[Any], dict[str, Any]] = flush_context.attributes.get(
+            _PREFETCH, {}
+        )
+        record = _FlushRecord(occurred_at=utcnow(), context=current_context())
+        deletes: list[RowChange] = []
+        association: dict[tuple[str, Operation, str], RowChange] = {}
+        for state, (isdelete, listonly) in list(flush_context.states.items()):
+            self._collect_associations(state, isdelete, flush_context, record, association)
+            if listonly:
+                continue
+            plan = self.planner.model(state.mapper)
+            if not plan.enabled:
+                continue
+            if isdelete:
+                if state.key is not None:
+                    change = self._delete(state, plan, prefetched.get(state, {}), record)
+                    deletes.append(change)
+            elif state.key is None:
+                record.inserts.append(
+                    _PendingRow(state=state, obj=state.obj(), plan=plan, operation=Operation.INSERT)
+                )
+            else:
+                pending = self._update_pending(state, plan, prefetched.get(state, {}))
+                if pending is not None:
+                    record.updates.append(pending)
+        record.inserts.sort(key=lambda row: row.state.insert_order or 0)
+        record.ready.extend(
+            sorted(
+                association.values(),
+                key=lambda c: (c.table, c.operation != Operation.INSERT, c.record_id),
+            )
+        )
+        record.ready.extend(sorted(deletes, key=lambda c: (c.table, c.record_id)))
+        flush_context.attributes[_PENDING] = record
+
+    def _before_image(
+        self, state: InstanceState[Any], plan: ModelPlan, fetched: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        before: dict[str, Any] = {}
+        for spec in plan.columns:
+            value = _old_value(state, spec.key)
+            if value is _MISSING:
+                value = fetched.get(spec.key, _MISSING)
+            if value is not _MISSING:
+                before[spec.key] = value
+        return before
+
+    def _delete(
+        self,
+        state: InstanceState[Any],
+        plan: ModelPlan,
+        fetched: Mapping[str, Any],
+        record: _FlushRecord,
+    ) -> RowChange:
+        assert state.key is not None
+        before = self._before_image(state, plan, fetched)
+        record_id, primary_key = self._key(plan, state.key[1])
+        encoded = self._encode_row(plan, before)
+        return self._row_change(
+            record,
+            table=plan.table,
+            operation=Operation.DELETE,
+            record_id=record_id,
+            primary_key=primary_key,
+            before=encoded,
+            after=None,
+            changed_columns=tuple(encoded),
+            masked_columns=tuple(name for name in plan.masked_names if name in encoded),
+        )
+
+    def _update_pending(
+        self, state: InstanceState[Any], plan: ModelPlan, fetched: Mapping[str, Any]
+    ) -> _PendingRow | None:
+        if not any(_assigned(state, spec.key) for spec in plan.columns):
+            return None
+        untouched_unloaded = frozenset(
+            spec.key
+            for spec in plan.columns
+            if spec.key not in state.dict and not _assigned(state, spec.key)
+        )
+        assert state.key is not None
+        return _PendingRow(
+            state=state,
+            obj=state.obj(),
+            plan=plan,
+            operation=Operation.UPDATE,
+            before=self._before_image(state, plan, fetched),
+            old_identity=tuple(state.key[1]),
+            untouched_unloaded=untouched_unloaded,
+        )
+
+    def _collect_associations(
+        self,
+        state: InstanceState[Any],
+        isdelete: bool,
+        flush_context: UOWTransaction,
+        record: _FlushRecord,
+        out: dict[tuple[str, Operation, str], RowChange],
+    ) -> None:
+        for prop, plan in self.planner.associations(state.mapper):
+            hist: orm_attributes.History = flush_context.get_attribute_history(  # type: ignore[no-untyped-call]
+                state, prop.key, PassiveFlag.PASSIVE_NO_INITIALIZE
+            )
+            if not hist:
+                continue
+            added: Sequence[Any] = ()
+            removed: Sequence[Any] = ()
+            if isdelete:
+                removed = [*(hist.unchanged or ()), *(hist.deleted or ())]
+            else:
+                added, removed = hist.added or (), hist.deleted or ()
+            for operation, children in ((Operation.INSERT, added), (Operation.DELETE, removed)):
+                for child in children:
+                    if child is None:
+                        continue
+                    change = self._association_row(
+                        state, child, plan=plan, operation=operation, record=record
+                    )
+                    if change is not None:
+                        out.setdefault((change.table, operation, change.record_id), change)
+
+    def _association_row(
+        self,
+        state: InstanceState[Any],
+        child: Any,
+        *,
+        plan: AssociationPlan,
+        operation: Operation,
+        record: _FlushRecord,
+    ) -> RowChange | None:
+        values: dict[sa.Column[Any], Any] = {}
+        child_state: InstanceState[Any] = inspect(child)
+        for source_state, pairs in ((state, plan.parent_pairs), (child_state, plan.child_pairs)):
+            mapper = source_state.mapper
+            for source_col, target_col in pairs:
+                key = mapper.get_property_by_column(source_col).key
+                value = source_state.dict.get(key, _MISSING)
+                if value is _MISSING:
+                    obj = source_state.obj()
+                    if obj is None:
+                        return None
+                    value = getattr(obj, key)
+                values[target_col] = value
+        key_values = [values[col] for col in plan.key_columns]
+        row = {
+            col.name: encode_value(values[col], fallback=self.config.unknown_types)
+            for col in plan.columns
+        }
+        primary_key = {col.name: row[col.name] for col in plan.key_columns}
+        insert = operation is Operation.INSERT
+        return self._row_change(
+            record,
+            table=plan.table,
+            operation=operation,
+            record_id=make_record_id(key_values),
+            primary_key=primary_key,
+            before=None if insert else row,
+            after=row if insert else None,
+            changed_columns=tuple(row),
+        )
+
+    # -- after_flush_postexec: after images ---------------------------------------------
+
+    def after_flush_postexec(self, session: Session, flush_context: UOWTransaction) -> None:
+        record: _FlushRecord | None = flush_context.attributes.pop(_PENDING, None)
+        flush_context.attributes.pop(_PREFETCH, None)
+        if record is None:
+            return
+        changes: list[RowChange] = []
+        for pending in record.inserts:
+            change = self._insert(pending, record)
+            if change is not None:
+                changes.append(change)
+        updates = [self._update(pending, record) for pending in record.updates]
+        changes.extend(
+            sorted((c for c in updates if c is not None), key=lambda c: (c.table, c.record_id))
+        )
+        changes.extend(record.ready)
+        for change in changes:
+            self.sink(session, self._with_hook_metadata(session, change))
+
+    def _current(self, pending: _PendingRow, spec: ColumnSpec) -> Any:
+        state = pending.state
+        if spec.key in state.dict:
+            return state.dict[spec.key]
+        if (
+            pending.operation is Operation.UPDATE
+            and spec.key in pending.untouched_unloaded
+            and spec.key in pending.before
+            and not spec.server_updates
+            and spec.key != pending.plan.version_key
+        ):
+            return pending.before[spec.key]
+        if pending.obj is None:
+            return _MISSING
+        try:
+            return getattr(pending.obj, spec.key)
+        except (orm_exc.ObjectDeletedError, sa_exc.InvalidRequestError) as exc:
+            logger.debug("cannot read %s.%s after flush: %s", pending.plan.table, spec.key, exc)
+            return _MISSING
+
+    def _after_image(self, pending: _PendingRow) -> dict[str, Any]:
+        after: dict[str, Any] = {}
+        for spec in pending.plan.columns:
+            value = self._current(pending, spec)
+            if value is not _MISSING:
+                after[spec.key] = value
+        return after
+
+    def _insert(self, pending: _PendingRow, record: _FlushRecord) -> RowChange | None:
+        plan = pending.plan
+        after = self._after_image(pending)
+        if any(spec.key not in after for spec in plan.primary_key):
+            logger.warning("insert into %s without a readable primary key: not audited", plan.table)
+            return None
+        record_id, primary_key = self._key(plan, [after[spec.key] for spec in plan.primary_key])
+        encoded = self._encode_row(plan, after)
+        return self._row_change(
+            record,
+            table=plan.table,
+            operation=Operation.INSERT,
+            record_id=record_id,
+            primary_key=primary_key,
+            before=None,
+            after=encoded,
+            changed_columns=tuple(encoded),
+            masked_columns=tuple(name for name in plan.masked_names if name in encoded),
+        )
+
+    def _update(self, pending: _PendingRow, record: _FlushRecord) -> RowChange | None:
+        plan = pending.plan
+        before, after = pending.before, self._after_image(pending)
+        changed = [
+            spec
+            for spec in plan.columns
+            if spec.key in after
+            and (spec.key not in before or not _same(before[spec.key], after[spec.key]))
+        ]
+        assert pending.old_identity is not None
+        new_identity = [after.get(spec.key, _MISSING) for spec in plan.primary_key]
+        if any(value is _MISSING for value in new_identity):
+            new_identity = list(pending.old_identity)
+        old_id, old_key = self._key(plan, pending.old_identity)
+        new_id, new_key = self._key(plan, new_identity)
+        moved = old_id != new_id
+        if not changed and not moved:
+            return None
+        encoded_before = self._encode_row(plan, before)
+        encoded_after = self._encode_row(plan, after)
+        masked = [
+            name for name in plan.masked_names if name in encoded_before or name in encoded_after
+        ]
+        return self._row_change(
+            record,
+            table=plan.table,
+            operation=Operation.UPDATE,
+            record_id=new_id,
+            primary_key=new_key,
+            before=encoded_before,
+            after=encoded_after,
+            changed_columns=tuple(spec.name for spec in changed),
+            masked_columns=tuple(masked),
+            previous_record_id=old_id if moved else None,
+            previous_primary_key=old_key if moved else None,
+        )
+
+    # -- common ------------------------------------------------------------------------
+
+    def _row_change(self, record: _FlushRecord, **fields: Any) -> RowChange:
+        context = record.context
+        return RowChange(
+            occurred_at=record.occurred_at,
+            actor=context.actor,
+            request_id=context.request_id,
+            metadata=context.metadata,
+            **fields,
+        )
+
+    def _with_hook_metadata(self, session: Session, change: RowChange) -> RowChange:
+        hook = self.config.metadata_hook
+        if hook is None:
+            return change
+        try:
+            extra = hook(session, change)
+            if not extra:
+                return change
+            encoded = {
+                str(key): encode_value(value, fallback="repr") for key, value in extra.items()
+            }
+        except Exception as exc:
+            logger.exception("audit metadata_hook failed for %s %s", change.table, change.record_id)
+            self.report(exc)
+            return change
+        return replace(change, metadata=MappingProxyType({**change.metadata, **encoded}))
+
+
+__all__ = [
+    "PREFETCH_CHUNK",
+    "Capturer",
+    "ChangeSink",
+    "ErrorReporter",
+    "Planner",
+    "RowChange",
+]
