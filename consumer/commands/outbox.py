@@ -88,7 +88,7 @@ def register(subparsers: Any) -> None:
     status.set_defaults(func=show_status)
     requeue = actions.add_parser("requeue", help="make parked rows pending again")
     add_outbox_arguments(requeue)
-    requeue.set_defaults(func=requeue)
+    requeue.set_defaults(func=requeue_rows)
 
 
 def _database_error(exc: SQLAlchemyError) -> int:
@@ -125,7 +125,7 @@ def show_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def requeue(args: argparse.Namespace) -> int:
+def requeue_rows(args: argparse.Namespace) -> int:
     engine, table = outbox_from_args(args, os.environ)
     try:
         count = requeue_parked(engine, table)
@@ -142,6 +142,6 @@ __all__ = [
     "create_table",
     "outbox_from_args",
     "register",
-    "requeue",
+    "requeue_rows",
     "show_status",
 ]
