@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.literals import QueueAttributeNameType
 
 _HERE = Path(__file__).resolve().parent
 
@@ -226,7 +227,7 @@ def sns_to_sqs(sns_client: SNSClient, sqs_client: SQSClient) -> Iterator[SnsToSq
         topic_arn = sns_client.create_topic(Name=name + suffix, Attributes=topic_attributes)[
             "TopicArn"
         ]
-        queue_attributes = {"FifoQueue": "true"} if fifo else {}
+        queue_attributes: dict[QueueAttributeNameType, str] = {"FifoQueue": "true"} if fifo else {}
         queue_url = sqs_client.create_queue(QueueName=name + suffix, Attributes=queue_attributes)[
             "QueueUrl"
         ]

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from cassandra.cluster import Session as CassandraSession
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
     from sqlalchemy.engine import Engine
 
 
@@ -73,14 +74,14 @@ def test_sns_publish_reaches_subscribed_sqs_queue(
     message_id = sns_client.publish(TopicArn=topic_arn, Message=payload)["MessageId"]
 
     deadline = time.monotonic() + 20
-    messages: list[dict[str, object]] = []
+    messages: list[MessageTypeDef] = []
     while not messages and time.monotonic() < deadline:
         received = sqs_client.receive_message(
             QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=2
         )
         messages = list(received.get("Messages", []))
     assert len(messages) == 1
-    envelope = json.loads(str(messages[0]["Body"]))
+    envelope = json.loads(messages[0]["Body"])
     assert envelope["Type"] == "Notification"
     assert envelope["TopicArn"] == topic_arn
     assert envelope["MessageId"] == message_id
