@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from consumer.cli import main
 from consumer.commands import query as commands
 from consumer.records import AuditRecord
 from consumer.sinks.base import AuditStore
@@ -416,3 +417,12 @@ def test_parse_since_duration() -> None:
     assert commands.parse_since("2026-01-01T00:00:00+02:00") == dt.datetime(
         2025, 12, 31, 22, tzinfo=dt.UTC
     )
+
+
+def test_registered_in_the_sqla_audit_cli(
+    store_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The sqla-audit entry point knows the query commands and returns their exit code."""
+    assert main(["history", "users", "42", *sqlite(store_file)]) == 0
+    assert "balance: 10.00 → 12.50" in capsys.readouterr().out
+    assert main(["as-of", "users", "404", "--at", "2026-01-01T00:00:00Z", *sqlite(store_file)]) == 1
