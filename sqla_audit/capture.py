@@ -63,7 +63,7 @@ from sqla_audit.serialization import MASKED_VALUE, JSONValue, encode_value
 
 logger = logging.getLogger(__name__)
 
-_PREFETCH: Final = "sqla_audit.prefetch"
+_SNAPSHOTS: Final = "sqla_audit.snapshots"
 _PENDING: Final = "sqla_audit.pending"
 _MISSING: Final[Any] = object()
 
@@ -187,6 +187,14 @@ class _PendingRow:
     untouched_unloaded: frozenset[str] = frozenset()
 
 
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """What a modified or deleted object looked like before the flush wrote it."""
+
+    before: dict[str, Any]
+    untouched_unloaded: frozenset[str]
+
+
 @dataclass(slots=True)
 class _FlushRecord:
     occurred_at: dt.datetime
@@ -227,7 +235,13 @@ class Capturer:
     # -- before_flush: make every needed old value known --------------------------------
 
     def before_flush(self, session: Session, flush_context: UOWTransaction) -> None:
+        """Snapshot the before image of every modified or deleted audited object.
+
+        Taken before any SQL runs: the flush itself expires attributes it hands to the
+        database (SQL expressions, ``onupdate`` values), and their history with them.
+        """
         wanted: dict[Mapper[Any], list[tuple[InstanceState[Any], list[str]]]] = defaultdict(list)
+        targets: list[tuple[InstanceState[Any], ModelPlan]] = []
         modified = [
             obj for obj in session.dirty if session.is_modified(obj, include_collections=False)
         ]
@@ -238,13 +252,24 @@ class Capturer:
             plan = self.planner.model(state.mapper)
             if not plan.enabled:
                 continue
+            targets.append((state, plan))
             keys = [spec.key for spec in plan.columns if _old_value(state, spec.key) is _MISSING]
             if keys:
                 wanted[state.mapper].append((state, keys))
         prefetched: dict[InstanceState[Any], dict[str, Any]] = {}
         for mapper, items in wanted.items():
             prefetched.update(self._prefetch(session, mapper, items))
-        flush_context.attributes[_PREFETCH] = prefetched
+        snapshots: dict[InstanceState[Any], _Snapshot] = {}
+        for state, plan in targets:
+            snapshots[state] = _Snapshot(
+                before=self._before_image(state, plan, prefetched.get(state, {})),
+                untouched_unloaded=frozenset(
+                    spec.key
+                    for spec in plan.columns
+                    if spec.key not in state.dict and not _assigned(state, spec.key)
+                ),
+            )
+        flush_context.attributes[_SNAPSHOTS] = snapshots
 
     def _prefetch(
         self,
@@ -284,8 +309,8 @@ class Capturer:
     # -- after_flush: old values, identities, deletes, association rows ----------------
 
     def after_flush(self, session: Session, flush_context: UOWTransaction) -> None:
-        prefetched: dict[InstanceState[Any], dict[str, Any]] = flush_context.attributes.get(
-            _PREFETCH, {}
+        snapshots: dict[InstanceState[Any], _Snapshot] = flush_context.attributes.get(
+            _SNAPSHOTS, {}
         )
         record = _FlushRecord(occurred_at=utcnow(), context=current_context())
         deletes: list[RowChange] = []
@@ -299,14 +324,14 @@ class Capturer:
                 continue
             if isdelete:
                 if state.key is not None:
-                    change = self._delete(state, plan, prefetched.get(state, {}), record)
+                    change = self._delete(state, plan, snapshots.get(state), record)
                     deletes.append(change)
             elif state.key is None:
                 record.inserts.append(
                     _PendingRow(state=state, obj=state.obj(), plan=plan, operation=Operation.INSERT)
                 )
             else:
-                pending = self._update_pending(state, plan, prefetched.get(state, {}))
+                pending = self._update_pending(state, plan, snapshots.get(state))
                 if pending is not None:
                     record.updates.append(pending)
         record.inserts.sort(key=lambda row: row.state.insert_order or 0)
@@ -335,11 +360,11 @@ class Capturer:
         self,
         state: InstanceState[Any],
         plan: ModelPlan,
-        fetched: Mapping[str, Any],
+        snapshot: _Snapshot | None,
         record: _FlushRecord,
     ) -> RowChange:
         assert state.key is not None
-        before = self._before_image(state, plan, fetched)
+        before = snapshot.before if snapshot else self._before_image(state, plan, {})
         record_id, primary_key = self._key(plan, state.key[1])
         encoded = self._encode_row(plan, before)
         return self._row_change(
@@ -355,24 +380,30 @@ class Capturer:
         )
 
     def _update_pending(
-        self, state: InstanceState[Any], plan: ModelPlan, fetched: Mapping[str, Any]
+        self, state: InstanceState[Any], plan: ModelPlan, snapshot: _Snapshot | None
     ) -> _PendingRow | None:
-        if not any(_assigned(state, spec.key) for spec in plan.columns):
-            return None
-        untouched_unloaded = frozenset(
-            spec.key
-            for spec in plan.columns
-            if spec.key not in state.dict and not _assigned(state, spec.key)
-        )
+        if snapshot is None:
+            # Not modified before the flush: only the flush itself changed it (a foreign
+            # key synchronized from a relationship). History still holds those values.
+            if not any(_assigned(state, spec.key) for spec in plan.columns):
+                return None
+            snapshot = _Snapshot(
+                before=self._before_image(state, plan, {}),
+                untouched_unloaded=frozenset(
+                    spec.key
+                    for spec in plan.columns
+                    if spec.key not in state.dict and not _assigned(state, spec.key)
+                ),
+            )
         assert state.key is not None
         return _PendingRow(
             state=state,
             obj=state.obj(),
             plan=plan,
             operation=Operation.UPDATE,
-            before=self._before_image(state, plan, fetched),
+            before=snapshot.before,
             old_identity=tuple(state.key[1]),
-            untouched_unloaded=untouched_unloaded,
+            untouched_unloaded=snapshot.untouched_unloaded,
         )
 
     def _collect_associations(
@@ -449,7 +480,7 @@ class Capturer:
 
     def after_flush_postexec(self, session: Session, flush_context: UOWTransaction) -> None:
         record: _FlushRecord | None = flush_context.attributes.pop(_PENDING, None)
-        flush_context.attributes.pop(_PREFETCH, None)
+        flush_context.attributes.pop(_SNAPSHOTS, None)
         if record is None:
             return
         changes: list[RowChange] = []
