@@ -10,7 +10,7 @@ decimal       :class:`decimal.Decimal`                     ``str(value)`` (expon
 datetime      :class:`datetime.datetime` (naive or aware)  ISO 8601, offset kept when aware;
                                                            ``"tz"`` names a zoneinfo key
 date          :class:`datetime.date`                       ISO 8601
-time          :class:`datetime.time` (naive or aware)      ISO 8601
+time          :class:`datetime.time` (naive or aware)      ISO 8601; ``"tz"`` as for datetime
 timedelta     :class:`datetime.timedelta`                  ``[days, seconds, microseconds]``
 uuid          :class:`uuid.UUID`                           canonical hyphenated text
 bytes         ``bytes`` / ``bytearray`` / ``memoryview``   standard base64
@@ -129,6 +129,9 @@ def encode_value(value: Any, *, fallback: Fallback = "repr") -> JSONValue:
     if isinstance(value, dt.date):
         return _tagged("date", value.isoformat())
     if isinstance(value, dt.time):
+        key = getattr(value.tzinfo, "key", None)  # a zone has no offset without a date
+        if isinstance(key, str):
+            return _tagged("time", value.isoformat(), tz=key)
         return _tagged("time", value.isoformat())
     if isinstance(value, dt.timedelta):
         return _tagged("timedelta", [value.days, value.seconds, value.microseconds])
@@ -213,7 +216,13 @@ def _decode_tagged(obj: dict[str, Any], resolver: EnumResolver | None) -> Any:
         if tag == "date":
             return dt.date.fromisoformat(raw)
         if tag == "time":
-            return dt.time.fromisoformat(raw)
+            clock = dt.time.fromisoformat(raw)
+            key = obj.get("tz")
+            if isinstance(key, str):
+                from zoneinfo import ZoneInfo
+
+                clock = clock.replace(tzinfo=ZoneInfo(key))
+            return clock
         if tag == "timedelta":
             days, seconds, micros = raw
             return dt.timedelta(days=days, seconds=seconds, microseconds=micros)
