@@ -1,0 +1,183 @@
+"""The v1 envelope: wire form, validation, record ids, event ids, building a transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sqla_audit.capture import RowChange
+from sqla_audit.delivery import build_events
+from sqla_audit.errors import DecodeError, UnsupportedSchemaVersion
+from sqla_audit.events import (
+    Actor,
+    ChangeEvent,
+    Operation,
+    canonical_key_text,
+    format_timestamp,
+    make_record_id,
+    new_event_id,
+    parse_timestamp,
+    split_record_id,
+    uuid7_time,
+)
+from sqla_audit.schema import change_event_schema
+from sqla_audit.testing import assert_valid_event
+
+NOW = dt.datetime(2026, 1, 31, 12, 0, 0, 1, tzinfo=dt.UTC)
+
+
+def _event(**overrides: Any) -> ChangeEvent:
+    fields: dict[str, Any] = {
+        "event_id": new_event_id(),
+        "occurred_at": NOW,
+        "committed_at": NOW,
+        "service": "shop",
+        "table": "users",
+        "record_id": "1",
+        "primary_key": {"id": 1},
+        "operation": Operation.UPDATE,
+        "before": {"id": 1, "name": "a"},
+        "after": {"id": 1, "name": "b"},
+        "changed_columns": ["name"],
+        "transaction_id": uuid.uuid4(),
+        "sequence": 0,
+        "actor": Actor(id="7", attributes={"roles": ["admin"]}),
+        "request_id": "req-1",
+        "metadata": {"tenant": "t"},
+    }
+    fields.update(overrides)
+    return ChangeEvent(**fields)
+
+
+def test_json_round_trip_is_identity() -> None:
+    """An event written to JSON and read back is equal to the original."""
+    event = _event(masked_columns=["secret"], previous_record_id="0")
+    assert ChangeEvent.from_json(event.to_json()) == event
+    assert_valid_event(event)
+
+
+def test_wire_form_has_every_documented_field() -> None:
+    """The JSON object carries exactly the documented top-level fields."""
+    data = json.loads(_event().to_json())
+    assert set(data) == set(change_event_schema()["properties"])
+    assert data["committed_at"] == "2026-01-31T12:00:00.000001Z"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "error"),
+    [
+        (lambda d: d.pop("table"), "lacks field"),
+        (lambda d: d.update(schema_version=None), "schema_version"),
+        (lambda d: d.update(operation="upsert"), "invalid change event"),
+        (lambda d: d.update(operation="insert", after=None), "needs 'after'"),
+        (lambda d: d.update(operation="delete", before=None), "needs 'before'"),
+        (lambda d: d.update(sequence=-1), "sequence"),
+        (lambda d: d.update(service=""), "service"),
+        (lambda d: d.update(changed_columns="name"), "changed_columns"),
+        (lambda d: d.update(actor={"name": "x"}), "actor"),
+        (lambda d: d.update(event_id="nope"), "invalid change event"),
+        (lambda d: d.update(occurred_at="2026-01-31T12:00:00"), "invalid change event"),
+    ],
+)
+def test_invalid_events_raise_decode_error(mutate: Any, error: str) -> None:
+    """Each kind of malformed event is a DecodeError that says what is wrong."""
+    data = json.loads(_event().to_json())
+    mutate(data)
+    with pytest.raises(DecodeError, match=error):
+        ChangeEvent.from_dict(data)
+
+
+def test_future_schema_version_is_reported_as_unsupported() -> None:
+    """A newer schema_version raises UnsupportedSchemaVersion (a DecodeError)."""
+    data = json.loads(_event().to_json())
+    data["schema_version"] = 2
+    with pytest.raises(UnsupportedSchemaVersion):
+        ChangeEvent.from_dict(data)
+    with pytest.raises(DecodeError, match="not JSON"):
+        ChangeEvent.from_json("{nope")
+
+
+def test_naive_timestamps_are_refused() -> None:
+    """Envelope timestamps must be timezone-aware."""
+    with pytest.raises(ValueError, match="timezone-aware"):
+        format_timestamp(dt.datetime(2026, 1, 1))
+    assert parse_timestamp("2026-01-31T12:00:00.000001Z") == NOW
+
+
+@pytest.mark.parametrize(
+    ("values", "record_id"),
+    [
+        ([42], "42"),
+        (["alice"], "alice"),
+        ([uuid.UUID(int=1)], "00000000-0000-0000-0000-000000000001"),
+        ([dt.date(2026, 1, 1)], "2026-01-01"),
+        ([7, dt.date(2026, 1, 1)], "7:2026-01-01"),
+        (["a:b", "50%"], "a%3Ab:50%25"),
+        ([True, b"\x01"], "true:01"),
+    ],
+)
+def test_record_id_canonical_forms(values: list[Any], record_id: str) -> None:
+    """Record ids follow the documented canonical forms."""
+    assert make_record_id(values) == record_id
+
+
+@given(st.lists(st.text(), min_size=2, max_size=4))
+def test_composite_record_ids_split_back(parts: list[str]) -> None:
+    """A composite record id splits back into its component texts."""
+    assert split_record_id(make_record_id(parts), len(parts)) == parts
+
+
+def test_split_record_id_checks_arity() -> None:
+    """Splitting with the wrong number of components is an error."""
+    with pytest.raises(ValueError, match="components"):
+        split_record_id("a:b", 3)
+    assert split_record_id("a:b", 1) == ["a:b"]
+    assert canonical_key_text(dt.time(1, 2)) == "01:02:00"
+
+
+def test_event_ids_are_version_7_and_increase() -> None:
+    """Event ids are UUIDv7, strictly increasing within the process, with their time."""
+    ids = [new_event_id() for _ in range(2000)]
+    assert all(i.version == 7 for i in ids)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert abs(uuid7_time(ids[0]) - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=1)
+
+
+def test_build_events_numbers_one_transaction() -> None:
+    """build_events gives one transaction id and commit time, sequence 0..n-1, own ids."""
+    changes = [
+        RowChange(
+            table="t",
+            operation=Operation.INSERT,
+            record_id=str(n),
+            primary_key={"id": n},
+            before=None,
+            after={"id": n},
+            changed_columns=("id",),
+            occurred_at=NOW,
+        )
+        for n in range(3)
+    ]
+    events = build_events(changes, service="svc", committed_at=NOW)
+    assert [e.sequence for e in events] == [0, 1, 2]
+    assert len({e.transaction_id for e in events}) == 1
+    assert len({e.event_id for e in events}) == 3
+    assert {e.committed_at for e in events} == {NOW}
+    for event in events:
+        assert_valid_event(event.to_dict())
+    assert build_events([], service="svc") == []
+
+
+def test_assert_valid_event_explains_schema_violations() -> None:
+    """assert_valid_event names the offending field."""
+    data = json.loads(_event().to_json())
+    data["sequence"] = "first"
+    with pytest.raises(AssertionError, match="sequence"):
+        assert_valid_event(data)
