@@ -1,0 +1,1 @@
+"""Sub-commands of the ``sqla-audit`` CLI, one module each (see :mod:`consumer.cli`)."""
