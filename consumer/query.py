@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -116,6 +116,18 @@ def _page_size(value: object) -> int:
     return value
 
 
+def _follow(
+    first: Page[AuditRecord], fetch: Callable[[str], Page[AuditRecord]]
+) -> Iterator[AuditRecord]:
+    """The records of ``first`` and of every page after it, fetched as iteration needs them."""
+    page = first
+    while True:
+        yield from page.items
+        if page.next_page is None:
+            return
+        page = fetch(page.next_page)
+
+
 def parse_transaction_id(value: uuid.UUID | str) -> uuid.UUID:
     """A transaction id from a UUID or its text; :class:`InvalidQuery` if it is neither."""
     if isinstance(value, uuid.UUID):
@@ -174,17 +186,18 @@ class AuditQuery:
         page_size: int = DEFAULT_PAGE_SIZE,
         page: str | None = None,
     ) -> Iterator[AuditRecord]:
-        """Every change of a record in the window, newest first, following the pages lazily."""
+        """Every change of a record in the window, newest first, following the pages lazily.
+
+        The first page is read at once, so bad arguments raise here, not on iteration.
+        """
         size = _page_size(page_size)
-        token = page
-        while True:
-            result = self.history(
+        first = self.history(table, record_id, since=since, until=until, limit=size, page=page)
+        return _follow(
+            first,
+            lambda token: self.history(
                 table, record_id, since=since, until=until, limit=size, page=token
-            )
-            yield from result.items
-            token = result.next_page
-            if token is None:
-                return
+            ),
+        )
 
     def column_history(
         self,
@@ -203,12 +216,14 @@ class AuditQuery:
         table-wide form.
         """
         name = _require_text("column", column)
-        for record in self.iter_history(
+        records = self.iter_history(
             table, record_id, since=since, until=until, page_size=page_size, page=page
-        ):
-            change = record.changes.get(name)
-            if change is not None:
-                yield ColumnChange(column=name, change=change, record=record)
+        )
+        return (
+            ColumnChange(column=name, change=record.changes[name], record=record)
+            for record in records
+            if name in record.changes
+        )
 
     # -- state as of -----------------------------------------------------------------------
 
@@ -280,15 +295,16 @@ class AuditQuery:
         page_size: int = DEFAULT_PAGE_SIZE,
         page: str | None = None,
     ) -> Iterator[AuditRecord]:
-        """Everything ``actor_id`` changed in the window, newest first, following the pages."""
+        """Everything ``actor_id`` changed in the window, newest first, following the pages.
+
+        The first page is read at once, so bad arguments raise here, not on iteration.
+        """
         size = _page_size(page_size)
-        token = page
-        while True:
-            result = self.by_actor(actor_id, since=since, until=until, limit=size, page=token)
-            yield from result.items
-            token = result.next_page
-            if token is None:
-                return
+        first = self.by_actor(actor_id, since=since, until=until, limit=size, page=page)
+        return _follow(
+            first,
+            lambda token: self.by_actor(actor_id, since=since, until=until, limit=size, page=token),
+        )
 
     def by_transaction(self, transaction_id: uuid.UUID | str) -> list[AuditRecord]:
         """Every change of one transaction, in ``sequence`` order (empty if unknown)."""

@@ -62,6 +62,8 @@ _UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 def parse_instant(text: str) -> dt.datetime:
     """An ISO 8601 time with a timezone (``Z`` or an offset), as an aware UTC datetime."""
     value = text.strip()
+    if value.endswith("z"):  # RFC 3339 allows a lower-case zone designator
+        value = value[:-1] + "Z"
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:

@@ -410,10 +410,11 @@ def test_ascii_terminal_gets_ascii_arrows(
 
 
 def test_parse_since_duration() -> None:
-    """--since accepts a duration back from now in s, m, h or d."""
+    """--since accepts a duration back from now in s, m, h or d, or an ISO 8601 time."""
     now = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
     assert commands.parse_since("90m", now=lambda: now) == now - dt.timedelta(minutes=90)
     assert commands.parse_since("7d", now=lambda: now) == now - dt.timedelta(days=7)
+    assert commands.parse_instant("2026-01-01T00:00:00z") == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     assert commands.parse_since("2026-01-01T00:00:00+02:00") == dt.datetime(
         2025, 12, 31, 22, tzinfo=dt.UTC
     )

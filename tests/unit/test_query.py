@@ -119,7 +119,17 @@ def test_history_rejects_empty_names(query: AuditQuery, table: object, record_id
 def test_iter_history_rejects_bad_page_size(query: AuditQuery, size: object) -> None:
     """page_size outside 1..1000 (or not an int) is an InvalidQuery."""
     with pytest.raises(InvalidQuery, match="page_size"):
-        list(query.iter_history("accounts", "1", page_size=size))  # type: ignore[arg-type]
+        query.iter_history("accounts", "1", page_size=size)  # type: ignore[arg-type]
+
+
+def test_iterators_validate_when_called(query: AuditQuery) -> None:
+    """iter_history, iter_by_actor and column_history raise bad arguments at the call."""
+    with pytest.raises(InvalidQuery, match="since"):
+        query.iter_history("accounts", "1", since=dt.datetime(2026, 1, 1))
+    with pytest.raises(InvalidQuery, match="page token"):
+        query.iter_by_actor("bob", since=T0, page="nope")
+    with pytest.raises(InvalidQuery, match="column"):
+        query.column_history("accounts", "1", "")
 
 
 def test_column_history_keeps_only_that_column(query: AuditQuery) -> None:
