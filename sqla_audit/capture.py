@@ -5,29 +5,33 @@ attribute history, and objects that sit in ``session.dirty`` without a real chan
 dropped. Three session events cooperate, all inside ``Session.flush()``:
 
 ``before_flush``
-    For modified and deleted objects, find the audited columns whose old value the
-    session does not hold -- expired after a commit, deferred and never loaded, assigned
-    while unloaded, or flagged as mutated in place -- and read them with one SELECT per
-    mapper through the flush's own connection. Nothing on the objects is touched, so
-    pending changes are never clobbered.
+    For modified and deleted objects, take the *before image* now, before any SQL runs
+    (the flush expires what it hands to the database -- SQL expressions, ``onupdate``
+    values -- and their history with it). Old values come from attribute history; the
+    audited columns whose old value the session does not hold -- expired after a commit,
+    deferred and never loaded, assigned while unloaded, flagged as mutated in place -- are
+    read with one SELECT per mapper (keys batched in ``IN`` lists) through the flush's own
+    connection. Nothing on the objects is touched, so pending changes are never clobbered.
 ``after_flush``
-    The rows are written but the session still shows its pre-flush state: the history
-    gives the old values, ``state.key`` the old identity (a changed primary key stays
-    recoverable), and the uow's collection history the many-to-many rows it just wrote.
-    Deletes and association rows are complete here; inserts and updates are remembered.
+    The rows are written but the session still shows its pre-flush state: ``state.key``
+    is the old identity (a changed primary key stays recoverable) and the unit of work's
+    collection history holds the many-to-many rows it just wrote. Deletes and association
+    rows are complete here; inserts and updates are remembered. An object changed only by
+    the flush itself (a foreign key synchronized from a relationship) gets its before image
+    from history here.
 ``after_flush_postexec``
     Objects are persistent with their new identity: generated keys, server defaults and
     ``onupdate`` values can be read (expired ones are loaded), so the after images of
-    inserts and updates are taken here, compared with the before images, encoded and
-    handed to the sink.
+    inserts and updates are taken here, compared with the before images (Python
+    equality, like the ORM's own history), encoded and handed to the sink.
 
 Values are encoded with :func:`sqla_audit.serialization.encode_value` at capture time, so a
 mutable JSON or ARRAY value changed later in the transaction cannot alter what was recorded.
 Masked columns are compared in process and leave it only as ``MASKED_VALUE``.
 
 An update whose audited values did not change produces nothing. Rows are ordered inside one
-flush as: inserts (in ``Session.add`` order), updates, association-table inserts and
-deletes, deletes; the last three by table and record id.
+flush as: inserts (in ``Session.add`` order), then updates, association-table rows
+(inserts before deletes) and deletes, each group by table and record id.
 """
 
 from __future__ import annotations
