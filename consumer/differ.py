@@ -25,9 +25,6 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any, Final
 
-from deepdiff import DeepDiff
-from deepdiff.helper import notpresent
-
 from consumer.records import AuditRecord, FieldChange, NestedChange
 from sqla_audit.events import ChangeEvent, Operation
 from sqla_audit.serialization import MASKED_VALUE, TAG, JSONValue
@@ -83,6 +80,9 @@ def _resolve(value: Any, path: tuple[str | int, ...]) -> tuple[Any, tuple[str | 
 
 def nested_detail(old: JSONValue, new: JSONValue) -> tuple[NestedChange, ...]:
     """The element-level differences between two nested values, in a stable order."""
+    from deepdiff import DeepDiff  # noqa: PLC0415 -- only nested values need it (consumer extra)
+    from deepdiff.helper import notpresent  # noqa: PLC0415
+
     tree = DeepDiff(old, new, view="tree")
     found: dict[tuple[str | int, ...], NestedChange] = {}
     for kind in tree:
