@@ -11,9 +11,12 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +27,7 @@ import pytest
 from consumer.config import CassandraConfig, CassandraSchemaConfig, SqsConfig
 from consumer.decoding import Decoder
 from consumer.sinks.cassandra import CassandraStore, apply_schema
+from consumer.sinks.sqlite import SQLiteStore
 from consumer.sources.sqs import REASON_ATTRIBUTE, S3PayloadFetcher, SqsSource
 from consumer.testing import make_event
 from consumer.worker import Worker
@@ -443,3 +447,57 @@ def test_sigkill_mid_batch_then_restart_loses_and_duplicates_nothing(
     stored = event_ids(cassandra_session, keyspace, table)
     assert len(stored) == 400, f"{written_before_restart} were written before the kill"
     assert set(stored) == {e.event_id for e in events}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_consume_command_with_embedded_store_serves_health_and_metrics(
+    sqs_client: SQSClient, sns_to_sqs: Any, aws_endpoint: str, tmp_path: Path
+) -> None:
+    """`sqla-audit consume --store sqlite` writes the file store, serves health, exits 0."""
+    _, queue_url = sns_to_sqs(raw=True)
+    events = [make_event(record_id=str(i)) for i in range(3)]
+    send_bodies(sqs_client, queue_url, [e.to_json() for e in events])
+    port = free_port()
+    database = tmp_path / "audit.db"
+    env = consumer_env(
+        aws_endpoint,
+        queue_url,
+        "127.0.0.1:9",  # never contacted: the store is SQLite
+        "unused",
+        SQLA_AUDIT_STORE="sqlite",
+        SQLA_AUDIT_STORE_URL=str(database),
+        SQLA_AUDIT_METRICS_PORT=str(port),
+    )
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as reply:
+                return reply.status, reply.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, ""
+        except OSError:
+            return 0, ""
+
+    def written() -> float:
+        for line in get("/metrics")[1].splitlines():
+            if line.startswith("sqla_audit_consumer_events_written_total "):
+                return float(line.split()[1])
+        return 0.0
+
+    with consumer_process(env, tmp_path / "consume.log") as process:
+        wait_for(lambda: written() == 3, 60, "three events written")
+        assert get("/healthz")[0] == 200
+        assert get("/readyz")[0] == 200
+        assert stop_gracefully(process) == 0
+    store = SQLiteStore(database)
+    try:
+        stored = [r for e in events for r in store.history("accounts", e.record_id).items]
+    finally:
+        store.close()
+    assert sorted(r.event_id for r in stored) == sorted(e.event_id for e in events)
