@@ -50,7 +50,7 @@ from sqlalchemy import inspect
 from sqlalchemy.orm import InstanceState, Mapper, RelationshipProperty, Session
 from sqlalchemy.orm import attributes as orm_attributes
 from sqlalchemy.orm import exc as orm_exc
-from sqlalchemy.orm.base import PassiveFlag
+from sqlalchemy.orm.base import NO_VALUE, PASSIVE_NO_RESULT, PassiveFlag
 from sqlalchemy.orm.unitofwork import UOWTransaction
 
 from sqla_audit.config import (
@@ -157,13 +157,19 @@ def _history(state: InstanceState[Any], key: str) -> orm_attributes.History:
 
 
 def _old_value(state: InstanceState[Any], key: str) -> Any:
-    """The pre-flush committed value held by the session, or ``_MISSING``."""
-    hist = _history(state, key)
-    if hist.deleted:
-        return hist.deleted[0]
-    if hist.unchanged:
-        return hist.unchanged[0]
-    return _MISSING
+    """The pre-flush committed value the session holds, or ``_MISSING``.
+
+    The same answer as ``History`` (the old value of a changed attribute, else its current
+    value), read straight from ``committed_state`` because this runs for every audited
+    column of every changed object.
+    """
+    committed = state.committed_state
+    if key in committed:
+        original = committed[key]
+        if original is NO_VALUE or original is PASSIVE_NO_RESULT:
+            return _MISSING  # assigned while unloaded, or flagged as mutated in place
+        return original
+    return state.dict.get(key, _MISSING)
 
 
 def _assigned(state: InstanceState[Any], key: str) -> bool:
@@ -189,6 +195,7 @@ class _PendingRow:
     before: dict[str, Any] = field(default_factory=dict)
     old_identity: tuple[Any, ...] | None = None
     untouched_unloaded: frozenset[str] = frozenset()
+    fetched: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,12 +272,13 @@ class Capturer:
             prefetched.update(self._prefetch(session, mapper, items))
         snapshots: dict[InstanceState[Any], _Snapshot] = {}
         for state, plan in targets:
+            loaded, committed = state.dict, state.committed_state
             snapshots[state] = _Snapshot(
                 before=self._before_image(state, plan, prefetched.get(state, {})),
                 untouched_unloaded=frozenset(
                     spec.key
                     for spec in plan.columns
-                    if spec.key not in state.dict and not _assigned(state, spec.key)
+                    if spec.key not in loaded and spec.key not in committed
                 ),
             )
         flush_context.attributes[_SNAPSHOTS] = snapshots
@@ -487,6 +495,7 @@ class Capturer:
         flush_context.attributes.pop(_SNAPSHOTS, None)
         if record is None:
             return
+        self._fetch_after(session, [*record.inserts, *record.updates])
         changes: list[RowChange] = []
         for pending in record.inserts:
             change = self._insert(pending, record)
@@ -500,18 +509,50 @@ class Capturer:
         for change in changes:
             self.sink(session, self._with_hook_metadata(session, change))
 
-    def _current(self, pending: _PendingRow, spec: ColumnSpec) -> Any:
-        state = pending.state
-        if spec.key in state.dict:
-            return state.dict[spec.key]
-        if (
+    @staticmethod
+    def _unchanged_unloaded(pending: _PendingRow, spec: ColumnSpec) -> bool:
+        """An update left this unloaded column alone: its before value is its after value."""
+        return (
             pending.operation is Operation.UPDATE
             and spec.key in pending.untouched_unloaded
             and spec.key in pending.before
             and not spec.server_updates
             and spec.key != pending.plan.version_key
-        ):
+        )
+
+    def _fetch_after(self, session: Session, rows: list[_PendingRow]) -> None:
+        """Read the after values the session does not hold, one SELECT per mapper.
+
+        Server defaults not returned by the INSERT, ``onupdate`` and SQL-expression values
+        were expired by the flush; deferred columns may never have been loaded. Reading them
+        with the flush's connection does not touch the objects.
+        """
+        wanted: dict[Mapper[Any], list[tuple[InstanceState[Any], list[str]]]] = defaultdict(list)
+        by_state: dict[InstanceState[Any], _PendingRow] = {}
+        for row in rows:
+            state = row.state
+            if state.key is None:
+                continue
+            keys = [
+                spec.key
+                for spec in row.plan.columns
+                if spec.key not in state.dict and not self._unchanged_unloaded(row, spec)
+            ]
+            if keys:
+                wanted[state.mapper].append((state, keys))
+                by_state[state] = row
+        for mapper, items in wanted.items():
+            for state, values in self._prefetch(session, mapper, items).items():
+                by_state[state].fetched = values
+
+    def _current(self, pending: _PendingRow, spec: ColumnSpec) -> Any:
+        state = pending.state
+        if spec.key in state.dict:
+            return state.dict[spec.key]
+        if self._unchanged_unloaded(pending, spec):
             return pending.before[spec.key]
+        if spec.key in pending.fetched:
+            return pending.fetched[spec.key]
         if pending.obj is None:
             return _MISSING
         try:
