@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from sqla_audit.publishers.base import ErrorHook, Publisher
+from sqla_audit.publishers.memory import InMemoryPublisher
 
-__all__ = ["ErrorHook", "Publisher"]
+__all__ = ["ErrorHook", "InMemoryPublisher", "Publisher"]
