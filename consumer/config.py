@@ -25,6 +25,7 @@ from sqla_audit.limits import (
     SQS_MAX_VISIBILITY_SECONDS,
     SQS_MAX_WAIT_SECONDS,
 )
+from sqla_audit.outbox.table import DEFAULT_TABLE_NAME
 
 T = TypeVar("T")
 
@@ -45,7 +46,7 @@ _IDENTIFIER: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 
 TimeBucket = Literal["none", "year", "month", "day"]
 StoreKind = Literal["cassandra", "sqlite"]
-SourceKind = Literal["sqs"]
+SourceKind = Literal["sqs", "outbox"]
 LogFormat = Literal["text", "json"]
 
 
@@ -101,6 +102,15 @@ class SqsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboxSourceConfig:
+    """The embedded source: the outbox table in the application's database."""
+
+    db_url: str = field(repr=False)  # may hold a password
+    table: str = DEFAULT_TABLE_NAME
+    schema: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerConfig:
     """How the worker runs: pollers, backoff, shutdown, metrics, logs."""
 
@@ -118,11 +128,14 @@ class ConsumerConfig:
     """Everything ``sqla-audit consume`` needs, validated."""
 
     source: SourceKind
+    #: The queue with ``--source sqs``; with ``outbox`` only its polling settings (wait,
+    #: batch size, visibility) apply and ``queue_url`` is empty.
     sqs: SqsConfig
     store: StoreKind
     cassandra: CassandraConfig
     sqlite_path: str | None
     worker: WorkerConfig
+    outbox: OutboxSourceConfig | None = None
 
 
 # --------------------------------------------------------------------------- parsing helpers
@@ -283,7 +296,12 @@ def add_cassandra_arguments(parser: argparse.ArgumentParser, *, connection: bool
 def add_consumer_arguments(parser: argparse.ArgumentParser) -> None:
     """Every ``consume`` flag; each falls back to the environment variable in brackets."""
     source = parser.add_argument_group("source")
-    source.add_argument("--source", help="where events come from: sqs [SQLA_AUDIT_SOURCE]")
+    source.add_argument(
+        "--source", help="where events come from: sqs or outbox [SQLA_AUDIT_SOURCE]"
+    )
+    source.add_argument("--db", help="--source outbox: database URL [SQLA_AUDIT_DB_URL]")
+    source.add_argument("--outbox-table", help="outbox table name [SQLA_AUDIT_OUTBOX_TABLE]")
+    source.add_argument("--outbox-schema", help="outbox table schema [SQLA_AUDIT_OUTBOX_SCHEMA]")
     source.add_argument("--queue-url", help="SQS queue URL [SQLA_AUDIT_QUEUE_URL]")
     source.add_argument("--dlq-url", help="dead-letter queue for undecodable messages")
     source.add_argument("--region", help="AWS region [AWS_REGION, AWS_DEFAULT_REGION]")
@@ -444,10 +462,22 @@ def load_consumer_config(args: argparse.Namespace, env: Mapping[str, str]) -> Co
     """Validate every ``consume`` setting; raises :class:`ConfigurationError` on the first
     problem, naming the flag or environment variable to fix."""
     look = _Lookup(args, env)
-    source = look.get("source", ("SQLA_AUDIT_SOURCE",), _choice(("sqs",)), "sqs", "sqs")
+    source = look.get(
+        "source", ("SQLA_AUDIT_SOURCE",), _choice(("sqs", "outbox")), "sqs", "sqs or outbox"
+    )
     queue_url = look.get("queue_url", ("SQLA_AUDIT_QUEUE_URL",), _url, "", "an http(s) URL")
-    if not queue_url:
+    if source == "sqs" and not queue_url:
         raise ConfigurationError("the SQS source needs --queue-url / SQLA_AUDIT_QUEUE_URL")
+    outbox = None
+    if source == "outbox":
+        db_url = look.raw("db", ("SQLA_AUDIT_DB_URL",))[0]
+        if not db_url:
+            raise ConfigurationError("--source outbox needs --db / SQLA_AUDIT_DB_URL")
+        outbox = OutboxSourceConfig(
+            db_url=db_url,
+            table=look.raw("outbox_table", ("SQLA_AUDIT_OUTBOX_TABLE",))[0] or DEFAULT_TABLE_NAME,
+            schema=look.raw("outbox_schema", ("SQLA_AUDIT_OUTBOX_SCHEMA",))[0],
+        )
     endpoint = look.get(
         "endpoint_url",
         ("SQLA_AUDIT_AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL"),
@@ -548,6 +578,7 @@ def load_consumer_config(args: argparse.Namespace, env: Mapping[str, str]) -> Co
         cassandra=load_cassandra_config(args, env),
         sqlite_path=sqlite_path,
         worker=worker,
+        outbox=outbox,
     )
 
 
@@ -556,6 +587,7 @@ __all__ = [
     "CassandraConfig",
     "CassandraSchemaConfig",
     "ConsumerConfig",
+    "OutboxSourceConfig",
     "SqsConfig",
     "WorkerConfig",
     "add_cassandra_arguments",

@@ -20,6 +20,7 @@ from typing import Any
 
 from consumer.config import ConsumerConfig, add_consumer_arguments, load_consumer_config
 from consumer.logs import configure_logging
+from sqla_audit.errors import TransportError
 
 log = logging.getLogger("consumer.consume")
 
@@ -27,7 +28,7 @@ log = logging.getLogger("consumer.consume")
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "consume",
-        help="run the worker: SQS -> diff -> audit store",
+        help="run the worker: SQS (or the outbox) -> diff -> audit store",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -54,13 +55,35 @@ def _open_store(config: ConsumerConfig, stop: threading.Event) -> Any:
     )
 
 
+def _open_source(config: ConsumerConfig) -> tuple[Any, Any]:
+    """The message source and its decoder (only SQS messages may point to S3 payloads)."""
+    from consumer.decoding import Decoder  # noqa: PLC0415
+
+    if config.source == "outbox":
+        from consumer.sources.outbox import OutboxSource  # noqa: PLC0415
+
+        assert config.outbox is not None  # checked by the config loader
+        outbox = OutboxSource.from_url(
+            config.outbox.db_url, table_name=config.outbox.table, schema=config.outbox.schema
+        )
+        try:
+            outbox.check()
+        except TransportError as exc:  # the database may come up after the worker
+            log.warning("outbox database not reachable yet: %s", exc)
+        except BaseException:
+            outbox.close()
+            raise
+        return outbox, Decoder()
+    from consumer.sources.sqs import S3PayloadFetcher, SqsSource, make_s3_client  # noqa: PLC0415
+
+    return SqsSource(config.sqs), Decoder(S3PayloadFetcher(make_s3_client(config.sqs)))
+
+
 def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
     config = load_consumer_config(args, os.environ if env is None else env)
     configure_logging(config.worker.log_format, getattr(args, "log_level", "INFO"))
 
-    from consumer.decoding import Decoder  # noqa: PLC0415
     from consumer.metrics import MetricsServer, WorkerMetrics  # noqa: PLC0415
-    from consumer.sources.sqs import S3PayloadFetcher, SqsSource, make_s3_client  # noqa: PLC0415
     from consumer.worker import Worker  # noqa: PLC0415
 
     stop = threading.Event()
@@ -91,11 +114,11 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
         store = _open_store(config, stop)
         if store is None:  # stopped while waiting for the store
             return 0
-        source = SqsSource(config.sqs)
+        source, decoder = _open_source(config)
         worker = Worker(
             source,
             store,
-            decoder=Decoder(S3PayloadFetcher(make_s3_client(config.sqs))),
+            decoder=decoder,
             concurrency=config.worker.concurrency,
             batch_size=config.sqs.batch_size,
             wait_seconds=config.sqs.wait_seconds,
@@ -105,9 +128,10 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
             metrics=metrics,
         )
         holder["worker"] = worker
+        origin = config.sqs.queue_url if config.source == "sqs" else "the outbox"
         log.info(
             "consuming %s into %s",
-            config.sqs.queue_url,
+            origin,
             config.store,
             extra={"queue_url": config.sqs.queue_url, "store": config.store},
         )
