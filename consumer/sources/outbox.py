@@ -71,11 +71,13 @@ from sqla_audit.outbox import DEFAULT_TABLE_NAME, outbox_table
 
 log = logging.getLogger(__name__)
 
+#: Longest a single ``receive`` waits for rows (the worker simply polls again).
+MAX_WAIT_SECONDS: Final = 1.0
 #: Row ids per ``DELETE ... WHERE id IN (...)`` statement.
 _DELETE_CHUNK: Final = 500
 #: Longest ``last_error`` kept on a parked row (the relay uses the same bound).
 _MAX_REASON: Final = 2000
-#: Delivery counts kept for rows not currently leased before the oldest are forgotten.
+#: Above this many delivery counts, those of rows no longer leased or hidden are dropped.
 _MAX_TRACKED: Final = 10_000
 
 
@@ -239,8 +241,12 @@ class OutboxSource:
         return messages
 
     def receive(self, max_messages: int, wait: float) -> list[Message]:
-        """Up to ``max_messages`` pending rows, polling every ``poll_interval`` for ``wait`` s."""
-        deadline = self._clock() + max(0.0, wait)
+        """Up to ``max_messages`` pending rows, polling every ``poll_interval``.
+
+        Waits at most ``wait`` seconds, and never more than :data:`MAX_WAIT_SECONDS`: a poll
+        is a cheap query, and a short wait lets a stopping worker exit quickly.
+        """
+        deadline = self._clock() + min(max(0.0, wait), MAX_WAIT_SECONDS)
         while not self.closed:
             messages = self._take(max(1, max_messages))
             remaining = deadline - self._clock()
@@ -385,4 +391,4 @@ class OutboxSource:
             self.engine.dispose()
 
 
-__all__ = ["OutboxSource"]
+__all__ = ["MAX_WAIT_SECONDS", "OutboxSource"]
