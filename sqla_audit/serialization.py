@@ -45,12 +45,11 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeAlias
+from zoneinfo import ZoneInfo
 
 from sqla_audit.errors import SerializationError
 
-JSONValue: TypeAlias = (
-    str | int | float | bool | None | list["JSONValue"] | dict[str, "JSONValue"]
-)
+JSONValue: TypeAlias = str | int | float | bool | list["JSONValue"] | dict[str, "JSONValue"] | None
 Fallback: TypeAlias = Literal["repr", "error"]
 
 TAG: Final = "$type"
@@ -143,14 +142,12 @@ def encode_value(value: Any, *, fallback: Fallback = "repr") -> JSONValue:
         return [encode_value(item, fallback=fallback) for item in value]
     if isinstance(value, Mapping):
         encoded: dict[str, JSONValue] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                if fallback == "error":
-                    raise SerializationError(
-                        f"mapping key {key!r} is not a string; JSON objects need string keys"
-                    )
-                key = str(key)
-            encoded[key] = encode_value(item, fallback=fallback)
+        for raw_key, item in value.items():
+            if not isinstance(raw_key, str) and fallback == "error":
+                raise SerializationError(
+                    f"mapping key {raw_key!r} is not a string; JSON objects need string keys"
+                )
+            encoded[str(raw_key)] = encode_value(item, fallback=fallback)
         if TAG in encoded:
             return _tagged("object", encoded)
         return encoded
@@ -209,8 +206,6 @@ def _decode_tagged(obj: dict[str, Any], resolver: EnumResolver | None) -> Any:
             value = dt.datetime.fromisoformat(raw)
             key = obj.get("tz")
             if isinstance(key, str):
-                from zoneinfo import ZoneInfo
-
                 value = value.astimezone(ZoneInfo(key))
             return value
         if tag == "date":
@@ -219,8 +214,6 @@ def _decode_tagged(obj: dict[str, Any], resolver: EnumResolver | None) -> Any:
             clock = dt.time.fromisoformat(raw)
             key = obj.get("tz")
             if isinstance(key, str):
-                from zoneinfo import ZoneInfo
-
                 clock = clock.replace(tzinfo=ZoneInfo(key))
             return clock
         if tag == "timedelta":
