@@ -196,6 +196,21 @@ def registry_resolver(*enums: type[enum.Enum]) -> EnumResolver:
     return known.get
 
 
+def _in_zone(value: dt.datetime, zone: ZoneInfo) -> dt.datetime:
+    """Put ``value`` back in ``zone`` with its wall time, keeping the encoded offset.
+
+    Re-attaching the zone (choosing the ``fold`` whose offset matches) restores even wall
+    times that fall in a DST gap or overlap exactly; if the zone's rules disagree with the
+    offset (different tz data), the instant is kept instead.
+    """
+    offset = value.utcoffset()
+    for fold in (0, 1):
+        candidate = value.replace(tzinfo=zone, fold=fold)
+        if candidate.utcoffset() == offset:
+            return candidate
+    return value.astimezone(zone)
+
+
 def _decode_tagged(obj: dict[str, Any], resolver: EnumResolver | None) -> Any:
     tag = obj[TAG]
     raw: Any = obj.get("v")
@@ -206,7 +221,7 @@ def _decode_tagged(obj: dict[str, Any], resolver: EnumResolver | None) -> Any:
             value = dt.datetime.fromisoformat(raw)
             key = obj.get("tz")
             if isinstance(key, str):
-                value = value.astimezone(ZoneInfo(key))
+                value = _in_zone(value, ZoneInfo(key))
             return value
         if tag == "date":
             return dt.date.fromisoformat(raw)

@@ -271,3 +271,19 @@ def test_array_column_type_is_supported_in_plan() -> None:
     assert _type_supported(sa.Column("a", sa.ARRAY(sa.Integer)))
     assert _type_supported(sa.Column("j", sa.JSON))
     assert not _type_supported(sa.Column("p", sa.PickleType))
+
+
+@pytest.mark.parametrize(
+    ("wall", "fold", "zone"),
+    [
+        (dt.datetime(1977, 4, 24, 2, 0), 0, "America/New_York"),  # in a DST gap
+        (dt.datetime(2024, 10, 27, 2, 30), 0, "Europe/Paris"),  # overlap, first
+        (dt.datetime(2024, 10, 27, 2, 30), 1, "Europe/Paris"),  # overlap, second
+    ],
+)
+def test_zoned_datetimes_keep_wall_time_and_fold(wall: dt.datetime, fold: int, zone: str) -> None:
+    """Zoned datetimes in DST gaps and overlaps come back with their wall time and fold."""
+    value = wall.replace(fold=fold, tzinfo=zoneinfo.ZoneInfo(zone))
+    restored = _wire(value)
+    assert _same(restored, value)
+    assert restored.fold == value.fold
