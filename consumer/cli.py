@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "consumer.commands.query",
     "consumer.commands.relay",
     "consumer.commands.outbox",
+    "consumer.commands.demo",
 )
 
 
