@@ -32,7 +32,9 @@ pollers of one worker -- skip locked rows, so each row goes to one consumer; a c
 dies holding a lease loses its connection, the transaction rolls back and the rows are
 pending again (at-least-once, never lost). As with the relay, MySQL/MariaDB transactions
 run at ``READ COMMITTED`` so the lease takes no gap locks that would make the
-application's own outbox inserts wait.
+application's own outbox inserts wait. Deletes and parks address one row each by primary
+key (``executemany``): on MySQL/MariaDB an ``id IN (...)`` list over a small table runs as
+a scan, which waits for -- and deadlocks with -- the rows other consumers hold.
 
 SQLite has no row locks and one writer at a time: an open transaction would block the
 application's commits for the length of a batch. There a lease holds no transaction: rows
@@ -59,7 +61,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sqlalchemy import Connection, Engine, MetaData, Table, create_engine, delete, inspect, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    MetaData,
+    Table,
+    bindparam,
+    create_engine,
+    delete,
+    inspect,
+    select,
+)
 from sqlalchemy import update as sql_update
 from sqlalchemy.engine import RootTransaction, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -73,8 +85,6 @@ log = logging.getLogger(__name__)
 
 #: Longest a single ``receive`` waits for rows (the worker simply polls again).
 MAX_WAIT_SECONDS: Final = 1.0
-#: Row ids per ``DELETE ... WHERE id IN (...)`` statement.
-_DELETE_CHUNK: Final = 500
 #: Longest ``last_error`` kept on a parked row (the relay uses the same bound).
 _MAX_REASON: Final = 2000
 #: Above this many delivery counts, those of rows no longer leased or hidden are dropped.
@@ -271,25 +281,24 @@ class OutboxSource:
                 grouped.setdefault(lease.lease_id, (lease, []))[1].append(handle[1])
         return list(grouped.values())
 
-    def _write(self, lease: _Lease, statements: Sequence[Any]) -> None:
-        """Run ``statements`` in the lease's transaction, or in a short one (SQLite)."""
+    def _write(self, lease: _Lease, statement: Any, rows: list[dict[str, Any]]) -> None:
+        """Run ``statement`` once per row (executemany), in the lease's transaction or, on
+        SQLite, in a short one of its own."""
         if lease.connection is not None:
-            for statement in statements:
-                lease.connection.execute(statement)
+            lease.connection.execute(statement, rows)
             return
         with self._connect() as connection, connection.begin():
-            for statement in statements:
-                connection.execute(statement)
+            connection.execute(statement, rows)
 
     def _settle(
-        self, messages: Sequence[Message], what: str, statements: Callable[[list[int]], list[Any]]
+        self, messages: Sequence[Message], what: str, statement: Any, values: dict[str, Any]
     ) -> None:
         for lease, row_ids in self._by_lease(messages):
             with lease.lock:
                 if lease.lease_id not in self._leases:
                     continue  # ended meanwhile (close)
                 try:
-                    self._write(lease, statements(row_ids))
+                    self._write(lease, statement, [{"row_id": row, **values} for row in row_ids])
                 except SQLAlchemyError as exc:
                     log.warning(
                         "outbox %s of %d row(s) failed; they will be delivered again: %s",
@@ -338,14 +347,8 @@ class OutboxSource:
     def ack(self, messages: Sequence[Message]) -> None:
         """Delete the rows: their records are in the store."""
         table = self.table
-
-        def deletes(row_ids: list[int]) -> list[Any]:
-            return [
-                delete(table).where(table.c.id.in_(row_ids[start : start + _DELETE_CHUNK]))
-                for start in range(0, len(row_ids), _DELETE_CHUNK)
-            ]
-
-        self._settle(messages, "delete", deletes)
+        statement = delete(table).where(table.c.id == bindparam("row_id"))
+        self._settle(messages, "delete", statement, {})
 
     def release(self, messages: Sequence[Message], visibility: int = 0) -> None:
         """Leave the rows pending; hand them out again after ``visibility`` seconds."""
@@ -363,16 +366,13 @@ class OutboxSource:
     def reject(self, messages: Sequence[Message], reason: str) -> None:
         """Park the rows (``failed_at``, ``last_error``) like the relay parks refused rows."""
         table = self.table
-        text = reason[:_MAX_REASON]
-
-        def parks(row_ids: list[int]) -> list[Any]:
-            return [
-                sql_update(table)
-                .where(table.c.id.in_(row_ids))
-                .values(failed_at=utcnow(), last_error=text)
-            ]
-
-        self._settle(messages, "park", parks)
+        statement = (
+            sql_update(table)
+            .where(table.c.id == bindparam("row_id"))
+            .values(failed_at=bindparam("parked_at"), last_error=bindparam("reason"))
+        )
+        values = {"parked_at": utcnow(), "reason": reason[:_MAX_REASON]}
+        self._settle(messages, "park", statement, values)
 
     def extend(self, messages: Sequence[Message], seconds: int) -> None:
         """Nothing to do: a lease keeps its rows until they are settled."""
