@@ -1,0 +1,1 @@
+"""A FastAPI application audited by sqla-audit; see :mod:`examples.fastapi_app.app`."""

@@ -1,0 +1,1 @@
+"""A Flask application audited by sqla-audit; see :mod:`examples.flask_app.app`."""
