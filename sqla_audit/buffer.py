@@ -27,8 +27,12 @@ actor, request id and ``occurred_at`` of its last change, and merged metadata. M
 columns cannot be compared, so they count as changed when any step changed them.
 
 Anything that adds :class:`~sqla_audit.capture.RowChange` objects through
-:meth:`TransactionBuffer.add` (the flush listeners today, a ``do_orm_execute`` listener for
-bulk statements later) gets the same savepoint and coalescing behaviour.
+:meth:`TransactionBuffer.add` (the flush listeners and the ``do_orm_execute`` listener of
+bulk statements, :mod:`sqla_audit.bulk`) gets the same savepoint and coalescing behaviour.
+
+Markers (a bulk statement's rows that were not itemized, ``record_id`` ``"*"``) describe a
+statement, not a row: they are kept in order and never coalesced, with each other or with
+a row whose key happens to be ``"*"``.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from sqla_audit.capture import RowChange
-from sqla_audit.events import Operation
+from sqla_audit.events import MARKER_METADATA_KEY, MARKER_RECORD_ID, Operation
 from sqla_audit.serialization import TAG, JSONValue, decode_value
 
 
@@ -168,6 +172,9 @@ class Frame:
 
     def apply(self, change: RowChange, position: int) -> None:
         """Fold ``change`` into this frame; ``position`` orders a row seen for the first time."""
+        if change.record_id == MARKER_RECORD_ID and MARKER_METADATA_KEY in change.metadata:
+            self._displaced.append(_Entry(position, change))
+            return
         lookup = (change.table, change.previous_record_id or change.record_id)
         entry = self._index.pop(lookup, None)
         if entry is None:

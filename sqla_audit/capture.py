@@ -177,7 +177,8 @@ def _assigned(state: InstanceState[Any], key: str) -> bool:
     return bool(hist.added or hist.deleted)
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
+    """Python equality as the ORM's history uses it; an ``__eq__`` that fails means "changed"."""
     if a is b:
         return True
     try:
@@ -231,12 +232,16 @@ class Capturer:
             return dict(MASKED_VALUE)
         return encode_value(value, fallback=self.config.unknown_types)
 
-    def _encode_row(self, plan: ModelPlan, raw: Mapping[str, Any]) -> dict[str, JSONValue]:
+    def encode_row(self, plan: ModelPlan, raw: Mapping[str, Any]) -> dict[str, JSONValue]:
+        """Encode a row given by attribute key into column name -> tagged value (masking)."""
         return {
             spec.name: self._encode(spec, raw[spec.key]) for spec in plan.columns if spec.key in raw
         }
 
-    def _key(self, plan: ModelPlan, values: Sequence[Any]) -> tuple[str, dict[str, JSONValue]]:
+    def record_key(
+        self, plan: ModelPlan, values: Sequence[Any]
+    ) -> tuple[str, dict[str, JSONValue]]:
+        """The ``record_id`` and encoded ``primary_key`` of the key ``values`` (key order)."""
         encoded = {
             spec.name: encode_value(value, fallback=self.config.unknown_types)
             for spec, value in zip(plan.primary_key, values, strict=True)
@@ -377,8 +382,8 @@ class Capturer:
     ) -> RowChange:
         assert state.key is not None
         before = snapshot.before if snapshot else self._before_image(state, plan, {})
-        record_id, primary_key = self._key(plan, state.key[1])
-        encoded = self._encode_row(plan, before)
+        record_id, primary_key = self.record_key(plan, state.key[1])
+        encoded = self.encode_row(plan, before)
         return self._row_change(
             record,
             table=plan.table,
@@ -507,7 +512,7 @@ class Capturer:
         )
         changes.extend(record.ready)
         for change in changes:
-            self.sink(session, self._with_hook_metadata(session, change))
+            self.sink(session, self.with_hook_metadata(session, change))
 
     @staticmethod
     def _unchanged_unloaded(pending: _PendingRow, spec: ColumnSpec) -> bool:
@@ -575,8 +580,10 @@ class Capturer:
         if any(spec.key not in after for spec in plan.primary_key):
             logger.warning("insert into %s without a readable primary key: not audited", plan.table)
             return None
-        record_id, primary_key = self._key(plan, [after[spec.key] for spec in plan.primary_key])
-        encoded = self._encode_row(plan, after)
+        record_id, primary_key = self.record_key(
+            plan, [after[spec.key] for spec in plan.primary_key]
+        )
+        encoded = self.encode_row(plan, after)
         return self._row_change(
             record,
             table=plan.table,
@@ -596,19 +603,19 @@ class Capturer:
             spec
             for spec in plan.columns
             if spec.key in after
-            and (spec.key not in before or not _same(before[spec.key], after[spec.key]))
+            and (spec.key not in before or not same_value(before[spec.key], after[spec.key]))
         ]
         assert pending.old_identity is not None
         new_identity = [after.get(spec.key, _MISSING) for spec in plan.primary_key]
         if any(value is _MISSING for value in new_identity):
             new_identity = list(pending.old_identity)
-        old_id, old_key = self._key(plan, pending.old_identity)
-        new_id, new_key = self._key(plan, new_identity)
+        old_id, old_key = self.record_key(plan, pending.old_identity)
+        new_id, new_key = self.record_key(plan, new_identity)
         moved = old_id != new_id
         if not changed and not moved:
             return None
-        encoded_before = self._encode_row(plan, before)
-        encoded_after = self._encode_row(plan, after)
+        encoded_before = self.encode_row(plan, before)
+        encoded_after = self.encode_row(plan, after)
         masked = [
             name for name in plan.masked_names if name in encoded_before or name in encoded_after
         ]
@@ -638,7 +645,8 @@ class Capturer:
             **fields,
         )
 
-    def _with_hook_metadata(self, session: Session, change: RowChange) -> RowChange:
+    def with_hook_metadata(self, session: Session, change: RowChange) -> RowChange:
+        """``change`` with the metadata hook's output merged in (a failing hook is reported)."""
         hook = self.config.metadata_hook
         if hook is None:
             return change
@@ -663,4 +671,5 @@ __all__ = [
     "ErrorReporter",
     "Planner",
     "RowChange",
+    "same_value",
 ]

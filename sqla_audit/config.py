@@ -64,6 +64,9 @@ AUDIT_ATTRIBUTE: Final = "__audit__"
 _AUDIT_KEYS: Final = frozenset({"enabled", "exclude", "mask"})
 _MAX_SERVICE_LENGTH: Final = 200
 
+#: Default of :attr:`AuditConfig.max_bulk_rows`: rows described one by one per bulk statement.
+DEFAULT_MAX_BULK_ROWS: Final = 10_000
+
 #: Python types the value codec restores exactly (see :mod:`sqla_audit.serialization`).
 SUPPORTED_PYTHON_TYPES: Final[tuple[type, ...]] = (
     str,
@@ -114,6 +117,9 @@ class AuditConfig:
       ``metadata`` (after the context metadata).
     * ``on_error`` -- called with the error and the events concerned when capture or
       delivery fails after the application's commit (it is also logged).
+    * ``max_bulk_rows`` -- most rows one bulk statement (``session.execute(update(...))``)
+      is itemized for; a statement affecting more is logged as an error and reported by one
+      marker event instead (see :mod:`sqla_audit.bulk`). ``None`` removes the cap.
     """
 
     service: str
@@ -122,6 +128,7 @@ class AuditConfig:
     unknown_types: UnknownTypes = "repr"
     metadata_hook: MetadataHook | None = None
     on_error: ErrorHook | None = None
+    max_bulk_rows: int | None = DEFAULT_MAX_BULK_ROWS
 
     def __post_init__(self) -> None:
         if not isinstance(self.service, str) or not self.service.strip():
@@ -145,6 +152,11 @@ class AuditConfig:
             hook = getattr(self, name)
             if hook is not None and not callable(hook):
                 raise ConfigurationError(f"{name} must be callable, got {hook!r}")
+        cap = self.max_bulk_rows
+        if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+            raise ConfigurationError(
+                f"max_bulk_rows must be a positive integer or None (no cap), not {cap!r}"
+            )
 
     def table_enabled(self, table: sa.Table) -> bool:
         """True when the include/exclude lists let this table be audited."""
@@ -395,6 +407,7 @@ def plan_association(
 
 __all__ = [
     "AUDIT_ATTRIBUTE",
+    "DEFAULT_MAX_BULK_ROWS",
     "SUPPORTED_PYTHON_TYPES",
     "AssociationPlan",
     "AuditConfig",

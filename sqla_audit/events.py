@@ -33,6 +33,13 @@ from sqla_audit.serialization import JSONValue, decode_value
 
 SCHEMA_VERSION: Final = 1
 
+#: ``record_id`` of a *marker*: an event about rows of ``table`` that one bulk statement
+#: changed but that are not described one by one (see docs/event-schema.md, *Markers*).
+MARKER_RECORD_ID: Final = "*"
+
+#: ``metadata`` key holding a marker's description (reason, row counts, statement text).
+MARKER_METADATA_KEY: Final = "sqla_audit.bulk"
+
 
 class Operation(StrEnum):
     """What happened to the row."""
@@ -319,6 +326,11 @@ class ChangeEvent:
 
     # -- helpers -----------------------------------------------------------------------
 
+    @property
+    def is_marker(self) -> bool:
+        """True for a bulk-statement marker (rows changed but not itemized), not a row."""
+        return self.record_id == MARKER_RECORD_ID and MARKER_METADATA_KEY in self.metadata
+
     def decoded_before(self) -> dict[str, Any] | None:
         return None if self.before is None else {k: decode_value(v) for k, v in self.before.items()}
 
@@ -327,6 +339,8 @@ class ChangeEvent:
 
 
 __all__ = [
+    "MARKER_METADATA_KEY",
+    "MARKER_RECORD_ID",
     "SCHEMA_VERSION",
     "Actor",
     "ChangeEvent",

@@ -26,11 +26,16 @@ events are built in ``before_commit`` of the outermost transaction, after a fina
 the transaction's connection: they commit or roll back with the data, and an exception
 from the writer propagates and fails the commit.
 
+Bulk statements. A ``do_orm_execute`` listener captures ORM-enabled ``insert()``,
+``update()`` and ``delete()`` statements run through ``Session.execute`` (see
+:mod:`sqla_audit.bulk`); their changes join the same per-transaction buffer.
+
 Capture errors. Configuration errors (a bad ``__audit__``) and SQLAlchemy errors always
 propagate. Other failures inside the flush listeners (a value the codec refuses under
 ``unknown_types="error"``, a bug) are reported and skipped in direct mode -- auditing must
 not break the application -- and propagate in outbox mode, where a missing audit record is
-not acceptable.
+not acceptable. The same holds for a bulk statement: in direct mode it still runs (once) and
+its result is returned; an exception of the statement itself always propagates.
 """
 
 from __future__ import annotations
@@ -43,14 +48,16 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import async_scoped_session, async_sessionmaker
-from sqlalchemy.orm import Mapper, Session, scoped_session, sessionmaker
+from sqlalchemy.orm import Mapper, ORMExecuteState, Session, scoped_session, sessionmaker
 from sqlalchemy.orm import registry as orm_registry
 from sqlalchemy.orm.unitofwork import UOWTransaction
 
 from sqla_audit.buffer import TransactionBuffer
+from sqla_audit.bulk import BulkCapturer, Call
 from sqla_audit.capture import Capturer, Planner, RowChange
-from sqla_audit.config import AuditConfig, MetadataHook, UnknownTypes
+from sqla_audit.config import DEFAULT_MAX_BULK_ROWS, AuditConfig, MetadataHook, UnknownTypes
 from sqla_audit.delivery import (
     TransactionalWriter,
     build_events,
@@ -85,6 +92,7 @@ class Installation:
         self.outbox = outbox
         self.planner = Planner(config)
         self.capturer = Capturer(self.planner, self.record, self._report_capture_error)
+        self.bulk = BulkCapturer(self.capturer, self.record)
         self._info_key = f"{_INFO_PREFIX}{id(self)}"
         self._listeners: list[tuple[Any, str, Callable[..., Any]]] = []
         self._restore: Callable[[], None] | None = None
@@ -125,6 +133,7 @@ class Installation:
         self._listen(listen_target, "after_flush_postexec", self._after_flush_postexec)
         self._listen(listen_target, "after_commit", self._after_commit)
         self._listen(listen_target, "after_transaction_end", self._after_transaction_end)
+        self._listen(listen_target, "do_orm_execute", self._do_orm_execute)
         if self.outbox is not None:
             self._listen(listen_target, "before_commit", self._before_commit)
         self.active = True
@@ -214,6 +223,26 @@ class Installation:
 
     def _after_flush_postexec(self, session: Session, flush_context: UOWTransaction) -> None:
         self._guard(self.capturer.after_flush_postexec, session, flush_context)
+
+    def _do_orm_execute(self, state: ORMExecuteState) -> Result[Any] | None:
+        """Run an audited bulk statement ourselves and capture the rows it changes.
+
+        Returns ``None`` (SQLAlchemy runs the statement) for anything not audited. When
+        capture fails in direct mode, the statement still runs exactly once.
+        """
+        plan = self.bulk.plan_for(state)
+        if plan is None:
+            return None
+        call = Call(state)
+        try:
+            return self.bulk.capture(call, plan)
+        except (ConfigurationError, sa_exc.SQLAlchemyError):
+            raise
+        except Exception as exc:
+            if self.outbox is not None or call.failed:
+                raise
+            self._report_capture_error(exc)
+            return call.result if call.invoked else None
 
     def _before_commit(self, session: Session) -> None:
         """Outbox mode: write the transaction's events through its own connection."""
@@ -307,6 +336,7 @@ def install_audit(
     on_error: ErrorHook | None = None,
     models: Iterable[Any] | None = None,
     config: AuditConfig | None = None,
+    max_bulk_rows: int | None = DEFAULT_MAX_BULK_ROWS,
 ) -> Installation:
     """Capture every ORM change made through ``target`` and deliver it after commit.
 
@@ -314,7 +344,8 @@ def install_audit(
     Either pass a ready :class:`AuditConfig` as ``config`` or the individual settings
     (``service`` is then required). ``models`` (mapped classes, declarative bases or
     registries) are planned right away so their ``__audit__`` options and column types are
-    validated here rather than on the first flush.
+    validated here rather than on the first flush. ``max_bulk_rows`` caps the rows one bulk
+    statement is itemized for (``None``: no cap); see :mod:`sqla_audit.bulk`.
 
     Calling it again with the same arguments returns the existing installation; calling
     it with different ones raises :class:`ConfigurationError` (uninstall first).
@@ -338,7 +369,7 @@ def install_audit(
     }
     if config is not None:
         given = sorted(name for name, value in individual.items() if value is not None)
-        if given or unknown_types != "repr":
+        if given or unknown_types != "repr" or max_bulk_rows != DEFAULT_MAX_BULK_ROWS:
             raise ConfigurationError(
                 f"pass either config= or individual settings, not both (got {given})"
             )
@@ -350,6 +381,7 @@ def install_audit(
             unknown_types=unknown_types,
             metadata_hook=metadata_hook,
             on_error=on_error,
+            max_bulk_rows=max_bulk_rows,
         )
     with _lock:
         existing = _installed.get(id(target))

@@ -42,6 +42,7 @@ SESSION_EVENTS = (
     "before_commit",
     "after_commit",
     "after_transaction_end",
+    "do_orm_execute",
 )
 
 
@@ -267,7 +268,7 @@ def test_uninstall_removes_every_listener(engine: Engine) -> None:
     publisher = InMemoryPublisher()
     installation = install_audit(maker, outbox=InMemoryTransactionalWriter(), service="shop")
     listeners = list(installation._listeners)
-    assert len(listeners) == 6
+    assert len(listeners) == 7
     uninstall_audit(maker)
     for target, name, fn in listeners:
         assert not event.contains(target, name, fn)
