@@ -18,6 +18,13 @@ the change is not). An update with no real change yields no changes, and
 
 Type-tagged values (``{"$type": "decimal", "v": "1.50"}``) are atoms: nested detail never
 points inside one, it stops at the tagged value and reports it whole.
+
+Changed primary keys. An update whose ``previous_record_id`` differs from its ``record_id``
+moved the row. :func:`records_for_event` then returns, besides the event's own record under
+the new id, a *departure* record under the old id (see :mod:`consumer.records`): without
+it the old id's history would end with the row still there, and "state as of" after the
+move would show a row that had left. The worker writes what :func:`records_for_event`
+returns; :func:`record_for_event` is the event's own record only.
 """
 
 from __future__ import annotations
@@ -25,7 +32,14 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any, Final
 
-from consumer.records import AuditRecord, FieldChange, NestedChange
+from consumer.records import (
+    MOVE_EVENT_KEY,
+    MOVED_TO_KEY,
+    AuditRecord,
+    FieldChange,
+    NestedChange,
+    departure_event_id,
+)
 from sqla_audit.events import ChangeEvent, Operation
 from sqla_audit.serialization import MASKED_VALUE, TAG, JSONValue
 
@@ -163,9 +177,13 @@ def diff_event(event: ChangeEvent) -> dict[str, FieldChange]:
 
 
 def record_for_event(event: ChangeEvent) -> AuditRecord | None:
-    """The record to store for ``event``, or ``None`` for an update that changed nothing."""
+    """The record to store for ``event``, or ``None`` for an update that changed nothing.
+
+    A bulk-statement marker (``record_id`` ``"*"``: rows changed but not itemized) has no
+    field changes and is stored all the same, under its table's ``"*"`` record.
+    """
     changes = diff_event(event)
-    if not changes and event.operation is Operation.UPDATE:
+    if not changes and event.operation is Operation.UPDATE and not event.is_marker:
         return None
     actor = event.actor
     return AuditRecord(
@@ -190,4 +208,64 @@ def record_for_event(event: ChangeEvent) -> AuditRecord | None:
     )
 
 
-__all__ = ["diff_event", "diff_rows", "nested_detail", "record_for_event"]
+def departure_for_event(event: ChangeEvent) -> AuditRecord | None:
+    """The record a key-changing update leaves under the old id, or ``None`` if not a move.
+
+    A move is an ``update`` with a ``previous_record_id`` different from its ``record_id``
+    (the producer sets it on updates only; it is ignored on inserts and deletes). The
+    record reads as the row leaving the old id: operation ``delete``, ``before`` the old
+    row, ``after`` ``None``, every column going to ``None``; the same time, transaction,
+    sequence and actor as the event; metadata gains the new id and the event's id.
+    """
+    old_id = event.previous_record_id
+    if event.operation is not Operation.UPDATE or not old_id or old_id == event.record_id:
+        return None
+    actor = event.actor
+    return AuditRecord(
+        table=event.table,
+        record_id=old_id,
+        event_id=departure_event_id(event.event_id),
+        event_time=event.committed_at,
+        occurred_at=event.occurred_at,
+        operation=Operation.DELETE,
+        service=event.service,
+        transaction_id=event.transaction_id,
+        sequence=event.sequence,
+        changes=diff_rows(event.before, None),
+        before=event.before,
+        after=None,
+        actor_id=None if actor is None else actor.id,
+        actor_attributes={} if actor is None else actor.attributes,
+        request_id=event.request_id,
+        previous_record_id=None,
+        masked_columns=tuple(event.masked_columns),
+        metadata={
+            **event.metadata,
+            MOVED_TO_KEY: event.record_id,
+            MOVE_EVENT_KEY: str(event.event_id),
+        },
+    )
+
+
+def records_for_event(event: ChangeEvent) -> list[AuditRecord]:
+    """Everything to store for ``event``, in order: its own record (unless it changed
+    nothing), then the departure record under the old id if the update moved the row.
+    """
+    records: list[AuditRecord] = []
+    record = record_for_event(event)
+    if record is not None:
+        records.append(record)
+    departure = departure_for_event(event)
+    if departure is not None:
+        records.append(departure)
+    return records
+
+
+__all__ = [
+    "departure_for_event",
+    "diff_event",
+    "diff_rows",
+    "nested_detail",
+    "record_for_event",
+    "records_for_event",
+]

@@ -67,7 +67,6 @@ from types import MappingProxyType
 from typing import Any, Final
 
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, CursorResult, Result
 from sqlalchemy.engine.result import IteratorResult, SimpleResultMetaData
 from sqlalchemy.orm import ORMExecuteState, Session
@@ -398,9 +397,11 @@ class BulkCapturer:
 
     @staticmethod
     def _statement_text(job: _Job) -> str:
+        # The ORM's execution annotations (bulk strategy...) compile only inside an
+        # execution; the plain statement gives the same SQL text.
         try:
-            text = str(job.statement.compile(dialect=job.connection.dialect))
-        except sa_exc.SQLAlchemyError:
+            text = str(job.statement._deannotate().compile(dialect=job.connection.dialect))
+        except Exception:  # noqa: BLE001 -- a description must never fail the capture
             text = f"<{type(job.statement).__name__} on {job.plan.table}>"
         text = " ".join(text.split())
         if len(text) > MAX_STATEMENT_TEXT:
@@ -592,7 +593,8 @@ class BulkCapturer:
             wanted = {spec.key, spec.name, spec.column.key}
             positions.append(next((i for i, name in enumerate(names) if name in wanted), None))
         keys: list[Key] = []
-        for row in frozen.data:
+        for item in frozen.data:
+            row = (item,) if isinstance(item, plan.mapper.class_) else item
             if all(position is not None for position in positions):
                 keys.append(tuple(row[position] for position in positions if position is not None))
                 continue
@@ -606,7 +608,7 @@ class BulkCapturer:
     @staticmethod
     def _can_return_keys(job: _Job) -> bool:
         dialect = job.connection.dialect
-        if isinstance(job.params, list):
+        if job.params:  # the ORM's bulk strategy (executemany)
             if len(job.plan.mapper.tables) > 1:
                 return bool(
                     getattr(dialect, "insert_executemany_returning_sort_by_parameter_order", False)
@@ -633,7 +635,7 @@ class BulkCapturer:
             frozen = call.invoke().freeze()
             result = call.result = frozen()
             keys = self._keys_from_returning(job.plan, frozen)
-        elif count == 1 and not isinstance(job.params, list):
+        elif count == 1 and not job.params:
             result = call.invoke()
             if isinstance(result, CursorResult):
                 generated = result.inserted_primary_key
@@ -678,7 +680,7 @@ class BulkCapturer:
         keys = [tuple(row) for row in returned]
         raw = getattr(returned, "raw", None)
         user: Result[Any] = raw if isinstance(raw, CursorResult) else _closed_result()
-        if isinstance(job.params, list):
+        if job.params:  # the bulk strategy returns no cursor result without RETURNING
             user = _closed_result()
         call.result = user
         return user, list(dict.fromkeys(keys))
