@@ -6,7 +6,7 @@ request_id=...)`` and one transaction (``sessionmaker.begin()``). The applicatio
 the steps is ordinary SQLAlchemy; the audit trail comes from ``install_audit`` alone.
 
 The steps cover what an audit log has to get right: inserts, updates of a few columns, a
-bulk change of many rows in one transaction, a delete, and a request that fails after its
+bulk ``UPDATE`` statement changing many rows, a delete, and a request that fails after its
 changes were flushed -- it is rolled back, so the log must show nothing of it.
 
 The expected history is written down by hand next to each step, not derived from the
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Final
 
-from sqlalchemy import select
+from sqlalchemy import func, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from consumer.demo.models import Customer, Order, Product
@@ -183,13 +183,10 @@ class ShopScenario:
         self.result.expect("customers", "1", Operation.UPDATE, "bob", ("email", "tier"))
 
     def raise_prices(self) -> None:
-        with self.request("carol", "raises every price by 5% (one transaction)") as s:
-            # Bulk update. Once bulk ORM statement capture is available, this loop becomes
-            #     s.execute(update(Product).values(price=Product.price * Decimal("1.05")))
-            # Until then the rows are loaded and changed in one transaction, which the
-            # audit log records as one change per row sharing one transaction id.
-            for product in s.scalars(select(Product).order_by(Product.sku)):
-                product.price = (product.price * Decimal("1.05")).quantize(Decimal("0.01"))
+        with self.request("carol", "raises every price by 5% (one UPDATE statement)") as s:
+            # A bulk ORM statement: no object is loaded, yet each row it changes is audited
+            # with its old and new price, all sharing one transaction id.
+            s.execute(update(Product).values(price=func.round(Product.price * 1.05, 2)))
         for sku in ("KB-01", "MN-03", "MS-02"):
             self.result.expect("products", sku, Operation.UPDATE, "carol", ("price",))
 
