@@ -1,0 +1,381 @@
+"""P1: what auditing adds to the application's transactions (the commit path).
+
+Workloads: transactions of 1, 100 and 1,000 rows that insert, update or delete, plus one
+that inserts 100 rows and updates 100 others, on SQLite (a file, default journal) and on
+PostgreSQL. Contenders, each in its own process (see :mod:`bench.p1_worker`):
+
+* ``none`` -- plain SQLAlchemy, the baseline of every ratio;
+* ``memory`` -- sqla-audit with ``InMemoryPublisher`` (capture + envelope + JSON, no I/O);
+* ``sns`` -- sqla-audit with ``SNSPublisher`` to a local SNS endpoint (moto). ``commit`` is
+  what the application waits for; ``delivered`` is from the start of the transaction until
+  ``publisher.flush()`` returned, i.e. until SNS accepted every event (background work);
+* ``outbox`` -- sqla-audit in outbox mode: events inserted by ``OutboxWriter`` in the same
+  transaction (the relay is not running: its cost is not on the commit path);
+* ``continuum`` -- SQLAlchemy-Continuum 2.x, default configuration (``user_cls=None``), on
+  the same model and workload: the usual alternative, writing version rows in-transaction.
+
+Each repetition runs every contender once, in an order that rotates every round, so slow
+phases of the machine hit all contenders alike. The 1-row transactions get one
+warm-up round (not counted) that loads every code path; the first timed round of every
+workload also checks that each audit contender produced one event (or version row) per
+changed row.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from bench.common import (
+    REPO_ROOT,
+    BenchError,
+    PrivateMoto,
+    fmt_ratio,
+    fmt_seconds,
+    markdown_table,
+    postgres_url,
+    progress,
+    ratio,
+    rotated,
+    save_result,
+    summarize,
+    unique_name,
+)
+
+CONTENDERS: tuple[str, ...] = ("none", "memory", "sns", "outbox", "continuum")
+LABELS = {
+    "none": "no audit",
+    "memory": "sqla-audit, in-memory publisher",
+    "sns": "sqla-audit, SNSPublisher (commit)",
+    "sns_delivered": "SNSPublisher, until delivered",
+    "outbox": "sqla-audit, outbox mode",
+    "continuum": "SQLAlchemy-Continuum",
+}
+WORKLOADS: tuple[tuple[str, int], ...] = (
+    ("insert", 1),
+    ("update", 1),
+    ("delete", 1),
+    ("insert", 100),
+    ("update", 100),
+    ("delete", 100),
+    ("mixed", 100),
+    ("insert", 1000),
+    ("update", 1000),
+    ("delete", 1000),
+)
+#: Timed repetitions per transaction size (scaled by ``--scale``).
+REPS = {1: 20, 100: 8, 1000: 3}
+
+#: Targets of the issue, for the 100-row transactions on PostgreSQL.
+TARGETS = {"sns": 1.15, "outbox": 1.3}
+
+
+def workload_label(workload: str, n: int) -> str:
+    if workload == "mixed":
+        return f"insert {n} + update {n}"
+    return f"{workload} {n:,}"
+
+
+class WorkerProcess:
+    """A contender process driven over stdin/stdout (JSON lines)."""
+
+    def __init__(self, contender: str, topic_arn: str, endpoint: str) -> None:
+        self.contender = contender
+        self.error: str | None = None
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.p1_worker",
+                "--contender",
+                contender,
+                "--topic-arn",
+                topic_arn,
+                "--endpoint",
+                endpoint,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO_ROOT,
+        )
+        hello = self._read()
+        if not hello.get("ok"):
+            self.error = str(hello.get("error"))
+
+    def _read(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            return {"ok": False, "error": f"worker {self.contender} exited"}
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def request(self, **command: Any) -> dict[str, Any]:
+        if self.error is not None:
+            return {"ok": False, "error": self.error}
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        answer = self._read()
+        if not answer.get("ok"):
+            self.error = str(answer.get("error"))
+            progress(f"  {self.contender}: {self.error}\n{answer.get('trace', '')}")
+        return answer
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                if self.error is None:
+                    self.request(op="quit")
+                assert self.process.stdin is not None
+                self.process.stdin.close()
+                self.process.wait(30)
+                if self.process.stdout is not None:
+                    self.process.stdout.close()
+            except (OSError, subprocess.TimeoutExpired, ValueError):
+                self.process.kill()
+                self.process.wait(10)
+
+
+def _create_pg_database(base_url: str) -> tuple[str, str]:
+    name = unique_name("sqla_audit_bench")
+    admin = sa.create_engine(base_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
+    return name, url
+
+
+def _drop_pg_database(base_url: str, name: str) -> None:
+    admin = sa.create_engine(base_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _expected_events(contender: str, workload: str, n: int) -> int:
+    if contender == "none":
+        return 0
+    return 2 * n if workload == "mixed" else n
+
+
+def measure(
+    scale: float = 1.0,
+    dbs: Sequence[str] = ("sqlite", "postgres"),
+    shared_moto: bool = False,
+    contenders: Sequence[str] = CONTENDERS,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    base_pg = postgres_url() if "postgres" in dbs else ""
+    tmp = Path(tempfile.mkdtemp(prefix="sqla_audit_bench_"))
+    pg_name = ""
+    workers: dict[str, WorkerProcess] = {}
+    cells: list[dict[str, Any]] = []
+    servers: dict[str, str] = {}
+    failures: dict[str, str] = {}
+    with PrivateMoto(shared=shared_moto) as moto:
+        sns = moto.client("sns")
+        topic_arn = sns.create_topic(Name=unique_name("sqla_audit_bench"))["TopicArn"]
+        try:
+            if base_pg:
+                pg_name, pg_url = _create_pg_database(base_pg)
+            for contender in contenders:
+                workers[contender] = WorkerProcess(contender, topic_arn, moto.endpoint)
+            for db in dbs:
+                for contender, worker in workers.items():
+                    url = f"sqlite:///{tmp / (contender + '.db')}" if db == "sqlite" else pg_url
+                    info = worker.request(op="target", name=db, url=url)
+                    if info.get("ok"):
+                        servers[db] = str(info.get("server"))
+            for db in dbs:
+                for workload, n in WORKLOADS:
+                    reps = max(3, round(REPS[n] * scale))
+                    progress(f"P1 {db}: {workload_label(workload, n)} x{reps}")
+                    samples: dict[str, list[float]] = {c: [] for c in workers}
+                    delivered: list[float] = []
+                    live = [c for c in workers if workers[c].error is None]
+                    if n == 1:  # warm-up: the first transactions of each kind load code
+                        for contender in live:
+                            workers[contender].request(
+                                op="run", db=db, workload=workload, n=n, check=False
+                            )
+                    for rep in range(reps):
+                        for contender in rotated(live, rep):
+                            # The first round also checks one event per changed row (the
+                            # counting happens outside the timed region).
+                            answer = workers[contender].request(
+                                op="run", db=db, workload=workload, n=n, check=rep == 0
+                            )
+                            if not answer.get("ok"):
+                                continue
+                            expected = _expected_events(contender, workload, n)
+                            if rep == 0 and answer.get("events") != expected:
+                                failures[f"{contender}/{db}/{workload}/{n}"] = (
+                                    f"expected {expected} events, got {answer.get('events')}"
+                                )
+                            samples[contender].append(float(answer["commit"]))
+                            if "delivered" in answer:
+                                delivered.append(float(answer["delivered"]))
+                    series = {c: s for c, s in samples.items() if s}
+                    if delivered:
+                        series["sns_delivered"] = delivered
+                    for contender, values in series.items():
+                        cells.append(
+                            {
+                                "db": db,
+                                "workload": workload,
+                                "n": n,
+                                "contender": contender,
+                                "stats": summarize(values),
+                                "samples": values,
+                            }
+                        )
+        finally:
+            for worker in workers.values():
+                worker.close()
+            for contender, worker in workers.items():
+                if worker.error is not None:
+                    failures.setdefault(contender, worker.error)
+            try:
+                sns.delete_topic(TopicArn=topic_arn)
+            except Exception as exc:
+                progress(f"could not delete the topic: {exc}")
+            if pg_name:
+                _drop_pg_database(base_pg, pg_name)
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "scale": scale,
+        "dbs": list(dbs),
+        "servers": servers,
+        "moto": "shared" if shared_moto else "private",
+        "cells": cells,
+        "failures": failures,
+        "elapsed_s": time.perf_counter() - started,
+    }
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _median(
+    cells: Sequence[dict[str, Any]], db: str, workload: str, n: int, contender: str
+) -> float | None:
+    for cell in cells:
+        if (cell["db"], cell["workload"], cell["n"], cell["contender"]) == (
+            db,
+            workload,
+            n,
+            contender,
+        ):
+            return float(cell["stats"]["median"])
+    return None
+
+
+def ratio_tables(result: dict[str, Any]) -> str:
+    """Per database: median time per transaction and its ratio to no audit."""
+    cells = result["cells"]
+    columns = ["none", "memory", "sns", "sns_delivered", "outbox", "continuum"]
+    out = []
+    for db in result["dbs"]:
+        rows = []
+        for workload, n in WORKLOADS:
+            base = _median(cells, db, workload, n, "none")
+            row = [workload_label(workload, n)]
+            for contender in columns:
+                value = _median(cells, db, workload, n, contender)
+                if value is None:
+                    row.append("-")
+                elif contender == "none":
+                    row.append(fmt_seconds(value))
+                else:
+                    row.append(f"{fmt_seconds(value)} ({fmt_ratio(ratio(value, base))})")
+            rows.append(row)
+        server = result.get("servers", {}).get(db, db)
+        headers = ["transaction", *(LABELS[c] for c in columns)]
+        out.append(f"**{server}** — median per transaction (ratio to no audit)\n")
+        out.append(markdown_table(headers, rows))
+        out.append("")
+    return "\n".join(out)
+
+
+def spread_table(result: dict[str, Any]) -> str:
+    """Every cell with its quartiles and p90, for readers who want the spread."""
+    rows = []
+    for cell in result["cells"]:
+        stats = cell["stats"]
+        rows.append(
+            [
+                cell["db"],
+                workload_label(cell["workload"], cell["n"]),
+                LABELS[cell["contender"]],
+                str(int(stats["n"])),
+                fmt_seconds(stats["median"]),
+                f"{fmt_seconds(stats['q1'])} - {fmt_seconds(stats['q3'])}",
+                fmt_seconds(stats["p90"]),
+            ]
+        )
+    return markdown_table(
+        ["db", "transaction", "contender", "reps", "median", "IQR (q1 - q3)", "p90"], rows
+    )
+
+
+def target_lines(result: dict[str, Any]) -> list[str]:
+    """The issue's targets (PostgreSQL, 100-row transactions): met or missed, by how much."""
+    lines: list[str] = []
+    if "postgres" not in result["dbs"]:
+        return lines
+    for workload, n in WORKLOADS:
+        if n != 100:
+            continue
+        base = _median(result["cells"], "postgres", workload, n, "none")
+        for contender, limit in TARGETS.items():
+            value = ratio(_median(result["cells"], "postgres", workload, n, contender), base)
+            if value is None:
+                continue
+            verdict = "met" if value <= limit else "MISSED"
+            lines.append(
+                f"- {workload_label(workload, n)}, {LABELS[contender]}: "
+                f"{fmt_ratio(value)} (target ≤ {limit:.2f}x) — {verdict}"
+            )
+    return lines
+
+
+def render(result: dict[str, Any]) -> str:
+    parts = [ratio_tables(result)]
+    targets = target_lines(result)
+    if targets:
+        parts.append("Targets (PostgreSQL, 100-row transactions):\n")
+        parts.append("\n".join(targets))
+    if result.get("failures"):
+        parts.append("\nProblems:\n")
+        parts.extend(f"- {k}: {v}" for k, v in result["failures"].items())
+    return "\n".join(parts)
+
+
+def main(scale: float = 1.0, shared_moto: bool = False) -> dict[str, Any]:
+    try:
+        result = measure(scale=scale, shared_moto=shared_moto)
+    except BenchError as exc:
+        progress(f"P1 skipped: {exc}")
+        result = {"skipped": str(exc)}
+        save_result("p1", result)
+        return result
+    print("\n## P1 — commit-path overhead\n")
+    print(render(result))
+    save_result("p1", result)
+    return result
+
+
+__all__ = ["CONTENDERS", "WORKLOADS", "main", "measure", "render"]

@@ -1,0 +1,326 @@
+"""P2: consumer throughput into the real Cassandra, against the limit and a naive consumer.
+
+Three contenders write the same kind of rows -- the three tables of the store
+(``changes_by_record``, ``changes_by_transaction``, ``changes_by_actor``) with the store's
+own prepared statements -- through one driver session (same driver, same settings):
+
+* ``raw limit`` -- no decoding and no diff: the statements and parameters of every record
+  are computed before the clock starts; the clock runs only while they are sent with
+  ``execute_async`` and at most 64 requests in flight (the store's ``max_in_flight``
+  default). This is what Cassandra and the driver can take from one Python process.
+* ``consumer`` -- the real :class:`consumer.worker.Worker` (4 pollers, batches of 10
+  messages as from SQS) with the real :class:`consumer.sinks.cassandra.CassandraStore`
+  (``max_in_flight`` 64), fed from an in-memory source holding the JSON bodies: decoding,
+  diffing, record building, writing and acknowledging are all on the clock.
+* ``naive`` -- the obvious implementation: one thread, ``DeepDiff`` on every event, and
+  one synchronous ``session.execute`` per row.
+* ``ceiling`` (for information, not a target) -- the same worker writing to the in-memory
+  store: how many events per second the consumer's own code (decode, diff, records,
+  acknowledgements) handles when the store costs nothing. When the raw limit is far below
+  it, Cassandra is the bottleneck, not the consumer.
+
+Each round gives every contender a fresh stream (new event ids, same generator, same
+shape), so no contender overwrites another's cells; rounds are interleaved and the rate is
+events per second. The in-memory source used here is a minimal deque (the test double
+``consumer.sources.memory.MemorySource`` copies its whole table on every receive, which
+would bill its own cost to the consumer).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from bench.common import (
+    BenchError,
+    cassandra_contact,
+    fmt_rate,
+    fmt_ratio,
+    markdown_table,
+    progress,
+    ratio,
+    rotated,
+    save_result,
+    summarize,
+    unique_name,
+)
+from bench.eventgen import event_stream
+
+#: Store and worker settings shared by the contenders (the defaults of the consume command).
+MAX_IN_FLIGHT = 64
+POLLERS = 4
+BATCH = 10
+
+#: Events per contender and round (scaled by ``--scale``), chosen so that each run lasts a
+#: few seconds here; the rate does not depend on them once a run is long enough.
+SIZES = {"raw": 3000, "consumer": 3000, "naive": 600, "ceiling": 6000}
+ROUNDS = 3
+
+#: Targets of the issue.
+TARGET_OF_LIMIT = 0.80
+TARGET_OVER_NAIVE = 10.0
+
+
+class PreloadedSource:
+    """A minimal thread-safe :class:`~consumer.sources.base.MessageSource` over a deque."""
+
+    def __init__(self, bodies: Sequence[str]) -> None:
+        from consumer.sources.base import Message  # noqa: PLC0415
+
+        self._queue = collections.deque(
+            Message(message_id=str(k), body=body, handle=k) for k, body in enumerate(bodies)
+        )
+        self._lock = threading.Lock()
+        self.total = len(bodies)
+        self.acked = 0
+        self.problems = 0
+        self.done = threading.Event()
+
+    def receive(self, max_messages: int, wait: float) -> list[Any]:
+        with self._lock:
+            out = [self._queue.popleft() for _ in range(min(max_messages, len(self._queue)))]
+        if not out:
+            self.done.wait(min(wait, 0.05))
+        return out
+
+    def ack(self, messages: Sequence[Any]) -> None:
+        with self._lock:
+            self.acked += len(messages)
+            if self.acked >= self.total:
+                self.done.set()
+
+    def release(self, messages: Sequence[Any], visibility: int = 0) -> None:
+        with self._lock:
+            self.problems += len(messages)
+            self._queue.extend(messages)
+
+    def reject(self, messages: Sequence[Any], reason: str) -> None:
+        with self._lock:
+            self.problems += len(messages)
+            self.acked += len(messages)
+            if self.acked >= self.total:
+                self.done.set()
+
+    def extend(self, messages: Sequence[Any], seconds: int) -> None:
+        return None
+
+    def close(self) -> None:
+        self.done.set()
+
+
+class Bench:
+    def __init__(self, keyspace: str) -> None:
+        from consumer.config import CassandraConfig, CassandraSchemaConfig  # noqa: PLC0415
+        from consumer.sinks.cassandra import CassandraStore, apply_schema, connect  # noqa: PLC0415
+
+        host, port = cassandra_contact()
+        self.config = CassandraConfig(
+            hosts=(host,),
+            port=port,
+            max_in_flight=MAX_IN_FLIGHT,
+            schema=CassandraSchemaConfig(keyspace=keyspace),
+        )
+        apply_schema(self.config)
+        self.cluster = connect(self.config)
+        self.session = self.cluster.connect()
+        self.store = CassandraStore(self.session, self.config.schema, max_in_flight=MAX_IN_FLIGHT)
+        self.keyspace = keyspace
+        self.seed = 0
+
+    def _stream(self, count: int) -> list[Any]:
+        self.seed += 1
+        return event_stream(count, seed=self.seed, table=f"accounts_{self.seed}")
+
+    # -- contenders ----------------------------------------------------------------------
+
+    def raw(self, count: int) -> float:
+        from consumer.differ import record_for_event  # noqa: PLC0415
+
+        records = [r for r in map(record_for_event, self._stream(count)) if r is not None]
+        # The store's own statements and parameters, computed before the clock starts.
+        statements = [pair for r in records for pair in self.store._statements_for(r)]
+        slots = threading.BoundedSemaphore(MAX_IN_FLIGHT)
+
+        def release(_: object) -> None:
+            slots.release()
+
+        futures = []
+        start = time.perf_counter()
+        for statement, params in statements:
+            slots.acquire()
+            future = self.session.execute_async(statement, params, timeout=30)
+            future.add_callbacks(release, release)
+            futures.append(future)
+        for future in futures:
+            future.result()
+        elapsed = time.perf_counter() - start
+        return len(records) / elapsed
+
+    def consumer(self, count: int, store: Any = None) -> float:
+        from consumer.worker import Worker  # noqa: PLC0415
+
+        bodies = [event.to_json() for event in self._stream(count)]
+        source = PreloadedSource(bodies)
+        worker = Worker(
+            source,
+            self.store if store is None else store,
+            concurrency=POLLERS,
+            batch_size=BATCH,
+            wait_seconds=1,
+            shutdown_timeout=30,
+        )
+        start = time.perf_counter()
+        worker.start()
+        finished = source.done.wait(600)
+        elapsed = time.perf_counter() - start
+        worker.stop()
+        worker.join(30)
+        if not finished or source.problems:
+            raise BenchError(
+                f"the consumer did not finish cleanly: acked {source.acked}/{source.total}, "
+                f"{source.problems} released or rejected"
+            )
+        return count / elapsed
+
+    def ceiling(self, count: int) -> float:
+        from consumer.sinks.memory import MemoryStore  # noqa: PLC0415
+
+        return self.consumer(count, store=MemoryStore())
+
+    def naive(self, count: int) -> float:
+        from deepdiff import DeepDiff  # noqa: PLC0415
+
+        from consumer.records import AuditRecord, FieldChange  # noqa: PLC0415
+        from sqla_audit.events import ChangeEvent  # noqa: PLC0415
+
+        bodies = [event.to_json() for event in self._stream(count)]
+        start = time.perf_counter()
+        for body in bodies:
+            event = ChangeEvent.from_json(body)
+            before, after = event.before or {}, event.after or {}
+            diff = DeepDiff(before, after, view="tree")
+            columns: set[str] = set()
+            for kind in diff:
+                for item in diff[kind]:
+                    path = item.path(output_format="list")
+                    # An empty side is reported as one change of the whole row.
+                    columns.update([str(path[0])] if path else {*before, *after})
+            changes = {
+                name: FieldChange(before.get(name), after.get(name)) for name in sorted(columns)
+            }
+            actor = event.actor
+            record = AuditRecord(
+                table=event.table,
+                record_id=event.record_id,
+                event_id=event.event_id,
+                event_time=event.committed_at,
+                occurred_at=event.occurred_at,
+                operation=event.operation,
+                service=event.service,
+                transaction_id=event.transaction_id,
+                sequence=event.sequence,
+                changes=changes,
+                before=event.before,
+                after=event.after,
+                actor_id=None if actor is None else actor.id,
+                actor_attributes={} if actor is None else actor.attributes,
+                request_id=event.request_id,
+                metadata=event.metadata,
+            )
+            for statement, params in self.store._statements_for(record):
+                self.session.execute(statement, params, timeout=30)
+        return count / (time.perf_counter() - start)
+
+    def close(self) -> None:
+        try:
+            self.session.execute(f"DROP KEYSPACE IF EXISTS {self.keyspace}", timeout=120)
+        finally:
+            self.cluster.shutdown()
+
+
+def measure(scale: float = 1.0, rounds: int = ROUNDS) -> dict[str, Any]:
+    started = time.perf_counter()
+    bench = Bench(unique_name("sqla_audit_bench"))
+    rates: dict[str, list[float]] = {"raw": [], "consumer": [], "naive": [], "ceiling": []}
+    try:
+        # Warm-up: prepared statements, connection pools, code paths.
+        bench.raw(200)
+        bench.consumer(200)
+        bench.naive(20)
+        bench.ceiling(200)
+        for turn in range(rounds):
+            for name in rotated(list(rates), turn):
+                count = max(50, round(SIZES[name] * scale))
+                rate = getattr(bench, name)(count)
+                rates[name].append(rate)
+                progress(f"P2 round {turn + 1}: {name} {rate:,.0f} events/s ({count} events)")
+    finally:
+        bench.close()
+    return {
+        "scale": scale,
+        "rates": rates,
+        "stats": {name: summarize(values) for name, values in rates.items()},
+        "sizes": {name: max(50, round(SIZES[name] * scale)) for name in SIZES},
+        "settings": {"max_in_flight": MAX_IN_FLIGHT, "pollers": POLLERS, "batch": BATCH},
+        "elapsed_s": time.perf_counter() - started,
+    }
+
+
+def render(result: dict[str, Any]) -> str:
+    stats = result["stats"]
+    raw = stats["raw"]["median"]
+    naive = stats["naive"]["median"]
+    labels = {
+        "raw": "raw limit (precomputed rows, execute_async, 64 in flight)",
+        "consumer": "consumer (Worker + CassandraStore, 4 pollers x 10)",
+        "naive": "naive (DeepDiff + one synchronous execute per row)",
+        "ceiling": "for information: consumer into the in-memory store (no Cassandra)",
+    }
+    rows = []
+    for name in ("raw", "consumer", "naive", "ceiling"):
+        s = stats[name]
+        rows.append(
+            [
+                labels[name],
+                str(result["sizes"][name]),
+                fmt_rate(s["median"]),
+                f"{fmt_rate(s['min'])} - {fmt_rate(s['max'])}",
+                fmt_ratio(ratio(s["median"], raw)),
+                fmt_ratio(ratio(s["median"], naive)),
+            ]
+        )
+    table = markdown_table(
+        ["contender", "events/round", "median rate", "range", "vs raw limit", "vs naive"], rows
+    )
+    consumer = stats["consumer"]["median"]
+    of_limit = ratio(consumer, raw) or 0.0
+    over_naive = ratio(consumer, naive) or 0.0
+    lines = [
+        table,
+        "",
+        f"- consumer / raw limit: {of_limit:.0%} (target ≥ {TARGET_OF_LIMIT:.0%}) — "
+        + ("met" if of_limit >= TARGET_OF_LIMIT else "MISSED"),
+        f"- consumer / naive: {over_naive:.1f}x (target ≥ {TARGET_OVER_NAIVE:.0f}x) — "
+        + ("met" if over_naive >= TARGET_OVER_NAIVE else "MISSED"),
+    ]
+    return "\n".join(lines)
+
+
+def main(scale: float = 1.0) -> dict[str, Any]:
+    try:
+        result = measure(scale=scale)
+    except BenchError as exc:
+        progress(f"P2 skipped: {exc}")
+        result = {"skipped": str(exc)}
+        save_result("p2", result)
+        return result
+    print("\n## P2 — consumer throughput\n")
+    print(render(result))
+    save_result("p2", result)
+    return result
+
+
+__all__ = ["PreloadedSource", "main", "measure", "render"]

@@ -1,0 +1,143 @@
+"""P3: what the diff costs per event, against plain DeepDiff on the same rows.
+
+Two events, both updates of a 12-column row (strings, integers, a boolean, a type-tagged
+decimal and timestamps):
+
+* ``scalar`` -- two scalar columns change;
+* ``nested`` -- the row also has a JSON column (a document of about 40 leaves, three
+  levels deep) and one leaf inside it changes, plus one scalar column.
+
+Contenders: :func:`consumer.differ.diff_event` (the consumer's differ: column by column,
+DeepDiff only inside nested values that differ), :func:`consumer.differ.record_for_event`
+(the differ plus building the stored record, for information), and ``DeepDiff(before,
+after)`` on the whole row (the obvious implementation). Each measurement times a loop long
+enough to last about 50 ms with the garbage collector paused; rounds are interleaved.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench.common import (
+    fmt_ratio,
+    fmt_seconds,
+    markdown_table,
+    progress,
+    ratio,
+    rotated,
+    save_result,
+    summarize,
+)
+from bench.eventgen import make_event, nested_update, scalar_update
+from sqla_audit.events import Operation
+
+ROUNDS = 9
+SLICE_SECONDS = 0.05
+
+
+def _events() -> dict[str, Any]:
+    before, after = scalar_update(42, 7)
+    scalar = make_event(Operation.UPDATE, 42, before, after)
+    before, after = nested_update(42, 7)
+    nested = make_event(Operation.UPDATE, 42, before, after)
+    return {"scalar": scalar, "nested": nested}
+
+
+def _contenders() -> dict[str, Callable[[Any], object]]:
+    from deepdiff import DeepDiff  # noqa: PLC0415
+
+    from consumer.differ import diff_event, record_for_event  # noqa: PLC0415
+
+    return {
+        "differ": diff_event,
+        "record": record_for_event,
+        "deepdiff": lambda event: DeepDiff(event.before, event.after),
+    }
+
+
+def _per_call(fn: Callable[[Any], object], event: Any, loops: int) -> float:
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        for _ in range(loops):
+            fn(event)
+        return (time.perf_counter() - start) / loops
+    finally:
+        gc.enable()
+
+
+def measure(scale: float = 1.0) -> dict[str, Any]:
+    started = time.perf_counter()
+    events = _events()
+    contenders = _contenders()
+    rounds = max(3, round(ROUNDS * scale))
+    out: dict[str, dict[str, Any]] = {}
+    for kind, event in events.items():
+        loops = {}
+        for name, fn in contenders.items():
+            estimate = _per_call(fn, event, 20)  # also warms up
+            loops[name] = max(20, int(SLICE_SECONDS / max(estimate, 1e-7)))
+        samples: dict[str, list[float]] = {name: [] for name in contenders}
+        for turn in range(rounds):
+            for name in rotated(list(contenders), turn):
+                samples[name].append(_per_call(contenders[name], event, loops[name]))
+        out[kind] = {
+            "stats": {name: summarize(values) for name, values in samples.items()},
+            "loops": loops,
+            "columns": len(event.after),
+            "changed": list(event.changed_columns),
+            "bytes": len(event.to_json()),
+        }
+        progress(f"P3 {kind}: done")
+    return {
+        "scale": scale,
+        "rounds": rounds,
+        "kinds": out,
+        "elapsed_s": time.perf_counter() - started,
+    }
+
+
+def render(result: dict[str, Any]) -> str:
+    labels = {
+        "differ": "consumer.differ.diff_event",
+        "record": "consumer.differ.record_for_event (diff + record)",
+        "deepdiff": "DeepDiff(before, after)",
+    }
+    rows = []
+    for kind, data in result["kinds"].items():
+        stats = data["stats"]
+        base = stats["deepdiff"]["median"]
+        describe = (
+            f"{kind}: {data['columns']} columns, changed {', '.join(data['changed'])} "
+            f"({data['bytes']} B event)"
+        )
+        for name in ("differ", "record", "deepdiff"):
+            s = stats[name]
+            rows.append(
+                [
+                    describe,
+                    labels[name],
+                    fmt_seconds(s["median"]),
+                    fmt_seconds(s["p90"]),
+                    fmt_ratio(ratio(s["median"], base)),
+                    fmt_ratio(ratio(base, s["median"])) if name != "deepdiff" else "-",
+                ]
+            )
+    return markdown_table(
+        ["event", "contender", "median per event", "p90", "time vs DeepDiff", "speed-up"], rows
+    )
+
+
+def main(scale: float = 1.0) -> dict[str, Any]:
+    result = measure(scale=scale)
+    print("\n## P3 — diff cost per event\n")
+    print(render(result))
+    save_result("p3", result)
+    return result
+
+
+__all__ = ["main", "measure", "render"]
