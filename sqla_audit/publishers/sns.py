@@ -69,6 +69,9 @@ from sqla_audit.retry import RetryPolicy, Sleeper
 
 log = logging.getLogger(__name__)
 
+#: Events serialized and written to the spool at a time when a queue spills.
+_SPILL_CHUNK_EVENTS: Final = 500
+
 #: Longest FIFO ``MessageGroupId`` / ``MessageDeduplicationId``.
 FIFO_ID_MAX_LENGTH: Final = 128
 
@@ -692,16 +695,16 @@ class SNSPublisher:
         assert self._spool is not None
         events = [*self._queue, *extra]
         self._queue.clear()
-        if not events:
-            return
-        records = [event.to_json().encode("utf-8") for event in events]
-        try:
-            self._spool.append(records)
-        except SpoolFullError as exc:
-            self._counts["spooled"] += exc.written
-            self._drop(exc, events[exc.written :])
-            return
-        self._counts["spooled"] += len(events)
+        # In chunks, so serialized copies of a whole full queue never coexist in memory.
+        for start in range(0, len(events), _SPILL_CHUNK_EVENTS):
+            chunk = events[start : start + _SPILL_CHUNK_EVENTS]
+            try:
+                self._spool.append([event.to_json().encode("utf-8") for event in chunk])
+            except SpoolFullError as exc:
+                self._counts["spooled"] += exc.written
+                self._drop(exc, events[start + exc.written :])
+                return
+            self._counts["spooled"] += len(chunk)
 
     def _run(self) -> None:
         while True:
