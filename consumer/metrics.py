@@ -12,6 +12,11 @@ in tests, or embedded in an application -- never collide. The server answers:
     from a store outage (the worker stays alive and resumes by itself).
 
 Each answer from the health endpoints is a small JSON object with the details.
+
+``prometheus-client`` comes with the ``consumer`` extra. Without it (the embedded setup,
+``pip install sqla-audit`` alone) the same metrics are kept by a small built-in
+implementation that renders the Prometheus text format itself, so ``sqla-audit consume
+--source outbox`` works with nothing but the package.
 """
 
 from __future__ import annotations
@@ -23,14 +28,17 @@ from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+try:
+    import prometheus_client as _prom
+except ImportError:  # the embedded setup: no consumer extra installed
+    from consumer import _fallback_metrics as _prom  # type: ignore[no-redef]
+
+CONTENT_TYPE_LATEST = _prom.CONTENT_TYPE_LATEST
+CollectorRegistry = _prom.CollectorRegistry
+Counter = _prom.Counter
+Gauge = _prom.Gauge
+Histogram = _prom.Histogram
+generate_latest = _prom.generate_latest
 
 log = logging.getLogger(__name__)
 
