@@ -77,7 +77,7 @@ from sqla_audit.capture import PREFETCH_CHUNK, Capturer, ChangeSink, RowChange, 
 from sqla_audit.config import ColumnSpec, ModelPlan
 from sqla_audit.context import AuditContext, current_context
 from sqla_audit.events import MARKER_METADATA_KEY, MARKER_RECORD_ID, Operation, utcnow
-from sqla_audit.serialization import JSONValue
+from sqla_audit.serialization import MASKED_VALUE, JSONValue, encode_value
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +140,16 @@ class _Job:
     changes: list[RowChange] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """The SELECT list of a model's audited columns and how to unpack its rows."""
+
+    columns: list[Any]
+    key_columns: list[Any]
+    keys: tuple[str, ...]
+    positions: tuple[int, ...]
+
+
 def _chunks(items: Sequence[Key]) -> Iterator[Sequence[Key]]:
     for start in range(0, len(items), PREFETCH_CHUNK):
         yield items[start : start + PREFETCH_CHUNK]
@@ -179,7 +189,7 @@ class BulkCapturer:
         self.planner = capturer.planner
         self.sink = sink
         self.max_rows = capturer.config.max_bulk_rows
-        self._attributes: dict[Any, tuple[list[Any], list[Any]]] = {}
+        self._shapes: dict[Any, _Shape] = {}
 
     # -- entry points ----------------------------------------------------------------------
 
@@ -233,34 +243,41 @@ class BulkCapturer:
 
     # -- reading rows ----------------------------------------------------------------------
 
-    def _attrs(self, plan: ModelPlan) -> tuple[list[Any], list[Any]]:
-        """The entity-bound attributes of the audited columns and of the key columns."""
-        found = self._attributes.get(plan.mapper)
-        if found is None:
+    def _shape(self, plan: ModelPlan) -> _Shape:
+        """How rows of ``plan`` are selected and unpacked (computed once per mapper)."""
+        shape = self._shapes.get(plan.mapper)
+        if shape is None:
             attrs = plan.mapper.attrs
-            found = (
-                [attrs[spec.key].class_attribute for spec in plan.columns],
-                [attrs[spec.key].class_attribute for spec in plan.primary_key],
+            specs = plan.columns
+            shape = _Shape(
+                columns=[attrs[spec.key].class_attribute for spec in specs],
+                key_columns=[attrs[spec.key].class_attribute for spec in plan.primary_key],
+                keys=tuple(spec.key for spec in specs),
+                positions=tuple(
+                    next(i for i, spec in enumerate(specs) if spec is key)
+                    for key in plan.primary_key
+                ),
             )
-            self._attributes[plan.mapper] = found
-        return found
+            self._shapes[plan.mapper] = shape
+        return shape
 
     def _read(self, job: _Job, stmt: Any, params: Any = None) -> list[tuple[Key, Raw]]:
-        specs = job.plan.columns
-        positions = [
-            next(i for i, spec in enumerate(specs) if spec is key) for key in job.plan.primary_key
+        shape = self._shape(job.plan)
+        keys, positions = shape.keys, shape.positions
+        if len(positions) == 1:
+            (position,) = positions
+            return [
+                ((row[position],), dict(zip(keys, row, strict=True)))
+                for row in job.connection.execute(stmt, params)
+            ]
+        return [
+            (tuple([row[i] for i in positions]), dict(zip(keys, row, strict=True)))
+            for row in job.connection.execute(stmt, params)
         ]
-        rows: list[tuple[Key, Raw]] = []
-        for row in job.connection.execute(stmt, params):
-            values = tuple(row)
-            raw = {spec.key: value for spec, value in zip(specs, values, strict=True)}
-            rows.append((tuple(values[i] for i in positions), raw))
-        return rows
 
     def _read_where(self, job: _Job) -> tuple[dict[Key, Raw], bool]:
         """The rows the statement's WHERE matches (locked), and whether the cap was exceeded."""
-        columns, _keys = self._attrs(job.plan)
-        stmt = sa.select(*columns)
+        stmt = sa.select(*self._shape(job.plan).columns)
         where = job.statement.whereclause
         if where is not None:
             stmt = stmt.where(where)
@@ -273,14 +290,15 @@ class BulkCapturer:
 
     def _read_keys(self, job: _Job, keys: Sequence[Key], *, lock: bool) -> dict[Key, Raw]:
         """The rows with these primary keys (the keys of the rows found, as the DB gives them)."""
-        columns, key_attrs = self._attrs(job.plan)
+        shape = self._shape(job.plan)
+        key_attrs = shape.key_columns
         found: dict[Key, Raw] = {}
         for chunk in _chunks(keys):
             if len(key_attrs) == 1:
                 where = key_attrs[0].in_([key[0] for key in chunk])
             else:
                 where = sa.tuple_(*key_attrs).in_(list(chunk))
-            stmt = sa.select(*columns).where(where)
+            stmt = sa.select(*shape.columns).where(where)
             if lock:
                 stmt = stmt.with_for_update()
             found.update(self._read(job, stmt))
@@ -325,18 +343,27 @@ class BulkCapturer:
     def _updated(self, job: _Job, before: Raw, after: Raw) -> None:
         plan = job.plan
         changed = [
-            spec
-            for spec in plan.columns
-            if spec.key in after
-            and (spec.key not in before or not same_value(before[spec.key], after[spec.key]))
+            spec.name for spec in plan.columns if not same_value(before[spec.key], after[spec.key])
         ]
         if not changed:
             return
+        fallback = self.capturer.config.unknown_types
+        encoded_before: dict[str, JSONValue] = {}
+        encoded_after: dict[str, JSONValue] = {}
+        for spec in plan.columns:
+            name = spec.name
+            if spec.masked:
+                encoded_before[name] = dict(MASKED_VALUE)
+                encoded_after[name] = dict(MASKED_VALUE)
+                continue
+            old, new = before[spec.key], after[spec.key]
+            encoded_before[name] = encoded = encode_value(old, fallback=fallback)
+            if old is not new and (type(old) is not type(new) or not same_value(old, new)):
+                encoded = encode_value(new, fallback=fallback)
+            encoded_after[name] = encoded
         record_id, primary_key = self.capturer.record_key(
             plan, [after[spec.key] for spec in plan.primary_key]
         )
-        encoded_before = self.capturer.encode_row(plan, before)
-        encoded_after = self.capturer.encode_row(plan, after)
         job.changes.append(
             self._change(
                 job,
@@ -345,8 +372,8 @@ class BulkCapturer:
                 primary_key=primary_key,
                 before=encoded_before,
                 after=encoded_after,
-                changed_columns=tuple(spec.name for spec in changed),
-                masked_columns=self._masked(plan, encoded_before, encoded_after),
+                changed_columns=tuple(changed),
+                masked_columns=plan.masked_names,
             )
         )
 
@@ -672,7 +699,7 @@ class BulkCapturer:
 
     def _insert_returning_keys(self, job: _Job, call: Call) -> tuple[Result[Any], list[Key]]:
         """Run the INSERT with RETURNING of its key columns; give the caller a keyless result."""
-        _columns, key_attrs = self._attrs(job.plan)
+        key_attrs = self._shape(job.plan).key_columns
         multi_table = len(job.plan.mapper.tables) > 1
         returned = call.invoke(
             job.statement.returning(*key_attrs, sort_by_parameter_order=multi_table)
