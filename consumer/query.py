@@ -15,8 +15,17 @@ or before ``t``: a single slice of the record's partition. The store orders reco
 ``timestamp`` -- while the exact commit time has microseconds. Two changes of one record in
 the same millisecond are therefore ordered by their event ids, which is creation order for
 the version 7 UUIDs the producer makes. ``as_of`` does not rely on that alone: it reads every
-candidate of the newest millisecond and picks the latest by exact commit time, then by
-``sequence`` (the order inside one transaction), then by event id.
+candidate of the newest millisecond and picks the latest by :func:`change_order` -- exact
+commit time, then departures before the other changes of the same commit, then
+``sequence`` (the order inside one transaction), then event id. It reads a few rows first;
+only when they all share one millisecond does it read the rest of that millisecond, in one
+more read.
+
+Changed primary keys. A row whose key changed has its update under the new id and a
+departure record under the old id (:mod:`consumer.records`), so ``as_of`` on the old id
+after the move says the row was not there and :attr:`RecordState.moved_to` names the new
+id. A departure ranks before any other change of the same commit to the same id: when keys
+are swapped inside one transaction, the row that arrived is the one that stays.
 
 Why there is no "every change of column C in table T" across records. The data model is
 partitioned by ``(table, record_id)`` (plus companion tables by actor-and-day and by
@@ -39,7 +48,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from consumer.records import AuditRecord, FieldChange, to_micros, to_millis
+from consumer.records import AuditRecord, FieldChange, from_micros, to_micros, to_millis
 from consumer.sinks.base import MAX_PAGE_SIZE, AuditStore, InvalidQuery, Page
 from sqla_audit.events import Operation
 from sqla_audit.serialization import EnumResolver, JSONValue, decode_row
@@ -47,7 +56,7 @@ from sqla_audit.serialization import EnumResolver, JSONValue, decode_row
 #: Records fetched per page while following pages (the store's largest page).
 DEFAULT_PAGE_SIZE: Final = 100
 
-#: Records read per round trip by :meth:`AuditQuery.as_of`; almost always one is enough.
+#: Records read first by :meth:`AuditQuery.as_of`; almost always one is enough.
 _AS_OF_PAGE: Final = 4
 
 
@@ -59,6 +68,8 @@ class RecordState:
       row as stored, ``event`` the last change at or before ``at``;
     * it had been deleted: ``exists`` is false, ``values`` is ``None``, ``event`` is the
       delete;
+    * its primary key had changed: ``exists`` is false, ``values`` is ``None``, ``event`` is
+      the departure record and :attr:`moved_to` the record id it moved to;
     * nothing is known (no change at or before ``at``): ``exists`` is false and ``event`` is
       ``None`` -- see :attr:`known`.
     """
@@ -78,8 +89,17 @@ class RecordState:
 
     @property
     def deleted(self) -> bool:
-        """True if the record had been deleted at :attr:`at`."""
-        return self.event is not None and self.event.operation is Operation.DELETE
+        """True if the record had been deleted at :attr:`at` (not moved: see :attr:`moved_to`)."""
+        return (
+            self.event is not None
+            and self.event.operation is Operation.DELETE
+            and not self.event.is_departure
+        )
+
+    @property
+    def moved_to(self) -> str | None:
+        """The record id the row had moved to by :attr:`at` (its key changed), else ``None``."""
+        return None if self.event is None else self.event.moved_to
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +111,16 @@ class ColumnChange:
     record: AuditRecord
 
 
-def change_order(record: AuditRecord) -> tuple[int, int, uuid.UUID]:
-    """The exact order of changes: commit time (µs), then ``sequence``, then event id."""
-    return (to_micros(record.event_time), record.sequence, record.event_id)
+def change_order(record: AuditRecord) -> tuple[int, int, int, uuid.UUID]:
+    """The exact order of changes: commit time (µs), then a departure before the other
+    changes of the same commit, then ``sequence``, then event id.
+    """
+    return (
+        to_micros(record.event_time),
+        0 if record.is_departure else 1,
+        record.sequence,
+        record.event_id,
+    )
 
 
 def _require_text(name: str, value: object) -> str:
@@ -230,17 +257,24 @@ class AuditQuery:
     def last_change(self, table: str, record_id: str, at: dt.datetime) -> AuditRecord | None:
         """The latest change of a record at or before ``at`` (exact to the microsecond)."""
         instant = _require_instant("at", at)
-        newest_ms: int | None = None
-        candidates: list[AuditRecord] = []
-        for record in self.iter_history(table, record_id, until=instant, page_size=_AS_OF_PAGE):
-            millis = to_millis(record.event_time)
-            if newest_ms is None:
-                newest_ms = millis
-            elif millis != newest_ms:
-                break  # an older millisecond cannot hold a later change
-            candidates.append(record)
-        if not candidates:
+        first = self.history(table, record_id, until=instant, limit=_AS_OF_PAGE)
+        if not first.items:
             return None
+        newest_ms = to_millis(first.items[0].event_time)
+        # an older millisecond cannot hold a later change
+        candidates = [r for r in first.items if to_millis(r.event_time) == newest_ms]
+        if first.next_page is not None and len(candidates) == len(first.items):
+            # the newest millisecond may hold more: read the rest of it at once
+            candidates.extend(
+                self.iter_history(
+                    table,
+                    record_id,
+                    since=from_micros(newest_ms * 1000),
+                    until=instant,
+                    page_size=MAX_PAGE_SIZE,
+                    page=first.next_page,
+                )
+            )
         return max(candidates, key=change_order)
 
     def as_of(self, table: str, record_id: str, at: dt.datetime) -> RecordState:

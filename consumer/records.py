@@ -18,6 +18,18 @@ clustering column of the primary table); the exact microsecond time is kept besi
 returned in :attr:`AuditRecord.event_time`. ``event_id`` is a version 7 UUID, so within a
 millisecond it breaks ties in creation order (it is stored as ``uuid``, not ``timeuuid``:
 Cassandra's ``timeuuid`` accepts only version 1).
+
+Changed primary keys. An update that moves a row to a new key arrives as one event under the
+*new* record id (``previous_record_id`` names the old one). The differ then also makes a
+*departure* record under the old id: operation ``delete``, ``before`` the old row, ``after``
+``None``, and two metadata entries -- :data:`MOVED_TO_KEY` (the new record id) and
+:data:`MOVE_EVENT_KEY` (the real event's id). Its ``event_id`` is
+:func:`departure_event_id` of the real one: deterministic, so a redelivered event rewrites
+the same departure row, and time-ordered like the original. :attr:`AuditRecord.moved_to`
+recognises a departure only when that derivation checks out, so metadata that merely
+carries the same keys (producers' metadata is free-form) is never mistaken for one.
+Departures live only in a record's history: the by-actor and by-transaction indexes keep the
+real event alone, so a move counts once there.
 """
 
 from __future__ import annotations
@@ -34,6 +46,35 @@ from sqla_audit.events import Operation
 from sqla_audit.serialization import JSONValue
 
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+#: Metadata key of a departure record: the record id the row moved to.
+MOVED_TO_KEY: Final = "sqla_audit.moved_to"
+
+#: Metadata key of a departure record: the ``event_id`` of the update that moved the row.
+MOVE_EVENT_KEY: Final = "sqla_audit.move_event_id"
+
+#: Namespace of the name-based UUIDs that derive departure ids (never change it: stored
+#: departure rows would no longer be recognised, and redelivery would duplicate them).
+_DEPARTURE_NAMESPACE: Final = uuid.UUID("5b1f6c1e-8d0a-4f43-9a57-2f6f2d0c7a31")
+_LOW_62: Final = (1 << 62) - 1
+
+
+def departure_event_id(event_id: uuid.UUID) -> uuid.UUID:
+    """The ``event_id`` of the departure record that a key-changing event leaves behind.
+
+    Deterministic (the same input gives the same id, so replays are idempotent) and distinct
+    from ``event_id``. For a version 7 id the upper 64 bits -- the millisecond and the
+    counter that order ids -- are kept and only the 62 random bits are replaced by a name
+    hash, so the departure sorts where the original would. Any other UUID gives a version 5
+    name-based id.
+    """
+    derived = uuid.uuid5(_DEPARTURE_NAMESPACE, str(event_id))
+    if event_id.version != 7:
+        return derived
+    value = (event_id.int >> 64 << 64) | (0b10 << 62) | (derived.int & _LOW_62)
+    if value == event_id.int:  # a 1 in 2**62 chance; stay distinct from the original
+        value ^= 1
+    return uuid.UUID(int=value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +167,32 @@ class AuditRecord:
     def sort_key(self) -> tuple[int, uuid.UUID]:
         """The store order key: ``(event time in ms, event_id)``; history is newest first."""
         return (to_millis(self.event_time), self.event_id)
+
+    @property
+    def moved_to(self) -> str | None:
+        """For a departure record (the row's key changed): the record id it moved to.
+
+        ``None`` for every other record. See the module docstring for how a departure is
+        recognised.
+        """
+        target = self.metadata.get(MOVED_TO_KEY)
+        source = self.metadata.get(MOVE_EVENT_KEY)
+        if (
+            not isinstance(target, str)
+            or not isinstance(source, str)
+            or self.operation is not Operation.DELETE
+        ):
+            return None
+        try:
+            original = uuid.UUID(source)
+        except ValueError:
+            return None
+        return target if departure_event_id(original) == self.event_id else None
+
+    @property
+    def is_departure(self) -> bool:
+        """True for the record a primary-key change leaves under the old id."""
+        return self.moved_to is not None
 
     @property
     def day(self) -> dt.date:
@@ -247,11 +314,14 @@ def _as_uuid(value: Any) -> uuid.UUID:
 
 
 __all__ = [
+    "MOVED_TO_KEY",
+    "MOVE_EVENT_KEY",
     "AuditRecord",
     "FieldChange",
     "NestedChange",
     "changes_from_json",
     "changes_to_json",
+    "departure_event_id",
     "dump_json",
     "from_micros",
     "record_from_row",

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consumer.decoding import Decoder
-from consumer.differ import record_for_event
+from consumer.differ import records_for_event
 from consumer.metrics import WorkerMetrics
 from consumer.records import AuditRecord
 from consumer.sinks.base import AuditStore
@@ -112,7 +112,9 @@ class BatchResult:
     acked: list[Message] = field(default_factory=list)
     released: list[Message] = field(default_factory=list)
     rejected: list[tuple[Message, str]] = field(default_factory=list)
+    #: change events whose records were written (an event may need two records: a key change)
     written: int = 0
+    #: change events that needed no record (an update that changed nothing)
     skipped: int = 0
 
 
@@ -120,6 +122,8 @@ class BatchResult:
 class _Decoded:
     message: Message
     records: list[AuditRecord]
+    #: events that yielded at least one record (a moved row yields two records)
+    events: int
     skipped: int
 
 
@@ -175,12 +179,12 @@ class Worker:
         records: list[AuditRecord] = []
         skipped = 0
         for event in events:
-            record = record_for_event(event)
-            if record is None:
-                skipped += 1
+            made = records_for_event(event)
+            if made:
+                records.extend(made)
             else:
-                records.append(record)
-        return _Decoded(message, records, skipped)
+                skipped += 1
+        return _Decoded(message, records, len(events) - skipped, skipped)
 
     def _reject(self, result: BatchResult, message: Message, kind: str, reason: str) -> None:
         self.metrics.failures.labels(kind).inc()
@@ -232,7 +236,7 @@ class Worker:
     def _written(self, items: Sequence[_Decoded], result: BatchResult) -> None:
         for item in items:
             result.acked.append(item.message)
-            result.written += len(item.records)
+            result.written += item.events
             result.skipped += item.skipped
         if any(item.records for item in items) and self.backoff.active:
             self.backoff.success()

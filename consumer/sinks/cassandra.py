@@ -16,7 +16,9 @@ Layout (``schema cql`` prints it; ``schema apply`` creates it, idempotently):
     which buckets a record's history spans, so history can walk them newest first.
 
 Every table holds the whole record (denormalized): each question is answered from one
-table without a second lookup, at the cost of writing each record three times.
+table without a second lookup, at the cost of writing each record three times. A departure
+record (the row's key changed; see :mod:`consumer.records`) goes to ``changes_by_record``
+only: by actor and by transaction, a move is the one real event under the new id.
 
 ``event_id`` is a version 7 UUID stored as ``uuid`` (``timeuuid`` only accepts version 1).
 Cassandra orders ``uuid`` values by version, then bytes, which for version 7 is creation
@@ -380,6 +382,8 @@ class CassandraStore:
             yield self._insert_bucket, (record.table, record.record_id, bucket)
         else:
             yield self._insert_record, values
+        if record.is_departure:
+            return  # the companion tables keep the real event only (it names the old id)
         yield self._insert_txn, values
         if record.actor_id is not None:
             yield self._insert_actor, (*values, record.day)

@@ -2,7 +2,9 @@
 
 Same semantics as the persistent stores: idempotent by ``event_id``, newest first by
 ``(event time ms, event_id)``, exact ``since``/``until``, keyset page tokens. Thread-safe.
-``fail_next`` makes the next writes raise, to exercise a worker's retry path.
+``fail_next`` makes the next writes raise, to exercise a worker's retry path. Departure
+records (a row's key changed, see :mod:`consumer.records`) appear in ``history`` only, like
+in the other stores' companion indexes.
 """
 
 from __future__ import annotations
@@ -82,11 +84,18 @@ class MemoryStore:
         page: str | None = None,
     ) -> Page[AuditRecord]:
         window = Window.build(since, until, limit, page)
-        return paginate((r for r in self._newest_first() if r.actor_id == actor_id), window)
+        return paginate(
+            (r for r in self._newest_first() if r.actor_id == actor_id and not r.is_departure),
+            window,
+        )
 
     def by_transaction(self, transaction_id: uuid.UUID) -> list[AuditRecord]:
         with self._lock:
-            found = [r for r in self._by_id.values() if r.transaction_id == transaction_id]
+            found = [
+                r
+                for r in self._by_id.values()
+                if r.transaction_id == transaction_id and not r.is_departure
+            ]
         return sorted(found, key=lambda r: (r.sequence, r.event_id))
 
     def close(self) -> None:

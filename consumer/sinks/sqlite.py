@@ -6,6 +6,10 @@ the same records with the same semantics as the Cassandra store (idempotent by
 keyset page tokens) in one table with three indexes that play the role of Cassandra's
 three tables. The file runs in WAL mode so readers (the query side) do not block the
 writer; writes from several threads share one connection behind a lock.
+
+The one table holds departure records too (a row's key changed, see
+:mod:`consumer.records`); ``by_actor`` and ``by_transaction`` leave them out, as the
+Cassandra store does by not writing them to its companion tables.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from consumer.records import AuditRecord, record_from_row, record_to_row, to_millis
-from consumer.sinks.base import Page, Window, paginate
+from consumer.sinks.base import MAX_PAGE_SIZE, Page, Window, paginate
 from sqla_audit.errors import ConfigurationError, StoreError
 
 _COLUMNS: Final = (
@@ -80,8 +84,9 @@ _INSERT: Final = (
 )
 _SELECT: Final = f"SELECT {_QUOTED} FROM audit_records"
 
-#: Rows fetched per round trip while scanning for a page.
-_CHUNK: Final = 200
+#: Most rows fetched per round trip while scanning (the first chunk is ``limit + 1``).
+_MAX_CHUNK: Final = MAX_PAGE_SIZE + 1
+_EVENT_MS: Final = _COLUMNS.index("event_ms")
 
 
 def _to_params(record: AuditRecord) -> tuple[Any, ...]:
@@ -142,7 +147,16 @@ class SQLiteStore:
                 raise StoreError(f"SQLite read failed: {exc}") from exc
 
     def _scan(self, where: str, params: tuple[Any, ...], window: Window) -> Iterator[AuditRecord]:
-        """Newest-first candidates, fetched in chunks by keyset."""
+        """Newest-first records inside the exact window, fetched by keyset in growing chunks.
+
+        The exact microsecond bounds and the page cursor are part of the SQL, so every row
+        fetched is a match and the first chunk is only ``limit + 1`` rows: one page plus the
+        row that tells whether another page exists (``as_of`` reads a handful of rows, not
+        hundreds). A caller that reads on -- following ties within a millisecond, or
+        dropping rows it filters out -- gets chunks that double up to :data:`_MAX_CHUNK`.
+        The ``event_ms`` bounds let the index narrow the range; the ``event_time_us`` bounds
+        make it exact inside the boundary milliseconds.
+        """
         clauses = [where]
         bounds: list[Any] = list(params)
         if window.min_ms is not None:
@@ -151,9 +165,16 @@ class SQLiteStore:
         if window.max_ms is not None:
             clauses.append("event_ms <= ?")
             bounds.append(window.max_ms)
+        if window.since_us is not None:
+            clauses.append("event_time_us >= ?")
+            bounds.append(window.since_us)
+        if window.until_us is not None:
+            clauses.append("event_time_us <= ?")
+            bounds.append(window.until_us)
         position: tuple[int, str] | None = None
         if window.cursor is not None:
             position = (window.cursor.millis, str(window.cursor.event_id))
+        chunk = min(window.limit + 1, _MAX_CHUNK)
         while True:
             sql_clauses = list(clauses)
             sql_params = list(bounds)
@@ -162,15 +183,16 @@ class SQLiteStore:
                 sql_params += [position[0], position[0], position[1]]
             sql = (
                 f"{_SELECT} WHERE {' AND '.join(sql_clauses)} "
-                f"ORDER BY event_ms DESC, event_id DESC LIMIT {_CHUNK}"
+                f"ORDER BY event_ms DESC, event_id DESC LIMIT {chunk}"
             )
             rows = self._query(sql, tuple(sql_params))
             for values in rows:
                 yield _from_tuple(values)
-            if len(rows) < _CHUNK:
+            if len(rows) < chunk:
                 return
             last = rows[-1]
-            position = (int(last[_COLUMNS.index("event_ms")]), str(last[0]))
+            position = (int(last[_EVENT_MS]), str(last[0]))
+            chunk = min(chunk * 2, _MAX_CHUNK)
 
     def history(
         self,
@@ -197,14 +219,16 @@ class SQLiteStore:
         page: str | None = None,
     ) -> Page[AuditRecord]:
         window = Window.build(since, until, limit, page)
-        return paginate(self._scan("actor_id = ?", (actor_id,), window), window)
+        found = self._scan("actor_id = ?", (actor_id,), window)
+        return paginate((r for r in found if not r.is_departure), window)
 
     def by_transaction(self, transaction_id: uuid.UUID) -> list[AuditRecord]:
         rows = self._query(
             f"{_SELECT} WHERE transaction_id = ? ORDER BY sequence, event_id",
             (str(transaction_id),),
         )
-        return [_from_tuple(values) for values in rows]
+        found = (_from_tuple(values) for values in rows)
+        return [record for record in found if not record.is_departure]
 
     def close(self) -> None:
         with self._lock:

@@ -1,11 +1,12 @@
 """The query side on a real Cassandra node, filled by the real consumer.
 
-The scripted history of tests/unit/test_query_scripted.py (100 audited changes of an ORM
-model on SQLite, with deletes and re-inserts of the same primary key) is consumed by the
-real worker into the Cassandra store; ``as_of`` must then equal the database snapshot at
-every point. It runs with the wall clock and with a stepped producer clock that puts several
-commits in each millisecond and crosses midnight (so a day-bucketed keyspace splits the
-history over two partitions). The CLI is checked against the same keyspace.
+The scripted history of tests/query_support.py (100 audited changes of an ORM model on
+SQLite, with deletes and re-inserts of the same primary key and primary-key changes: a
+move, a swap inside one transaction, a move back) is consumed by the real worker into the
+Cassandra store; ``as_of`` must then equal the database snapshot at every point. It runs
+with the wall clock and with a stepped producer clock that puts several commits in each
+millisecond and crosses midnight (so a day-bucketed keyspace splits the history over two
+partitions). The CLI is checked against the same keyspace.
 """
 
 from __future__ import annotations
@@ -14,24 +15,14 @@ import datetime as dt
 import json
 import os
 import socket
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
-
-from consumer.cli import main
-from consumer.config import CassandraConfig, CassandraSchemaConfig
-from consumer.query import AuditQuery
-from consumer.sinks.cassandra import CassandraStore, apply_schema
-
-# The scripted history is shared with the unit test of the same name.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from test_query_scripted import (
+from query_support import (
     ACTORS,
     IDS,
     STEPS,
@@ -39,9 +30,15 @@ from test_query_scripted import (
     ScriptedHistory,
     SteppedClock,
     check_as_of,
+    check_moves,
     consume,
     run_script,
 )
+
+from consumer.cli import main
+from consumer.config import CassandraConfig, CassandraSchemaConfig
+from consumer.query import AuditQuery
+from consumer.sinks.cassandra import CassandraStore, apply_schema
 
 if TYPE_CHECKING:
     from cassandra.cluster import Session as CassandraSession
@@ -122,16 +119,22 @@ def test_as_of_matches_the_database_at_every_point(
     assert check_as_of(filled.query, history) >= len(IDS) * (STEPS + 2)
 
 
+def test_a_key_left_by_a_move_says_where_the_row_went(
+    history: ScriptedHistory, filled: Keyspace
+) -> None:
+    """On Cassandra too, as_of on a key a row moved away from names the new key."""
+    assert check_moves(filled.query, history) >= 2
+
+
 def test_history_is_every_event_newest_first(history: ScriptedHistory, filled: Keyspace) -> None:
     """Cassandra's order (ms, then the uuid event id) is commit order, across pages."""
     for record_id in map(str, IDS):
-        expected = [e.event_id for e in reversed(history.events) if e.record_id == record_id]
         got = [r.event_id for r in filled.query.iter_history(TABLE, record_id, page_size=7)]
-        assert got == expected
+        assert got == history.expected_history(record_id)
 
 
 def test_actor_and_transaction(history: ScriptedHistory, filled: Keyspace) -> None:
-    """by_actor and by_transaction on Cassandra return exactly the matching events."""
+    """by_actor and by_transaction on Cassandra return exactly the matching events (a move once)."""
     first = history.points[0].committed_at
     for actor in ACTORS:
         expected = [
@@ -141,10 +144,9 @@ def test_actor_and_transaction(history: ScriptedHistory, filled: Keyspace) -> No
         ]
         got = [r.event_id for r in filled.query.iter_by_actor(actor, since=first, page_size=9)]
         assert got == expected
-    for event in history.events[::10]:
-        assert [r.event_id for r in filled.query.by_transaction(event.transaction_id)] == [
-            event.event_id
-        ]
+    for event in [*history.events[::10], *history.moves]:
+        expected = [e.event_id for e in history.events if e.transaction_id == event.transaction_id]
+        assert [r.event_id for r in filled.query.by_transaction(event.transaction_id)] == expected
 
 
 # --------------------------------------------------------------------------- the CLI
@@ -180,7 +182,7 @@ def test_cli_history_and_as_of(
     assert main(["history", TABLE, "1", "--json", "--limit", "1000", *flags]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [json.loads(line)["event_id"] for line in lines] == [
-        str(e.event_id) for e in reversed(history.events) if e.record_id == "1"
+        str(event_id) for event_id in history.expected_history("1")
     ]
     point = history.points[STEPS // 2]
     at = point.committed_at.isoformat()
