@@ -42,9 +42,17 @@ def add_outbox_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("outbox")
     group.add_argument("--db", help=f"SQLAlchemy database URL [{DB_ENV}]")
     group.add_argument(
-        "--table", help=f"outbox table name (default {DEFAULT_TABLE_NAME}) [{TABLE_ENV}]"
+        "--table",
+        "--outbox-table",
+        dest="table",
+        help=f"outbox table name (default {DEFAULT_TABLE_NAME}) [{TABLE_ENV}]",
     )
-    group.add_argument("--schema", help=f"schema of the outbox table [{SCHEMA_ENV}]")
+    group.add_argument(
+        "--schema",
+        "--outbox-schema",
+        dest="schema",
+        help=f"schema of the outbox table [{SCHEMA_ENV}]",
+    )
 
 
 def _setting(args: argparse.Namespace, dest: str, env: Mapping[str, str], name: str) -> str | None:

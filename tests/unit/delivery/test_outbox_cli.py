@@ -49,7 +49,9 @@ def test_create_table_is_idempotent(db_url: str, capsys: pytest.CaptureFixture[s
 def test_create_table_can_print_its_ddl(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     """--sql prints the CREATE TABLE for the URL's dialect without touching the database."""
     url = "postgresql+psycopg://u:p@127.0.0.1:1/none"
-    assert main(["outbox", "create-table", "--db", url, "--table", "events_out", "--sql"]) == 0
+    assert (
+        main(["outbox", "create-table", "--db", url, "--outbox-table", "events_out", "--sql"]) == 0
+    )
     out = capsys.readouterr().out
     assert out.startswith("CREATE TABLE events_out (")
     assert "BIGSERIAL" in out
