@@ -13,9 +13,23 @@ from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
-from capture_support import Base, Country, User, brief, fix_sqlite_transactions, one_transaction
+from capture_support import (
+    Account,
+    Base,
+    Child,
+    Counter,
+    Country,
+    Parent,
+    Post,
+    Tag,
+    User,
+    brief,
+    fix_sqlite_transactions,
+    one_transaction,
+)
 from sqlalchemy import delete, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import selectinload
 
 from sqla_audit import ChangeEvent, audit_context, install_audit, uninstall_audit
 from sqla_audit.context import current_actor
@@ -256,3 +270,139 @@ def test_outbox_mode(async_url: str) -> None:
     assert [(e.operation.value, e.record_id, e.after) for e in batch] == [
         ("insert", "A", {"code": "A", "name": "b"})
     ]
+
+
+# --------------------------------------------------------------------------- more core rules
+
+
+def test_deferred_server_default_onupdate_and_no_change(async_url: str) -> None:
+    """Never-loaded deferred columns, onupdate values and no-op updates behave as with Session."""
+
+    async def scenario(maker: Maker, publisher: InMemoryPublisher) -> list[tuple[Any, ...]]:
+        async with maker.begin() as session:
+            session.add(User(id=1, display_name="Ann", bio="old bio"))
+            session.add(Counter(id=1, value=1))
+        publisher.clear()
+        async with maker.begin() as session:
+            user = (await session.scalars(sa.select(User))).one()
+            assert "bio" not in user.__dict__
+            user.bio = "new bio"
+            user.display_name = "Ann"  # same value: not a change
+            counter = await session.get(Counter, 1)
+            assert counter is not None
+            counter.value = Counter.value + 1
+        async with maker.begin() as session:
+            same = await session.get(User, 1)
+            assert same is not None
+            same.email = None  # unchanged: nothing published
+        return [
+            (e.table, e.changed_columns, (e.before or {}).get("bio"), (e.after or {}).get("bio"))
+            for e in publisher.events
+        ]
+
+    assert run(async_url, scenario) == [  # the get() autoflushed the user first
+        ("users", ("bio",), "old bio", "new bio"),
+        ("counters", ("value", "revision"), None, None),
+    ]
+
+
+def test_relationships_cascades_and_association_rows(async_url: str) -> None:
+    """Delete-orphan cascades and many-to-many rows are captured through AsyncSession."""
+
+    async def scenario(maker: Maker, publisher: InMemoryPublisher) -> list[tuple[str, str, str]]:
+        async with audit_context(actor="alice"), maker.begin() as session:
+            session.add(Parent(id=1, children=[Child(id=1, name="a"), Child(id=2, name="b")]))
+            session.add(Post(id=1, title="p", tags=[Tag(id=7, label="x")]))
+        publisher.clear()
+        async with audit_context(actor="bob"), maker.begin() as session:
+            parent = (
+                await session.scalars(sa.select(Parent).options(selectinload(Parent.children)))
+            ).one()
+            parent.children.pop(0)
+            tag = (await session.scalars(sa.select(Tag).options(selectinload(Tag.posts)))).one()
+            tag.posts.clear()
+        assert {e.actor.id for e in publisher.events if e.actor} == {"bob"}
+        return [(e.operation.value, e.table, e.record_id) for e in publisher.events]
+
+    assert run(async_url, scenario) == [  # the second query autoflushed the orphan first
+        ("delete", "children", "1"),
+        ("delete", "post_tags", "1:7"),
+    ]
+
+
+def test_key_change_coalescing_and_masking(async_url: str) -> None:
+    """Key changes, coalescing within a transaction and masking work as with Session."""
+
+    async def scenario(maker: Maker, publisher: InMemoryPublisher) -> list[tuple[Any, ...]]:
+        async with maker.begin() as session:
+            session.add(Country(code="A", name="a"))
+            session.add(Account(id=1, login="ann", password_hash="secret-1", last_seen=1))
+        publisher.clear()
+        async with maker.begin() as session:
+            country = await session.get(Country, "A")
+            assert country is not None
+            country.code = "B"
+            await session.flush()
+            country.name = "b"
+            session.add(Country(code="N", name="new"))
+            await session.flush()
+            new = await session.get(Country, "N")
+            await session.delete(new)
+            account = await session.get(Account, 1)
+            assert account is not None
+            account.password_hash = "secret-2"
+            account.last_seen = 2
+        assert all("secret" not in text for text in publisher.raw_messages)
+        return [
+            (e.table, e.record_id, e.previous_record_id, e.changed_columns)
+            for e in publisher.events
+        ]
+
+    assert run(async_url, scenario) == [
+        ("countries", "B", "A", ("code", "name")),
+        ("accounts", "1", None, ("password_hash",)),
+    ]
+
+
+def test_failed_flush_and_nested_savepoints(async_url: str) -> None:
+    """A failed flush publishes nothing; nested SAVEPOINTs keep exactly what was released."""
+
+    async def scenario(maker: Maker, publisher: InMemoryPublisher) -> list[str]:
+        async with maker.begin() as session:
+            session.add(Country(code="A", name="a"))
+        publisher.clear()
+
+        async def duplicate() -> None:
+            async with maker.begin() as session:
+                session.add(Country(code="Z", name="z"))
+                await session.flush()
+                session.add(Country(code="A", name="again"))
+
+        with pytest.raises(sa.exc.IntegrityError):
+            await duplicate()
+        async with maker.begin() as session:
+            async with session.begin_nested():
+                session.add(Country(code="B", name="b"))
+                inner = await session.begin_nested()
+                session.add(Country(code="C", name="c"))
+                await session.flush()
+                await inner.rollback()
+            session.add(Country(code="D", name="d"))
+        return [e.record_id for e in publisher.events]
+
+    assert run(async_url, scenario) == ["B", "D"]
+
+
+def test_outbox_write_failure_fails_the_commit(async_url: str) -> None:
+    """In outbox mode a failing writer makes the AsyncSession commit fail; nothing is kept."""
+    writer = InMemoryTransactionalWriter(fail_with=RuntimeError("outbox down"))
+
+    async def main() -> int:
+        async with audited(async_url, outbox=writer) as (maker, _):
+            with pytest.raises(RuntimeError, match="outbox down"):
+                async with maker.begin() as session:
+                    session.add(Country(code="A", name="a"))
+            async with maker() as session:
+                return len((await session.scalars(sa.select(Country))).all())
+
+    assert asyncio.run(main()) == 0

@@ -425,3 +425,14 @@ def test_outbox_mode_writes_bulk_changes_in_the_transaction(
         ("1", ("email",)),
         ("2", ("email",)),
     ]
+
+
+def test_update_with_application_returning(
+    maker: sessionmaker[Session], published: InMemoryPublisher
+) -> None:
+    """The application's RETURNING rows of an UPDATE are returned unchanged."""
+    _seed_users(maker, published, 2)
+    with maker.begin() as session:
+        rows = session.execute(update(User).values(email="r").returning(User.id, User.email)).all()
+    assert sorted(tuple(row) for row in rows) == [(1, "r"), (2, "r")]
+    assert _changes(published) == [("update", "1", ["email"]), ("update", "2", ["email"])]
