@@ -46,6 +46,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -835,7 +836,21 @@ class SNSPublisher:
             self._spool.size_bytes,
             delay,
         )
-        self._stop.wait(delay)
+        self._wait_spilling(delay)
+
+    def _wait_spilling(self, seconds: float) -> None:
+        """Pause between outage probes, moving newly published events to the spool as they
+        come so they do not wait in memory (where a crash would lose them)."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            with self._cond:
+                if not self._queue:
+                    self._cond.wait(min(remaining, 1.0))
+                if self._queue and self._spool is not None:
+                    self._spill_queue_locked()
 
 
 __all__ = [

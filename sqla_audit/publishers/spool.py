@@ -155,7 +155,7 @@ class EventSpool:
                 chunk_bytes += record_size(payload)
             if chunk:
                 self._write_tail(chunk)
-            self._peeked.clear()
+            # Records peeked earlier keep their positions: appending only adds at the end.
             if fitting < len(records):
                 raise SpoolFullError(
                     f"spool {self.directory} is full ({self.max_bytes} bytes): "

@@ -363,3 +363,21 @@ def test_invalid_settings_are_refused(fake_sns: Any) -> None:
         SNSPublisher(TOPIC, client=fake_sns, max_queue_events=0, register_atexit=False)
     with pytest.raises(ValueError, match="max_batch_events"):
         SNSPublisher(TOPIC, client=fake_sns, max_batch_events=0, register_atexit=False)
+
+
+def test_events_published_during_an_outage_reach_the_spool_promptly(
+    make_publisher: Callable[..., SNSPublisher],
+    fake_sns: Any,
+    event_factory: EventFactory,
+    tmp_path: Path,
+) -> None:
+    """Between outage probes, new events are moved to the spool instead of waiting in memory."""
+    fake_sns.down = True
+    slow_probes = RetryPolicy(max_attempts=10**9, base_delay=60.0, max_delay=60.0)
+    publisher = make_publisher(spool=tmp_path / "spool", outage_retry=slow_probes)
+    publisher.publish([event_factory()])
+    wait_until(lambda: publisher.stats().spooled == 1)
+    wait_until(lambda: len(fake_sns.calls) >= 4)  # first batch + first probe of the spool
+    publisher.publish([event_factory(), event_factory()])
+    wait_until(lambda: publisher.stats().spooled == 3)
+    assert publisher.stats().queued == 0

@@ -212,3 +212,13 @@ def test_fsync_off_still_round_trips(tmp_path: Path) -> None:
     assert os.listdir(directory)
     with EventSpool(directory, fsync=False) as spool:
         assert drain(spool) == records(0, 3)
+
+
+def test_appending_between_peek_and_ack_keeps_the_window(tmp_path: Path) -> None:
+    """Records appended by another thread after a peek do not disturb its acknowledgement."""
+    with EventSpool(tmp_path / "s", segment_bytes=40) as spool:
+        spool.append(records(0, 5))
+        window = spool.peek(3)
+        spool.append(records(5, 8))
+        spool.ack(len(window))
+        assert drain(spool) == records(3, 8)
