@@ -148,6 +148,8 @@ class _Shape:
     key_columns: list[Any]
     keys: tuple[str, ...]
     positions: tuple[int, ...]
+    #: what ``FOR UPDATE OF`` locks (PostgreSQL): the model's own tables, not joined ones
+    tables: list[Any]
 
 
 def _chunks(items: Sequence[Key]) -> Iterator[Sequence[Key]]:
@@ -234,7 +236,9 @@ class BulkCapturer:
         if operation is Operation.INSERT:
             result = self._insert(job, call)
         elif state.is_executemany:
-            result = self._update_by_keys(job, call)
+            # UPDATE by primary key; SQLAlchemy refuses a DELETE with parameter lists.
+            update = operation is Operation.UPDATE
+            result = self._update_by_keys(job, call) if update else call.invoke()
         else:
             result = self._where(job, call)
         for change in job.changes:
@@ -253,6 +257,7 @@ class BulkCapturer:
                 columns=[attrs[spec.key].class_attribute for spec in specs],
                 key_columns=[attrs[spec.key].class_attribute for spec in plan.primary_key],
                 keys=tuple(spec.key for spec in specs),
+                tables=list(plan.mapper.tables),
                 positions=tuple(
                     next(i for i, spec in enumerate(specs) if spec is key)
                     for key in plan.primary_key
@@ -281,7 +286,7 @@ class BulkCapturer:
         where = job.statement.whereclause
         if where is not None:
             stmt = stmt.where(where)
-        stmt = stmt.with_for_update()
+        stmt = stmt.with_for_update(of=self._shape(job.plan).tables)
         if self.max_rows is not None:
             stmt = stmt.limit(self.max_rows + 1)
         rows = self._read(job, stmt, job.params)
@@ -300,7 +305,7 @@ class BulkCapturer:
                 where = sa.tuple_(*key_attrs).in_(list(chunk))
             stmt = sa.select(*shape.columns).where(where)
             if lock:
-                stmt = stmt.with_for_update()
+                stmt = stmt.with_for_update(of=shape.tables)
             found.update(self._read(job, stmt))
         return found
 

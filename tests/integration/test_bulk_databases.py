@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from capture_support import Base, Country, Manager, User, fix_sqlite_transactions
+from capture_support import Base, Child, Country, Manager, Parent, User, fix_sqlite_transactions
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Engine
@@ -352,3 +352,29 @@ def test_phantom_row_under_read_committed_is_reported(
         3,
         2,
     )
+
+
+def test_update_and_delete_with_criteria_on_another_table(
+    maker: sessionmaker[Session], published: InMemoryPublisher
+) -> None:
+    """UPDATE ... FROM / multi-table criteria: only the target table's rows are read and locked."""
+    with maker.begin() as session:
+        session.add_all(
+            [
+                Parent(id=1, children=[Child(id=1, name="a"), Child(id=2, name="b")]),
+                Parent(id=2, children=[Child(id=3, name="c")]),
+            ]
+        )
+    published.clear()
+    with maker.begin() as session:
+        session.execute(
+            update(Child)
+            .where(Child.parent_id == Parent.id, Parent.id == 1)
+            .values(name="first family")
+        )
+        session.execute(delete(Child).where(Child.id == 3))
+    assert [(e.operation.value, e.table, e.record_id, e.after) for e in published.events] == [
+        ("update", "children", "1", {"id": 1, "name": "first family", "parent_id": 1}),
+        ("update", "children", "2", {"id": 2, "name": "first family", "parent_id": 1}),
+        ("delete", "children", "3", None),
+    ]
