@@ -50,10 +50,14 @@ class S3Offloader:
         self.key_prefix = key_prefix
         if client is None:
             import boto3  # noqa: PLC0415 -- boto3 is an optional dependency
+            from botocore.exceptions import BotoCoreError  # noqa: PLC0415
 
-            client = boto3.session.Session().client(
-                "s3", region_name=region_name, endpoint_url=endpoint_url
-            )
+            try:
+                client = boto3.session.Session().client(
+                    "s3", region_name=region_name, endpoint_url=endpoint_url
+                )
+            except (BotoCoreError, ValueError) as exc:
+                raise ConfigurationError(f"cannot build the S3 client: {exc}") from exc
         self._client = client
 
     def key_for(self, event_id: str) -> str:

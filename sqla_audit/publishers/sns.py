@@ -55,7 +55,13 @@ from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
-from sqla_audit.errors import AuditError, DecodeError, PermanentError, TransportError
+from sqla_audit.errors import (
+    AuditError,
+    ConfigurationError,
+    DecodeError,
+    PermanentError,
+    TransportError,
+)
 from sqla_audit.events import ChangeEvent
 from sqla_audit.limits import (
     PAYLOAD_HEADROOM_BYTES,
@@ -147,9 +153,12 @@ def build_sns_client(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
     )
-    return boto3.session.Session().client(
-        "sns", region_name=region_name, endpoint_url=endpoint_url, config=config
-    )
+    try:
+        return boto3.session.Session().client(
+            "sns", region_name=region_name, endpoint_url=endpoint_url, config=config
+        )
+    except (BotoCoreError, ValueError) as exc:  # no region, malformed endpoint...
+        raise ConfigurationError(f"cannot build the SNS client: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- messages

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ParamValidationError
 
-from sqla_audit.errors import DecodeError, PermanentError, TransportError
+from sqla_audit.errors import ConfigurationError, DecodeError, PermanentError, TransportError
 from sqla_audit.events import ChangeEvent
 from sqla_audit.limits import SNS_MAX_BATCH_ENTRIES, SNS_MAX_PAYLOAD_BYTES
 from sqla_audit.offload_pointer import PAYLOAD_SIZE_ATTRIBUTE, parse_pointer
@@ -348,3 +349,16 @@ def test_built_client_keeps_botocore_retries_low() -> None:
     )
     assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 2}
     assert client.meta.endpoint_url == "http://127.0.0.1:9"
+
+
+def test_unusable_aws_settings_are_configuration_errors(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No region for SNS, or a malformed endpoint, fails early with ConfigurationError."""
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    with pytest.raises(ConfigurationError, match="SNS client"):
+        build_sns_client()
+    with pytest.raises(ConfigurationError, match="S3 client"):
+        S3Offloader("bucket", region_name="us-east-1", endpoint_url="not a url")
