@@ -12,10 +12,11 @@ import pytest
 
 from consumer.cli import main
 from consumer.config import CassandraConfig, CassandraSchemaConfig
+from consumer.differ import records_for_event
 from consumer.records import AuditRecord
 from consumer.sinks.base import AuditStore
 from consumer.sinks.cassandra import CassandraStore, apply_schema
-from consumer.testing import make_record
+from consumer.testing import make_event, make_record
 from sqla_audit.errors import ConfigurationError
 from sqla_audit.events import Actor
 
@@ -188,6 +189,29 @@ def test_by_actor_and_by_transaction(store: AuditStore) -> None:
     )
     assert [*one.items, *rest.items] == [second, first]
     assert store.by_transaction(txn) == [first, second]
+
+
+def test_a_departure_is_written_to_the_record_table_only(store: AuditStore) -> None:
+    """A key change's departure is in the old id's history, not by actor or transaction."""
+    old_id, new_id, actor = fresh_id(), fresh_id(), f"actor-{fresh_id()}"
+    event = make_event(
+        record_id=new_id,
+        previous_record_id=old_id,
+        before={"id": old_id, "balance": 1},
+        after={"id": new_id, "balance": 2},
+        committed_at=T0,
+        actor=actor,
+    )
+    made = records_for_event(event)
+    record, departure = made
+    store.write(made)
+    store.write(made)  # redelivery rewrites the same rows
+    assert list(store.history("accounts", old_id).items) == [departure]
+    assert departure.moved_to == new_id
+    assert list(store.history("accounts", new_id).items) == [record]
+    assert store.by_transaction(event.transaction_id) == [record]
+    page = store.by_actor(actor, since=T0 - dt.timedelta(days=1), until=T0 + dt.timedelta(days=1))
+    assert list(page.items) == [record]
 
 
 def test_plain_cql_reads_the_primary_table(

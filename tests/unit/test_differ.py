@@ -5,15 +5,31 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import uuid
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.differ import diff_event, diff_rows, nested_detail, record_for_event
-from consumer.records import FieldChange, NestedChange
+from consumer.differ import (
+    departure_for_event,
+    diff_event,
+    diff_rows,
+    nested_detail,
+    record_for_event,
+    records_for_event,
+)
+from consumer.records import (
+    MOVE_EVENT_KEY,
+    MOVED_TO_KEY,
+    FieldChange,
+    NestedChange,
+    departure_event_id,
+    record_from_row,
+    record_to_row,
+)
 from consumer.testing import make_event
-from sqla_audit.events import Actor, Operation
+from sqla_audit.events import Actor, ChangeEvent, Operation, new_event_id
 from sqla_audit.serialization import MASKED_VALUE, JSONValue, encode_value
 
 
@@ -150,6 +166,132 @@ def test_record_without_actor() -> None:
     assert record is not None
     assert record.actor_id is None
     assert record.actor_attributes == {}
+
+
+def _move(**kwargs: object) -> ChangeEvent:
+    """Account 1 renamed to key 7 (with a balance change) in one update."""
+    fields: dict[str, object] = {
+        "record_id": "7",
+        "previous_record_id": "1",
+        "primary_key": {"id": "7"},
+        "before": {"id": "1", "owner": "alice", "balance": 10},
+        "after": {"id": "7", "owner": "alice", "balance": 20},
+        "actor": Actor("bob", {"role": "admin"}),
+        "metadata": {"tenant": "acme"},
+        "sequence": 3,
+    }
+    fields.update(kwargs)
+    return make_event(**fields)  # type: ignore[arg-type]
+
+
+def test_key_change_also_makes_a_departure_under_the_old_id() -> None:
+    """A moving update gives its record under the new id and a departure under the old id."""
+    event = _move()
+    record, departure = records_for_event(event)
+    assert record == record_for_event(event)
+    assert (record.record_id, record.previous_record_id, record.moved_to) == ("7", "1", None)
+    assert departure.table == event.table
+    assert departure.record_id == "1"
+    assert departure.operation is Operation.DELETE
+    assert departure.before == event.before
+    assert departure.after is None
+    assert departure.changes == {
+        "id": FieldChange("1", None),
+        "owner": FieldChange("alice", None),
+        "balance": FieldChange(10, None),
+    }
+    assert departure.moved_to == "7"
+    assert departure.is_departure
+    assert not record.is_departure
+    assert departure.metadata == {
+        "tenant": "acme",
+        MOVED_TO_KEY: "7",
+        MOVE_EVENT_KEY: str(event.event_id),
+    }
+    assert departure.event_id == departure_event_id(event.event_id) != event.event_id
+    assert departure.previous_record_id is None
+    for name in ("event_time", "occurred_at", "transaction_id", "sequence", "service"):
+        assert getattr(departure, name) == getattr(record, name), name
+    assert (departure.actor_id, departure.actor_attributes) == ("bob", {"role": "admin"})
+    assert departure.request_id == event.request_id
+
+
+def test_departure_survives_the_stored_form() -> None:
+    """A departure read back from its flat row is still recognised, with its new id."""
+    departure = departure_for_event(_move())
+    assert departure is not None
+    again = record_from_row(record_to_row(departure))
+    assert again == departure
+    assert again.moved_to == "7"
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        make_event(),  # an update that keeps its key
+        make_event(previous_record_id="1"),  # previous id equal to the id: not a move
+        make_event(operation="insert", previous_record_id="0"),  # only updates move rows
+        make_event(operation="delete", previous_record_id="0"),
+    ],
+)
+def test_no_departure_without_a_key_change(event: ChangeEvent) -> None:
+    """Updates that keep their key, inserts and deletes yield their own record only."""
+    assert departure_for_event(event) is None
+    assert records_for_event(event) == [record_for_event(event)]
+
+
+def test_records_for_an_update_that_changed_nothing_is_empty() -> None:
+    """An update without a real change and without a key change yields no record."""
+    row = {"id": "1", "balance": 10}
+    assert records_for_event(make_event(before=row, after=row)) == []
+
+
+def test_departure_id_is_deterministic_and_keeps_the_uuid7_order() -> None:
+    """The derived id is stable, distinct, version 7, and keeps the original's ms and counter."""
+    original = new_event_id()
+    derived = departure_event_id(original)
+    assert derived == departure_event_id(original)
+    assert derived != original
+    assert derived.version == 7
+    assert derived.variant == uuid.RFC_4122
+    assert derived.int >> 64 == original.int >> 64
+    later = new_event_id()
+    assert original < later
+    assert departure_event_id(original) < later  # ordered like the original
+
+
+def test_departure_id_of_a_non_uuid7_event_is_name_based() -> None:
+    """An event id that is not version 7 gives a stable version 5 departure id."""
+    original = uuid.uuid4()
+    derived = departure_event_id(original)
+    assert derived == departure_event_id(original)
+    assert derived.version == 5
+    assert derived != original
+
+
+def test_metadata_that_only_looks_like_a_departure_is_not_one() -> None:
+    """Producer metadata with the departure keys does not make a record a departure."""
+    forged = {MOVED_TO_KEY: "7", MOVE_EVENT_KEY: str(uuid.uuid4())}
+    for event in (
+        make_event(operation="delete", metadata=forged),
+        make_event(operation="delete", metadata={MOVED_TO_KEY: "7", MOVE_EVENT_KEY: "junk"}),
+        make_event(operation="delete", metadata={MOVED_TO_KEY: 7}),
+        make_event(metadata=forged),
+    ):
+        record = record_for_event(event)
+        assert record is not None
+        assert record.moved_to is None
+        assert not record.is_departure
+    # the real derivation on a record that is not a delete is not a departure either
+    source = new_event_id()
+    update = record_for_event(
+        make_event(
+            event_id=departure_event_id(source),
+            metadata={MOVED_TO_KEY: "7", MOVE_EVENT_KEY: str(source)},
+        )
+    )
+    assert update is not None
+    assert update.moved_to is None
 
 
 json_scalars = st.one_of(

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from consumer.differ import records_for_event
 from consumer.query import AuditQuery, change_order
 from consumer.records import AuditRecord
 from consumer.sinks.base import AuditStore, InvalidQuery
 from consumer.sinks.memory import MemoryStore
 from consumer.sinks.sqlite import SQLiteStore
-from consumer.testing import make_record
+from consumer.testing import make_event, make_record
 from sqla_audit.events import Operation, new_event_id
 from sqla_audit.serialization import TaggedEnum, encode_value, registry_resolver
 
@@ -246,6 +247,41 @@ def test_as_of_same_commit_uses_sequence(query: AuditQuery) -> None:
     assert state.exists
     assert state.event == insert
     assert change_order(insert) > change_order(delete)
+
+
+def test_as_of_swap_in_one_commit_keeps_the_arriving_row(query: AuditQuery) -> None:
+    """Keys swapped in one commit: on each key the arrival wins over the departure."""
+    txn = uuid.uuid4()
+    # row a moves 1 -> 2 (sequence 0), row b moves 2 -> 1 (sequence 1)
+    a_moves = make_event(
+        record_id="2",
+        previous_record_id="1",
+        before=_row("a"),
+        after={**_row("a"), "id": "2"},
+        committed_at=T0,
+        transaction_id=txn,
+        sequence=0,
+    )
+    b_moves = make_event(
+        record_id="1",
+        previous_record_id="2",
+        before={**_row("b"), "id": "2"},
+        after=_row("b"),
+        committed_at=T0,
+        transaction_id=txn,
+        sequence=1,
+    )
+    records = [*records_for_event(a_moves), *records_for_event(b_moves)]
+    query.store.write(records)
+    on_one, on_two = query.as_of("accounts", "1", T0), query.as_of("accounts", "2", T0)
+    assert on_one.values is not None
+    assert on_one.values["name"] == "b"
+    assert on_two.values is not None
+    assert on_two.values["name"] == "a"
+    departure = next(r for r in records if r.record_id == "2" and r.is_departure)
+    arrival = next(r for r in records if r.record_id == "2" and not r.is_departure)
+    assert departure.sequence > arrival.sequence  # sequence alone would pick the departure
+    assert change_order(departure) < change_order(arrival)
 
 
 @pytest.mark.parametrize("at", [dt.datetime(2026, 1, 1), "2026-01-01T00:00:00Z", None])

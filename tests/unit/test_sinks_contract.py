@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from consumer.differ import records_for_event
 from consumer.records import AuditRecord
 from consumer.sinks.base import AuditStore, InvalidQuery
 from consumer.sinks.memory import MemoryStore
 from consumer.sinks.sqlite import SQLiteStore
-from consumer.testing import make_record
+from consumer.testing import make_event, make_record
 from sqla_audit.events import Actor, Operation
 
 T0 = dt.datetime(2026, 1, 10, 12, 0, 0, tzinfo=dt.UTC)
@@ -171,6 +172,72 @@ def test_records_keep_every_field(store: AuditStore) -> None:
     )
     store.write([record])
     assert store.history("accounts", "1").items == [record]
+
+
+def _moves(count: int, actor: str = "bob") -> list[tuple[AuditRecord, AuditRecord]]:
+    """``count`` key changes (key i+100 to key i), one second apart: (record, departure)."""
+    made = []
+    for i in range(count):
+        event = make_event(
+            record_id=str(i),
+            previous_record_id=str(i + 100),
+            before={"id": str(i + 100), "balance": 1},
+            after={"id": str(i), "balance": 1},
+            committed_at=T0 + dt.timedelta(seconds=i),
+            actor=actor,
+        )
+        record, departure = records_for_event(event)
+        made.append((record, departure))
+    return made
+
+
+def test_departures_are_in_history_only(store: AuditStore) -> None:
+    """A departure is in the old id's history, never in by_actor or by_transaction."""
+    ((record, departure),) = _moves(1)
+    store.write([record, departure])
+    assert store.history("accounts", "100").items == [departure]
+    assert store.history("accounts", "0").items == [record]
+    assert store.by_transaction(record.transaction_id) == [record]
+    assert list(store.by_actor("bob", since=T0).items) == [record]
+
+
+def test_departures_are_idempotent(store: AuditStore) -> None:
+    """Rewriting a move's records (a redelivery) stores each of them once."""
+    ((record, departure),) = _moves(1)
+    store.write([record, departure])
+    store.write([departure, record])
+    again = records_for_event(make_event(**_move_kwargs(record)))
+    store.write(again)
+    assert store.history("accounts", "100").items == [departure]
+    assert store.history("accounts", "0").items == [record]
+
+
+def _move_kwargs(record: AuditRecord) -> dict[str, object]:
+    return {
+        "event_id": record.event_id,
+        "record_id": record.record_id,
+        "previous_record_id": record.previous_record_id,
+        "before": record.before,
+        "after": record.after,
+        "committed_at": record.event_time,
+        "transaction_id": record.transaction_id,
+        "actor": record.actor_id,
+    }
+
+
+def test_by_actor_pages_skip_departures(store: AuditStore) -> None:
+    """Paging by actor over moves returns each real event once, newest first."""
+    moves = _moves(7)
+    store.write([r for pair in moves for r in pair])
+    seen: list[AuditRecord] = []
+    token: str | None = None
+    while True:
+        page = store.by_actor("bob", since=T0, limit=2, page=token)
+        seen.extend(page.items)
+        token = page.next_page
+        if token is None:
+            break
+    assert seen == [record for record, _ in reversed(moves)]
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,30 @@ def test_valid_batch_is_written_then_acked(
     assert counter(worker.metrics, "sqla_audit_consumer_events_written_total") == 3
 
 
+def test_a_key_change_writes_two_records_and_counts_one_event(
+    source: MemorySource, store: MemoryStore, worker: Worker
+) -> None:
+    """A moving update writes its record and the old id's departure; redelivery adds nothing."""
+    move = make_event(
+        record_id="7",
+        previous_record_id="1",
+        before={"id": "1", "balance": 10},
+        after={"id": "7", "balance": 10},
+    )
+    source.send(move.to_json())
+    result = worker.process(receive_all(source))
+    assert len(result.acked) == 1
+    assert result.written == 1
+    assert sorted((r.record_id, r.operation.value, r.moved_to) for r in store.records) == [
+        ("1", "delete", "7"),
+        ("7", "update", None),
+    ]
+    source.send(move.to_json())
+    worker.process(receive_all(source))
+    assert len(store.records) == 2
+    assert counter(worker.metrics, "sqla_audit_consumer_events_written_total") == 2
+
+
 POISON = [
     "not json",
     json.dumps({**make_event().to_dict(), "schema_version": 99}),
