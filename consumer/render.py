@@ -223,6 +223,8 @@ def render_state(state: RecordState) -> str:
     head = f"{state.table} {state.record_id} as of {format_time(state.at)}"
     if state.event is None:
         return f"{head}: no change recorded at or before this time"
+    if not state.exists and state.moved_to is not None:
+        return f"{head}: moved to {state.moved_to} ({describe_event(state.event)})"
     if not state.exists:
         return f"{head}: did not exist (deleted: {describe_event(state.event)})"
     values = state.wire_values or {}

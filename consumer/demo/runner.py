@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from consumer.decoding import Decoder
 from consumer.demo.models import ShopBase
 from consumer.demo.scenario import SERVICE, ExpectedChange, ScenarioResult, run_scenario
-from consumer.differ import record_for_event
+from consumer.differ import records_for_event
 from consumer.query import AuditQuery, change_order
 from consumer.records import AuditRecord
 from consumer.render import format_changes, format_time, render_table
@@ -166,7 +166,8 @@ def consume(
             good.append(message)
             seen += [event.event_id for event in events]
             stats.events += len(events)
-            records += [r for r in map(record_for_event, events) if r is not None]
+            for event in events:
+                records += records_for_event(event)
         try:
             if records:
                 store.write(records)

@@ -217,3 +217,12 @@ def test_cli_as_of_json_names_the_new_key(
     assert state["exists"] is False
     assert state["event"]["operation"] == "delete"
     assert state["event"]["metadata"]["sqla_audit.moved_to"] == "NO"
+
+
+def test_readable_state_names_the_new_key(story: Story, query: AuditQuery) -> None:
+    """The readable as-of output of a moved row says where it went, not that it was deleted."""
+    from consumer.render import render_state
+
+    text = render_state(query.as_of(TABLE, "NOR", story.at("rename")))
+    assert "moved to NO" in text
+    assert "deleted" not in text
