@@ -34,7 +34,7 @@ Markers. Whatever cannot be itemized is never dropped silently: it is logged at 
 reported by one *marker* event on the table (``record_id`` ``"*"``, empty ``primary_key``,
 the statement's operation, and a description under ``metadata["sqla_audit.bulk"]``:
 ``reason``, ``rows``, ``itemized``, ``max_bulk_rows``, ``statement`` -- the SQL text with
-placeholders, never values). Reasons: ``max_bulk_rows`` (more rows than the cap),
+placeholders, never bound values). Reasons: ``max_bulk_rows`` (more rows than the cap),
 ``unmatched_rows`` (the statement changed more rows than were read first: a concurrent
 insert under READ COMMITTED), ``primary_key_updated`` (an UPDATE assigning a key column:
 old and new rows cannot be paired), ``keys_unknown`` (an INSERT whose keys the database
