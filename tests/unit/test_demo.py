@@ -12,7 +12,7 @@ import pytest
 
 from consumer.cli import main
 from consumer.demo.runner import DemoConfig, run_demo
-from consumer.differ import record_for_event
+from consumer.differ import records_for_event
 from consumer.records import AuditRecord
 from consumer.sinks.sqlite import SQLiteStore
 from sqla_audit.events import ChangeEvent, Operation
@@ -129,13 +129,15 @@ def test_demo_reports_a_history_that_does_not_match(
 ) -> None:
     """If a record's stored actor differs from the scenario, the check fails with exit 1."""
 
-    def wrong_actor(event: ChangeEvent) -> AuditRecord | None:
-        record = record_for_event(event)
-        if record is not None and record.operation is Operation.DELETE:
-            record = dataclasses.replace(record, actor_id="mallory")
-        return record
+    def wrong_actor(event: ChangeEvent) -> list[AuditRecord]:
+        return [
+            dataclasses.replace(record, actor_id="mallory")
+            if record.operation is Operation.DELETE
+            else record
+            for record in records_for_event(event)
+        ]
 
-    monkeypatch.setattr("consumer.demo.runner.record_for_event", wrong_actor)
+    monkeypatch.setattr("consumer.demo.runner.records_for_event", wrong_actor)
     out = io.StringIO()
     assert run_demo(DemoConfig(workdir=tmp_path), out) == 1
     text = out.getvalue()

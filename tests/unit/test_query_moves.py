@@ -20,6 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from consumer.cli import main
 from consumer.query import AuditQuery
+from consumer.render import render_state
 from consumer.sinks.base import AuditStore
 from consumer.sinks.memory import MemoryStore
 from consumer.sinks.sqlite import SQLiteStore
@@ -221,8 +222,6 @@ def test_cli_as_of_json_names_the_new_key(
 
 def test_readable_state_names_the_new_key(story: Story, query: AuditQuery) -> None:
     """The readable as-of output of a moved row says where it went, not that it was deleted."""
-    from consumer.render import render_state
-
     text = render_state(query.as_of(TABLE, "NOR", story.at("rename")))
     assert "moved to NO" in text
     assert "deleted" not in text
