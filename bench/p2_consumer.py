@@ -29,6 +29,7 @@ would bill its own cost to the consumer).
 from __future__ import annotations
 
 import collections
+import statistics
 import threading
 import time
 from collections.abc import Sequence
@@ -56,8 +57,8 @@ BATCH = 10
 
 #: Events per contender and round (scaled by ``--scale``), chosen so that each run lasts a
 #: few seconds here; the rate does not depend on them once a run is long enough.
-SIZES = {"raw": 3000, "consumer": 3000, "naive": 600, "ceiling": 6000}
-ROUNDS = 3
+SIZES = {"raw": 1500, "consumer": 1500, "naive": 300, "ceiling": 3000}
+ROUNDS = 6
 
 #: Targets of the issue.
 TARGET_OF_LIMIT = 0.80
@@ -269,6 +270,11 @@ def measure(scale: float = 1.0, rounds: int = ROUNDS) -> dict[str, Any]:
     }
 
 
+def _paired(values: Sequence[float], baseline: Sequence[float]) -> float:
+    pairs = [a / b for a, b in zip(values, baseline, strict=False) if b > 0]
+    return statistics.median(pairs) if pairs else 0.0
+
+
 def render(result: dict[str, Any]) -> str:
     stats = result["stats"]
     raw = stats["raw"]["median"]
@@ -295,16 +301,21 @@ def render(result: dict[str, Any]) -> str:
     table = markdown_table(
         ["contender", "events/round", "median rate", "range", "vs raw limit", "vs naive"], rows
     )
-    consumer = stats["consumer"]["median"]
-    of_limit = ratio(consumer, raw) or 0.0
-    over_naive = ratio(consumer, naive) or 0.0
+    rates = result["rates"]
+    of_limit = _paired(rates["consumer"], rates["raw"])
+    over_naive = _paired(rates["consumer"], rates["naive"])
     lines = [
         table,
+        "",
+        "Per-round ratios (each round runs every contender once, back to back; the median of "
+        "the rounds is less sensitive to Cassandra's slow phases than the ratio of medians):",
         "",
         f"- consumer / raw limit: {of_limit:.0%} (target ≥ {TARGET_OF_LIMIT:.0%}) — "
         + ("met" if of_limit >= TARGET_OF_LIMIT else "MISSED"),
         f"- consumer / naive: {over_naive:.1f}x (target ≥ {TARGET_OVER_NAIVE:.0f}x) — "
         + ("met" if over_naive >= TARGET_OVER_NAIVE else "MISSED"),
+        f"- raw limit / naive: {_paired(rates['raw'], rates['naive']):.1f}x — the most any "
+        "consumer could reach against the naive one on this Cassandra",
     ]
     return "\n".join(lines)
 
