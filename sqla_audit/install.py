@@ -41,6 +41,7 @@ its result is returned; an exception of the statement itself always propagates.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
@@ -49,7 +50,6 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Result
-from sqlalchemy.ext.asyncio import async_scoped_session, async_sessionmaker
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session, scoped_session, sessionmaker
 from sqlalchemy.orm import registry as orm_registry
 from sqlalchemy.orm.unitofwork import UOWTransaction
@@ -150,10 +150,14 @@ class Installation:
 
     def _resolve_target(self) -> Any:
         target = self.target
-        if isinstance(target, async_scoped_session):
-            target = target.session_factory
-        if isinstance(target, async_sessionmaker):
-            return self._wrap_async_maker(target)
+        # sqlalchemy.ext.asyncio needs greenlet, which a synchronous application may not
+        # have: look at it only if it is already imported -- an async target implies it is.
+        asyncio_ext: Any = sys.modules.get("sqlalchemy.ext.asyncio")
+        if asyncio_ext is not None:
+            if isinstance(target, asyncio_ext.async_scoped_session):
+                target = target.session_factory
+            if isinstance(target, asyncio_ext.async_sessionmaker):
+                return self._wrap_async_maker(target)
         if isinstance(target, sessionmaker):
             return target
         if isinstance(target, scoped_session):
@@ -178,7 +182,7 @@ class Installation:
             f"scoped_session or Session class, not {type(target).__name__}"
         )
 
-    def _wrap_async_maker(self, maker: async_sessionmaker[Any]) -> type[Session]:
+    def _wrap_async_maker(self, maker: Any) -> type[Session]:
         had_own = "sync_session_class" in maker.kw
         configured: type[Session] | None = maker.kw.get("sync_session_class")
         original: type[Session] = (
