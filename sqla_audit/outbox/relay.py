@@ -35,10 +35,10 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
-from sqlalchemy import Connection, Engine, Row, Table, delete, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, Engine, Row, Table, bindparam, delete, select, update
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from sqla_audit.errors import DecodeError
 from sqla_audit.events import ChangeEvent, utcnow
@@ -48,6 +48,25 @@ from sqla_audit.publishers.sns import OutgoingMessage, SendOutcome
 from sqla_audit.retry import RetryPolicy, Sleeper
 
 log = logging.getLogger(__name__)
+
+
+#: Passes :meth:`OutboxRelay.drain` retries after a deadlock or serialization conflict.
+_CONFLICT_RETRIES: Final = 5
+
+#: SQLSTATEs of PostgreSQL's serialization failure and deadlock; MySQL/MariaDB error
+#: numbers of a deadlock and a lock wait timeout.
+_CONFLICT_SQLSTATES: Final = frozenset({"40001", "40P01"})
+_CONFLICT_ERRNOS: Final = frozenset({1213, 1205})
+
+
+def is_transient_conflict(exc: DBAPIError) -> bool:
+    """True for a deadlock, serialization failure or lock wait timeout (retry the pass)."""
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate in _CONFLICT_SQLSTATES:
+        return True
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
+    return bool(args) and args[0] in _CONFLICT_ERRNOS
 
 
 class MessageSender(Protocol):
@@ -122,10 +141,23 @@ class OutboxRelay:
             return self._relay(connection, rows)
 
     def drain(self) -> RelayResult:
-        """Passes until no pending row is left or SNS stops accepting; the summed result."""
+        """Passes until no pending row is left or SNS stops accepting; the summed result.
+
+        A pass that the database aborts as a deadlock or serialization conflict (it rolled
+        back; its published rows will be published again) is retried a few times.
+        """
         published = parked = 0
+        conflicts = 0
         while not self._stop.is_set():
-            result = self.run_once()
+            try:
+                result = self.run_once()
+            except DBAPIError as exc:
+                conflicts += 1
+                if not is_transient_conflict(exc) or conflicts > _CONFLICT_RETRIES:
+                    raise
+                log.info("outbox relay: %s; retrying the pass", exc.orig)
+                self._stop.wait(self.outage_retry.delay(conflicts))
+                continue
             published += result.published
             parked += result.parked
             if result.deferred or result.selected < self.batch_size:
@@ -198,8 +230,7 @@ class OutboxRelay:
             self._report(error, [event] if event is not None else [])
         accepted = [row_ids[id(m)] for m in outcome.accepted]
         table = self.table
-        for start in range(0, len(accepted), 500):
-            connection.execute(delete(table).where(table.c.id.in_(accepted[start : start + 500])))
+        self._delete(connection, accepted)
         now = utcnow()
         for row_id, reason in parked:
             connection.execute(
@@ -217,6 +248,22 @@ class OutboxRelay:
         self.totals["parked"] += len(parked)
         return RelayResult(len(accepted), len(parked), len(outcome.undelivered))
 
+    def _delete(self, connection: Connection, row_ids: list[int]) -> None:
+        table = self.table
+        if not row_ids:
+            return
+        if self.engine.dialect.name in ("mysql", "mariadb"):
+            # One primary-key lookup per row: an IN list becomes a range scan, and InnoDB
+            # locks the record after a range's end -- a row another relay holds -- which
+            # deadlocks two relays working on neighbouring batches.
+            connection.execute(
+                delete(table).where(table.c.id == bindparam("row_id")),
+                [{"row_id": row_id} for row_id in row_ids],
+            )
+            return
+        for start in range(0, len(row_ids), 500):
+            connection.execute(delete(table).where(table.c.id.in_(row_ids[start : start + 500])))
+
     def _report(self, error: BaseException, events: Sequence[ChangeEvent]) -> None:
         if self._on_error is None:
             return
@@ -226,4 +273,4 @@ class OutboxRelay:
             log.exception("outbox relay: the on_error hook raised")
 
 
-__all__ = ["MessageSender", "OutboxRelay", "RelayResult"]
+__all__ = ["MessageSender", "OutboxRelay", "RelayResult", "is_transient_conflict"]

@@ -14,7 +14,7 @@ from sqlalchemy.dialects import mysql, postgresql
 
 from sqla_audit.events import ChangeEvent
 from sqla_audit.outbox import OutboxWriter, create_outbox_table, outbox_counts, outbox_table
-from sqla_audit.outbox.relay import OutboxRelay, RelayResult
+from sqla_audit.outbox.relay import OutboxRelay, RelayResult, is_transient_conflict
 from sqla_audit.publishers.sns import OutgoingMessage, SendOutcome, SNSRejectedError, SNSSender
 from sqla_audit.retry import RetryPolicy, Sleeper
 
@@ -221,3 +221,49 @@ def test_select_uses_skip_locked_where_supported(engine: sa.Engine, fake_sns: An
     select = make_relay(engine, fake_sns)._select()
     assert "FOR UPDATE SKIP LOCKED" in str(select.compile(dialect=postgresql.dialect()))
     assert "FOR UPDATE SKIP LOCKED" in str(select.compile(dialect=mysql.dialect()))
+
+
+class DriverError(Exception):
+    """Stands in for a DBAPI exception with a SQLSTATE or a MySQL error number."""
+
+    def __init__(self, *args: object, sqlstate: str | None = None) -> None:
+        super().__init__(*args)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("orig", "expected"),
+    [
+        (DriverError("deadlock detected", sqlstate="40P01"), True),
+        (DriverError("could not serialize", sqlstate="40001"), True),
+        (DriverError(1213, "Deadlock found when trying to get lock"), True),
+        (DriverError(1205, "Lock wait timeout exceeded"), True),
+        (DriverError(1146, "Table doesn't exist"), False),
+        (DriverError("syntax error", sqlstate="42601"), False),
+    ],
+)
+def test_conflicts_are_recognised(orig: Exception, expected: bool) -> None:
+    """Deadlocks, serialization failures and lock timeouts of PostgreSQL and MySQL are retryable."""
+    error = sa.exc.OperationalError("DELETE ...", {}, orig)
+    assert is_transient_conflict(error) is expected
+
+
+def test_drain_retries_a_pass_aborted_by_a_deadlock(
+    engine: sa.Engine, fake_sns: Any, event_factory: EventFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass rolled back by a deadlock is retried; other database errors propagate."""
+    commit_events(engine, [event_factory() for _ in range(3)])
+    relay = make_relay(engine, fake_sns)
+    real_run_once = relay.run_once
+    failures = [sa.exc.OperationalError("DELETE", {}, DriverError(1213, "Deadlock"))]
+
+    def flaky() -> RelayResult:
+        if failures:
+            raise failures.pop()
+        return real_run_once()
+
+    monkeypatch.setattr(relay, "run_once", flaky)
+    assert relay.drain().published == 3
+    failures.append(sa.exc.OperationalError("SELECT", {}, DriverError(1146, "no table")))
+    with pytest.raises(sa.exc.OperationalError):
+        relay.drain()
