@@ -173,8 +173,11 @@ class OutboxRelay:
             except SQLAlchemyError as exc:
                 failures += 1
                 delay = self.outage_retry.delay(failures)
-                log.warning("outbox relay: database error (%s); retrying in %.1fs", exc, delay)
-                self._report(exc, [])
+                if isinstance(exc, DBAPIError) and is_transient_conflict(exc):
+                    log.info("outbox relay: %s; retrying the pass", exc.orig)
+                else:
+                    log.warning("outbox relay: database error (%s); retrying in %.1fs", exc, delay)
+                    self._report(exc, [])
                 self._stop.wait(delay)
                 continue
             if result.deferred:
