@@ -49,13 +49,45 @@ class StoreError(RetryableError):
     """Writing to, or reading from, the audit store failed."""
 
 
+# -- delivery -------------------------------------------------------------------------
+
+
+class SNSRejectedError(PermanentError):
+    """SNS refused a message for a reason retrying cannot fix (sender fault)."""
+
+
+class PublisherClosedError(TransportError):
+    """Events were published after :meth:`SNSPublisher.close`."""
+
+
+class QueueFullError(TransportError):
+    """The in-memory queue was full and no spool is configured: the events were dropped."""
+
+
+class SpoolFullError(TransportError):
+    """The spool reached ``max_bytes``: the records after the first ``written`` were not kept."""
+
+    def __init__(self, message: str, written: int = 0) -> None:
+        super().__init__(message)
+        self.written = written
+
+
+class PayloadTooLargeError(PermanentError):
+    """An event is above the SNS limit and no S3 bucket is configured to offload it."""
+
+
 __all__ = [
     "AuditError",
     "ConfigurationError",
     "DecodeError",
+    "PayloadTooLargeError",
     "PermanentError",
+    "PublisherClosedError",
+    "QueueFullError",
     "RetryableError",
+    "SNSRejectedError",
     "SerializationError",
+    "SpoolFullError",
     "StoreError",
     "TransportError",
     "UnsupportedSchemaVersion",

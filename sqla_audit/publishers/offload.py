@@ -17,15 +17,15 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from sqla_audit.errors import ConfigurationError, PermanentError, TransportError
+from sqla_audit.errors import (
+    ConfigurationError,
+    PayloadTooLargeError,
+    TransportError,
+)
 from sqla_audit.offload_pointer import make_pointer
 
 #: Default key prefix of offloaded payloads.
 DEFAULT_KEY_PREFIX: Final = "sqla-audit/payloads/"
-
-
-class PayloadTooLargeError(PermanentError):
-    """An event is above the SNS limit and no S3 bucket is configured to offload it."""
 
 
 class S3Offloader:

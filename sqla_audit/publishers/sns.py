@@ -60,6 +60,9 @@ from sqla_audit.errors import (
     ConfigurationError,
     DecodeError,
     PermanentError,
+    PublisherClosedError,
+    QueueFullError,
+    SNSRejectedError,
     TransportError,
 )
 from sqla_audit.events import ChangeEvent
@@ -471,10 +474,6 @@ class SNSSender:
         return failures
 
 
-class SNSRejectedError(PermanentError):
-    """SNS refused a message for a reason retrying cannot fix (sender fault)."""
-
-
 def _plain_sleep(seconds: float) -> bool:
     threading.Event().wait(seconds)
     return False
@@ -511,14 +510,6 @@ class PublisherStats:
     dropped: int
     queued: int
     spool_bytes: int
-
-
-class PublisherClosedError(TransportError):
-    """Events were published after :meth:`SNSPublisher.close`."""
-
-
-class QueueFullError(TransportError):
-    """The in-memory queue was full and no spool is configured: the events were dropped."""
 
 
 class SNSPublisher:

@@ -47,7 +47,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Final
 
-from sqla_audit.errors import ConfigurationError, TransportError
+from sqla_audit.errors import (
+    ConfigurationError,
+    SpoolFullError,
+    TransportError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +71,6 @@ _FIRST_SEGMENT: Final = 10**15
 
 #: Called with the segment path, the byte offset and a reason when data is discarded.
 CorruptionHook = Callable[[Path, int, str], None]
-
-
-class SpoolFullError(TransportError):
-    """The spool reached ``max_bytes``: the records after the first ``written`` were not kept."""
-
-    def __init__(self, message: str, written: int = 0) -> None:
-        super().__init__(message)
-        self.written = written
 
 
 def record_size(payload: bytes) -> int:
