@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
+from cassandra_support import CASSANDRA_LOCAL_DC, split_contact
 from service_policy import (
     AWS_ENV,
     CASSANDRA_ENV,
@@ -275,17 +276,6 @@ def sns_to_sqs(sns_client: SNSClient, sqs_client: SQSClient) -> Iterator[SnsToSq
 
 # ---------------------------------------------------------------------------------------------
 # Cassandra
-
-#: datacenter of the local node (scripts/services and the Cassandra image both use this one)
-CASSANDRA_LOCAL_DC = os.environ.get("SQLA_AUDIT_TEST_CASSANDRA_DC", "datacenter1")
-
-
-def split_contact(contact: str) -> tuple[str, int]:
-    """``"host:port"`` -> ``("host", port)`` (port 9042 when absent)."""
-    host, _, port = contact.rpartition(":")
-    if not host:
-        return contact, 9042
-    return host, int(port)
 
 
 def make_cassandra_cluster(contact: str) -> Cluster:

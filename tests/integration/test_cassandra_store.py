@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+from cassandra_support import CASSANDRA_LOCAL_DC, cassandra_config, split_contact
 
 from consumer.cli import main
-from consumer.config import CassandraConfig, CassandraSchemaConfig
 from consumer.differ import records_for_event
 from consumer.records import AuditRecord
 from consumer.sinks.base import AuditStore
@@ -24,24 +23,6 @@ if TYPE_CHECKING:
     from cassandra.cluster import Session
 
 T0 = dt.datetime(2026, 3, 10, 12, 0, 0, tzinfo=dt.UTC)
-CASSANDRA_LOCAL_DC = os.environ.get("SQLA_AUDIT_TEST_CASSANDRA_DC", "datacenter1")
-
-
-def split_contact(contact: str) -> tuple[str, int]:
-    host, _, port = contact.rpartition(":")
-    return (host, int(port)) if host else (contact, 9042)
-
-
-def cassandra_config(contact: str, keyspace: str, **schema: object) -> CassandraConfig:
-    host, port = split_contact(contact)
-    return CassandraConfig(
-        hosts=(host,),
-        port=port,
-        local_dc=CASSANDRA_LOCAL_DC,
-        consistency="LOCAL_ONE",
-        protocol_version=5,
-        schema=CassandraSchemaConfig(keyspace=keyspace, **schema),  # type: ignore[arg-type]
-    )
 
 
 @pytest.fixture(scope="module", params=["none", "month"])

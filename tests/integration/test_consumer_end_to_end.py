@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import decimal
 import json
-import os
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
+from cassandra_support import cassandra_config, wait_for
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from consumer.config import CassandraConfig, CassandraSchemaConfig, SqsConfig
+from consumer.config import SqsConfig
 from consumer.sinks.cassandra import CassandraStore, apply_schema
 from consumer.sources.sqs import SqsSource
 from consumer.worker import Worker
@@ -27,8 +26,6 @@ if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_sqs import SQSClient
     from sqlalchemy.engine import Engine
-
-CASSANDRA_LOCAL_DC = os.environ.get("SQLA_AUDIT_TEST_CASSANDRA_DC", "datacenter1")
 
 
 class Base(DeclarativeBase):
@@ -44,30 +41,9 @@ class Account(Base):
     settings: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
 
 
-def split_contact(contact: str) -> tuple[str, int]:
-    host, _, port = contact.rpartition(":")
-    return (host, int(port)) if host else (contact, 9042)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 @pytest.fixture
 def store(cassandra_contact: str, cassandra_keyspace: str) -> Iterator[CassandraStore]:
-    host, port = split_contact(cassandra_contact)
-    config = CassandraConfig(
-        hosts=(host,),
-        port=port,
-        local_dc=CASSANDRA_LOCAL_DC,
-        consistency="LOCAL_ONE",
-        protocol_version=5,
-        schema=CassandraSchemaConfig(keyspace=cassandra_keyspace),
-    )
+    config = cassandra_config(cassandra_contact, cassandra_keyspace)
     apply_schema(config)
     made = CassandraStore.connect(config)
     yield made

@@ -9,18 +9,18 @@ on the same port is the node coming back. Events keep arriving on the queue thro
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
+import dataclasses
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from cassandra_support import cassandra_config, split_contact, wait_for
+from net_support import SwitchableProxy
 
-from consumer.config import CassandraConfig, CassandraSchemaConfig, SqsConfig
+from consumer.config import SqsConfig
 from consumer.sinks.cassandra import CassandraStore, apply_schema
 from consumer.sources.sqs import SqsSource
 from consumer.testing import make_event
@@ -30,100 +30,21 @@ if TYPE_CHECKING:
     from cassandra.cluster import Session
     from mypy_boto3_sqs import SQSClient
 
-CASSANDRA_LOCAL_DC = os.environ.get("SQLA_AUDIT_TEST_CASSANDRA_DC", "datacenter1")
 OUTAGE_SECONDS = 30
 
 
-def split_contact(contact: str) -> tuple[str, int]:
-    host, _, port = contact.rpartition(":")
-    return (host, int(port)) if host else (contact, 9042)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
-class TcpProxy:
-    """A loopback TCP proxy that can be closed (refusing and dropping) and reopened."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.port = 0
-        self._lock = threading.Lock()
-        self._sockets: set[socket.socket] = set()
-        self._listener: socket.socket | None = None
-        self.open()
-
-    def open(self) -> None:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        listener.settimeout(0.2)
-        self.port = listener.getsockname()[1]
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while self._listener is listener:
-            try:
-                client, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.upstream, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            client.settimeout(None)
-            upstream.settimeout(None)
-            with self._lock:
-                self._sockets.update((client, upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-                with self._lock:
-                    self._sockets.discard(sock)
-
-    def close(self) -> None:
-        """Refuse new connections and drop the open ones."""
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.close()
-        with self._lock:
-            sockets = list(self._sockets)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
 @pytest.fixture
-def proxy(cassandra_contact: str) -> Iterator[TcpProxy]:
-    made = TcpProxy(split_contact(cassandra_contact))
+def proxy(cassandra_contact: str) -> Iterator[SwitchableProxy]:
+    """A running proxy in front of the Cassandra node (stopped at the end)."""
+    made = SwitchableProxy(split_contact(cassandra_contact))
+    made.start()
     yield made
-    made.close()
+    made.stop()
 
 
 @pytest.mark.slow
 def test_cassandra_outage_loses_nothing_and_worker_never_exits(
-    proxy: TcpProxy,
+    proxy: SwitchableProxy,
     cassandra_contact: str,
     cassandra_keyspace: str,
     cassandra_session: Session,
@@ -131,26 +52,9 @@ def test_cassandra_outage_loses_nothing_and_worker_never_exits(
     sns_to_sqs: Any,
 ) -> None:
     """Cassandra unreachable for 30 s while events arrive: all are written after it returns."""
-    host, port = split_contact(cassandra_contact)
-    direct = CassandraConfig(
-        hosts=(host,),
-        port=port,
-        local_dc=CASSANDRA_LOCAL_DC,
-        consistency="LOCAL_ONE",
-        protocol_version=5,
-        request_timeout=2.0,
-        schema=CassandraSchemaConfig(keyspace=cassandra_keyspace),
-    )
+    direct = cassandra_config(cassandra_contact, cassandra_keyspace, request_timeout=2.0)
     apply_schema(direct)
-    through_proxy = CassandraConfig(
-        hosts=("127.0.0.1",),
-        port=proxy.port,
-        local_dc=CASSANDRA_LOCAL_DC,
-        consistency="LOCAL_ONE",
-        protocol_version=5,
-        request_timeout=2.0,
-        schema=direct.schema,
-    )
+    through_proxy = dataclasses.replace(direct, hosts=("127.0.0.1",), port=proxy.port)
     store = CassandraStore.connect(through_proxy)
     _, queue_url = sns_to_sqs(raw=True)
     source = SqsSource(
@@ -182,7 +86,7 @@ def test_cassandra_outage_loses_nothing_and_worker_never_exits(
     publisher.start()
     try:
         wait_for(lambda: len(stored()) >= 3, 60, "events before the outage")
-        proxy.close()
+        proxy.stop()
         outage_end = time.monotonic() + OUTAGE_SECONDS
         while time.monotonic() < outage_end:
             assert worker.health()["alive"]
@@ -193,7 +97,7 @@ def test_cassandra_outage_loses_nothing_and_worker_never_exits(
         assert failures is not None
         assert failures > 0
         assert not worker.health()["ready"]
-        proxy.open()
+        proxy.start()
         time.sleep(3)
         publishing.clear()
         publisher.join(10)

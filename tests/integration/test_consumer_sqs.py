@@ -11,20 +11,20 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from cassandra_support import CASSANDRA_LOCAL_DC, cassandra_config, split_contact, wait_for
+from net_support import free_port
 
-from consumer.config import CassandraConfig, CassandraSchemaConfig, SqsConfig
+from consumer.config import SqsConfig
 from consumer.decoding import Decoder
 from consumer.sinks.cassandra import CassandraStore, apply_schema
 from consumer.sinks.sqlite import SQLiteStore
@@ -40,22 +40,6 @@ if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_sqs import SQSClient
 
-CASSANDRA_LOCAL_DC = os.environ.get("SQLA_AUDIT_TEST_CASSANDRA_DC", "datacenter1")
-
-
-def split_contact(contact: str) -> tuple[str, int]:
-    host, _, port = contact.rpartition(":")
-    return (host, int(port)) if host else (contact, 9042)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -63,26 +47,15 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 @pytest.fixture(scope="module")
 def keyspace(cassandra_contact: str, cassandra_keyspace: str) -> str:
     """This module's keyspace with the audit tables applied."""
-    apply_schema(cassandra_config(cassandra_contact, cassandra_keyspace))
+    apply_schema(cassandra_config(cassandra_contact, cassandra_keyspace, request_timeout=5.0))
     return cassandra_keyspace
-
-
-def cassandra_config(contact: str, keyspace: str, port: int | None = None) -> CassandraConfig:
-    host, native = split_contact(contact)
-    return CassandraConfig(
-        hosts=(host,),
-        port=port or native,
-        local_dc=CASSANDRA_LOCAL_DC,
-        consistency="LOCAL_ONE",
-        protocol_version=5,
-        request_timeout=5.0,
-        schema=CassandraSchemaConfig(keyspace=keyspace),
-    )
 
 
 @pytest.fixture(scope="module")
 def store(cassandra_contact: str, keyspace: str) -> Iterator[CassandraStore]:
-    made = CassandraStore.connect(cassandra_config(cassandra_contact, keyspace))
+    made = CassandraStore.connect(
+        cassandra_config(cassandra_contact, keyspace, request_timeout=5.0)
+    )
     yield made
     made.close()
 
@@ -447,13 +420,6 @@ def test_sigkill_mid_batch_then_restart_loses_and_duplicates_nothing(
     stored = event_ids(cassandra_session, keyspace, table)
     assert len(stored) == 400, f"{written_before_restart} were written before the kill"
     assert set(stored) == {e.event_id for e in events}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_consume_command_with_embedded_store_serves_health_and_metrics(

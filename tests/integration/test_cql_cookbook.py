@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
+from cassandra_support import cassandra_config
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from consumer.config import CassandraConfig, CassandraSchemaConfig
 from consumer.differ import record_for_event
 from consumer.query import AuditQuery
 from consumer.records import to_millis
@@ -45,7 +44,6 @@ if TYPE_CHECKING:
     from cassandra.cluster import Session as CassandraSession
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cql.md"
-LOCAL_DC = os.environ.get("SQLA_AUDIT_TEST_CASSANDRA_DC", "datacenter1")
 UTC = dt.UTC
 
 #: The example values the doc lists, and what the test puts in their place (None: kept).
@@ -186,18 +184,6 @@ def produce(tmp: Path) -> list[ChangeEvent]:
     return publisher.events
 
 
-def config_for(contact: str, keyspace: str, time_bucket: str) -> CassandraConfig:
-    host, _, port = contact.rpartition(":")
-    return CassandraConfig(
-        hosts=(host or contact,),
-        port=int(port) if host else 9042,
-        local_dc=LOCAL_DC,
-        consistency="LOCAL_ONE",
-        protocol_version=5,
-        schema=CassandraSchemaConfig(keyspace=keyspace, time_bucket=time_bucket),  # type: ignore[arg-type]
-    )
-
-
 @dataclass
 class Filled:
     events: list[ChangeEvent]
@@ -219,7 +205,7 @@ def filled(
     stores: dict[str, CassandraStore] = {}
     try:
         for bucket, keyspace in keyspaces.items():
-            config = config_for(cassandra_contact, keyspace, bucket)
+            config = cassandra_config(cassandra_contact, keyspace, time_bucket=bucket)
             apply_schema(config)
             store = stores[bucket] = CassandraStore.connect(config)
             worker = Worker(MemorySource(), store, concurrency=1)

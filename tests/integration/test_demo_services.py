@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cassandra_support import CASSANDRA_LOCAL_DC, cassandra_config, split_contact
 
 from consumer.cli import main
-from consumer.config import CassandraConfig, CassandraSchemaConfig
 from consumer.sinks.cassandra import CassandraStore
-
-CASSANDRA_LOCAL_DC = os.environ.get("SQLA_AUDIT_TEST_CASSANDRA_DC", "datacenter1")
 
 #: The history every record of the scenario must have: (operation, actor), oldest first.
 EXPECTED = {
@@ -28,11 +25,6 @@ EXPECTED = {
 }
 
 
-def split_contact(contact: str) -> tuple[str, int]:
-    host, _, port = contact.rpartition(":")
-    return (host, int(port)) if host else (contact, 9042)
-
-
 @pytest.fixture
 def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     """Dummy credentials for boto3's default chain: the endpoint is the local moto server."""
@@ -45,17 +37,7 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def cassandra_store(cassandra_contact: str, cassandra_keyspace: str) -> Iterator[CassandraStore]:
-    host, port = split_contact(cassandra_contact)
-    store = CassandraStore.connect(
-        CassandraConfig(
-            hosts=(host,),
-            port=port,
-            local_dc=CASSANDRA_LOCAL_DC,
-            consistency="LOCAL_ONE",
-            protocol_version=5,
-            schema=CassandraSchemaConfig(keyspace=cassandra_keyspace),
-        )
-    )
+    store = CassandraStore.connect(cassandra_config(cassandra_contact, cassandra_keyspace))
     yield store
     store.close()
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import socket
 import uuid
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
+from cassandra_support import CASSANDRA_LOCAL_DC, cassandra_config, split_contact
 from query_support import (
     ACTORS,
     IDS,
@@ -36,32 +36,14 @@ from query_support import (
 )
 
 from consumer.cli import main
-from consumer.config import CassandraConfig, CassandraSchemaConfig
+from consumer.config import CassandraConfig
 from consumer.query import AuditQuery
 from consumer.sinks.cassandra import CassandraStore, apply_schema
 
 if TYPE_CHECKING:
     from cassandra.cluster import Session as CassandraSession
 
-LOCAL_DC = os.environ.get("SQLA_AUDIT_TEST_CASSANDRA_DC", "datacenter1")
 MIDNIGHT = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
-
-
-def split_contact(contact: str) -> tuple[str, int]:
-    host, _, port = contact.rpartition(":")
-    return (host, int(port)) if host else (contact, 9042)
-
-
-def config_for(contact: str, keyspace: str, time_bucket: str) -> CassandraConfig:
-    host, port = split_contact(contact)
-    return CassandraConfig(
-        hosts=(host,),
-        port=port,
-        local_dc=LOCAL_DC,
-        consistency="LOCAL_ONE",
-        protocol_version=5,
-        schema=CassandraSchemaConfig(keyspace=keyspace, time_bucket=time_bucket),  # type: ignore[arg-type]
-    )
 
 
 @pytest.fixture(scope="module", params=["wall-clock", "stepped-clock"])
@@ -101,7 +83,7 @@ def filled(
 ) -> Iterator[Keyspace]:
     """A fresh keyspace (plain or day-bucketed) holding the history, written by the worker."""
     keyspace = f"sqla_audit_query_{request.param}_{uuid.uuid4().hex[:8]}"
-    config = config_for(cassandra_contact, keyspace, request.param)
+    config = cassandra_config(cassandra_contact, keyspace, time_bucket=request.param)
     apply_schema(config)
     store = CassandraStore.connect(config)
     try:
@@ -222,7 +204,7 @@ def test_cli_missing_tables_is_a_configuration_error(
         "--cassandra-port",
         str(port),
         "--local-dc",
-        LOCAL_DC,
+        CASSANDRA_LOCAL_DC,
         "--protocol-version",
         "5",
         "--keyspace",

@@ -9,15 +9,13 @@ the shared server. Tests using it carry the ``aws`` marker like the others.
 Stopping "the SNS endpoint" is done with a small TCP proxy in front of moto rather than by
 stopping moto itself: moto keeps its topics, queues and messages in memory, so a restarted
 server would have lost the queue that must receive the events (and events published before
-the subscription is re-created would vanish). The proxy closes its listening socket and
-every open connection when stopped (clients get "connection refused", exactly as with a
-dead endpoint) and listens again on the same port when started, while the queue behind it
-keeps its state.
+the subscription is re-created would vanish). The proxy (``net_support.SwitchableProxy``)
+refuses and drops connections when stopped and listens again on the same port when started,
+while the queue behind it keeps its state.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
 import subprocess
@@ -28,100 +26,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
-
-
-class SwitchableProxy:
-    """A loopback TCP proxy that can refuse connections on demand."""
-
-    def __init__(self, upstream: str) -> None:
-        parts = urlsplit(upstream)
-        assert parts.hostname is not None
-        self._upstream = (parts.hostname, parts.port or 80)
-        self._lock = threading.Lock()
-        self._listener: socket.socket | None = None
-        self._sockets: set[socket.socket] = set()
-        self._accepting: threading.Thread | None = None
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        listener.settimeout(0.1)
-        with self._lock:
-            self._listener = listener
-        self._accepting = threading.Thread(target=self._accept, args=(listener,), daemon=True)
-        self._accepting.start()
-
-    def stop(self) -> None:
-        with self._lock:
-            listener, self._listener = self._listener, None
-            open_sockets, self._sockets = self._sockets, set()
-        if listener is not None:
-            listener.close()
-        if self._accepting is not None:
-            self._accepting.join(5)
-        for sock in open_sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            with self._lock:
-                if self._listener is not listener:
-                    return
-            try:
-                client, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self._upstream, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            client.settimeout(None)
-            upstream.settimeout(None)
-            with self._lock:
-                if self._listener is not listener:
-                    client.close()
-                    upstream.close()
-                    return
-                self._sockets.update((client, upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-
-def free_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port: int = probe.getsockname()[1]
-    probe.close()
-    return port
+from net_support import SwitchableProxy, free_port, upstream_of
 
 
 @dataclass
@@ -239,7 +146,7 @@ def private_aws() -> Iterator[PrivateAWS]:
 @pytest.fixture
 def sns_proxy(private_aws: PrivateAWS) -> Iterator[SwitchableProxy]:
     """A running switchable proxy in front of the private moto server (stopped at the end)."""
-    proxy = SwitchableProxy(private_aws.endpoint)
+    proxy = SwitchableProxy(upstream_of(private_aws.endpoint))
     proxy.start()
     yield proxy
     proxy.stop()
