@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -65,13 +66,19 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     parts = PARTS if args.part == "all" else () if args.part == "report" else (args.part,)
     elapsed: dict[str, float] = {}
+    failed: list[str] = []
     for part in parts:
         part_started = time.perf_counter()
         progress(f"== {part}")
         kwargs: dict[str, Any] = {"scale": args.scale}
         if part in ("p1", "p4"):
             kwargs["shared_moto"] = args.shared_moto
-        _runner(part)(**kwargs)
+        try:
+            _runner(part)(**kwargs)
+        except Exception:  # one broken part must not lose the others' results
+            failed.append(part)
+            progress(f"== {part} FAILED (its previous results are kept):\n{traceback.format_exc()}")
+            continue
         elapsed[part] = time.perf_counter() - part_started
         progress(f"== {part} took {elapsed[part]:.0f} s")
     from bench.report import write_report  # noqa: PLC0415
@@ -82,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     path = write_report(command=command if parts else None, elapsed=elapsed, total_elapsed=total)
     print(f"\nwrote {path.relative_to(REPO_ROOT)}")
     print(f"total elapsed: {total:.0f} s ({total / 60:.1f} min)")
+    if failed:
+        print(f"failed parts: {', '.join(failed)}")
+        return 1
     return 0
 
 

@@ -19,6 +19,10 @@ own prepared statements -- through one driver session (same driver, same setting
   acknowledgements) handles when the store costs nothing. When the raw limit is far below
   it, Cassandra is the bottleneck, not the consumer.
 
+Besides the rate, each run records the CPU time this Python process used per event (every
+thread: pollers, the driver's event loop) and how busy the machine's CPUs were: when
+Cassandra runs on the same cores, every microsecond of client CPU is taken from it.
+
 Each round gives every contender a fresh stream (new event ids, same generator, same
 shape), so no contender overwrites another's cells; rounds are interleaved and the rate is
 events per second. The in-memory source used here is a minimal deque (the test double
@@ -40,6 +44,7 @@ from bench.common import (
     cassandra_contact,
     fmt_rate,
     fmt_ratio,
+    fmt_seconds,
     markdown_table,
     progress,
     ratio,
@@ -112,6 +117,33 @@ class PreloadedSource:
         self.done.set()
 
 
+def _machine_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine since boot, from /proc/stat."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
+
+
+class Meter:
+    """Wall time, this process's CPU time (every thread) and the machine's CPU use."""
+
+    def __init__(self) -> None:
+        self.wall = time.perf_counter()
+        self.cpu = time.process_time()
+        self.busy, self.total = _machine_ticks()
+
+    def stop(self, events: int) -> dict[str, float]:
+        wall = time.perf_counter() - self.wall
+        cpu = time.process_time() - self.cpu
+        busy, total = _machine_ticks()
+        machine = (busy - self.busy) / (total - self.total) if total > self.total else 0.0
+        return {"rate": events / wall, "cpu_per_event": cpu / events, "machine_busy": machine}
+
+
 class Bench:
     def __init__(self, keyspace: str) -> None:
         from consumer.config import CassandraConfig, CassandraSchemaConfig  # noqa: PLC0415
@@ -137,7 +169,7 @@ class Bench:
 
     # -- contenders ----------------------------------------------------------------------
 
-    def raw(self, count: int) -> float:
+    def raw(self, count: int) -> dict[str, float]:
         from consumer.differ import record_for_event  # noqa: PLC0415
 
         records = [r for r in map(record_for_event, self._stream(count)) if r is not None]
@@ -149,7 +181,7 @@ class Bench:
             slots.release()
 
         futures = []
-        start = time.perf_counter()
+        meter = Meter()
         for statement, params in statements:
             slots.acquire()
             future = self.session.execute_async(statement, params, timeout=30)
@@ -157,10 +189,9 @@ class Bench:
             futures.append(future)
         for future in futures:
             future.result()
-        elapsed = time.perf_counter() - start
-        return len(records) / elapsed
+        return meter.stop(len(records))
 
-    def consumer(self, count: int, store: Any = None) -> float:
+    def consumer(self, count: int, store: Any = None) -> dict[str, float]:
         from consumer.worker import Worker  # noqa: PLC0415
 
         bodies = [event.to_json() for event in self._stream(count)]
@@ -173,10 +204,10 @@ class Bench:
             wait_seconds=1,
             shutdown_timeout=30,
         )
-        start = time.perf_counter()
+        meter = Meter()
         worker.start()
         finished = source.done.wait(600)
-        elapsed = time.perf_counter() - start
+        measured = meter.stop(count)
         worker.stop()
         worker.join(30)
         if not finished or source.problems:
@@ -184,21 +215,21 @@ class Bench:
                 f"the consumer did not finish cleanly: acked {source.acked}/{source.total}, "
                 f"{source.problems} released or rejected"
             )
-        return count / elapsed
+        return measured
 
-    def ceiling(self, count: int) -> float:
+    def ceiling(self, count: int) -> dict[str, float]:
         from consumer.sinks.memory import MemoryStore  # noqa: PLC0415
 
         return self.consumer(count, store=MemoryStore())
 
-    def naive(self, count: int) -> float:
+    def naive(self, count: int) -> dict[str, float]:
         from deepdiff import DeepDiff  # noqa: PLC0415
 
         from consumer.records import AuditRecord, FieldChange  # noqa: PLC0415
         from sqla_audit.events import ChangeEvent  # noqa: PLC0415
 
         bodies = [event.to_json() for event in self._stream(count)]
-        start = time.perf_counter()
+        meter = Meter()
         for body in bodies:
             event = ChangeEvent.from_json(body)
             before, after = event.before or {}, event.after or {}
@@ -233,7 +264,7 @@ class Bench:
             )
             for statement, params in self.store._statements_for(record):
                 self.session.execute(statement, params, timeout=30)
-        return count / (time.perf_counter() - start)
+        return meter.stop(count)
 
     def close(self) -> None:
         try:
@@ -245,7 +276,10 @@ class Bench:
 def measure(scale: float = 1.0, rounds: int = ROUNDS) -> dict[str, Any]:
     started = time.perf_counter()
     bench = Bench(unique_name("sqla_audit_bench"))
-    rates: dict[str, list[float]] = {"raw": [], "consumer": [], "naive": [], "ceiling": []}
+    names = ("raw", "consumer", "naive", "ceiling")
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    busy: dict[str, list[float]] = {name: [] for name in names}
     try:
         # Warm-up: prepared statements, connection pools, code paths.
         bench.raw(200)
@@ -255,15 +289,23 @@ def measure(scale: float = 1.0, rounds: int = ROUNDS) -> dict[str, Any]:
         for turn in range(rounds):
             for name in rotated(list(rates), turn):
                 count = max(50, round(SIZES[name] * scale))
-                rate = getattr(bench, name)(count)
-                rates[name].append(rate)
-                progress(f"P2 round {turn + 1}: {name} {rate:,.0f} events/s ({count} events)")
+                measured = getattr(bench, name)(count)
+                rates[name].append(measured["rate"])
+                cpu[name].append(measured["cpu_per_event"])
+                busy[name].append(measured["machine_busy"])
+                progress(
+                    f"P2 round {turn + 1}: {name} {measured['rate']:,.0f} events/s "
+                    f"({count} events, {measured['cpu_per_event'] * 1e6:,.0f} µs CPU/event, "
+                    f"machine {measured['machine_busy']:.0%} busy)"
+                )
     finally:
         bench.close()
     return {
         "scale": scale,
         "rates": rates,
         "stats": {name: summarize(values) for name, values in rates.items()},
+        "cpu_per_event": {name: statistics.median(values) for name, values in cpu.items()},
+        "machine_busy": {name: statistics.median(values) for name, values in busy.items()},
         "sizes": {name: max(50, round(SIZES[name] * scale)) for name in SIZES},
         "settings": {"max_in_flight": MAX_IN_FLIGHT, "pollers": POLLERS, "batch": BATCH},
         "elapsed_s": time.perf_counter() - started,
@@ -296,10 +338,22 @@ def render(result: dict[str, Any]) -> str:
                 f"{fmt_rate(s['min'])} - {fmt_rate(s['max'])}",
                 fmt_ratio(ratio(s["median"], raw)),
                 fmt_ratio(ratio(s["median"], naive)),
+                fmt_seconds(result.get("cpu_per_event", {}).get(name)),
+                f"{result.get('machine_busy', {}).get(name, 0):.0%}",
             ]
         )
     table = markdown_table(
-        ["contender", "events/round", "median rate", "range", "vs raw limit", "vs naive"], rows
+        [
+            "contender",
+            "events/round",
+            "median rate",
+            "range",
+            "vs raw limit",
+            "vs naive",
+            "client CPU per event",
+            "machine CPU busy",
+        ],
+        rows,
     )
     rates = result["rates"]
     of_limit = _paired(rates["consumer"], rates["raw"])

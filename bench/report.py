@@ -142,10 +142,11 @@ def build(results: dict[str, dict[str, Any]]) -> str:
         if result is None:
             lines += [f"Not measured yet: `{PY} {cmd}`.", ""]
             continue
+        code = result.get("machine", {}).get("code measured", "?")
         lines += [
             f"Reproduce: `{PY} {cmd}` — measured {result.get('finished_at', '?')}"
             + (f" in {result['elapsed_s']:.0f} s" if "elapsed_s" in result else "")
-            + ".",
+            + f"; code: {code}.",
             "",
         ]
         doc = _module_doc(part)
