@@ -8,20 +8,30 @@ association tables with and without a primary key, and a model that opts out.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import enum
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    deferred,
+    mapped_column,
+    relationship,
+    sessionmaker,
+)
 from sqlalchemy.pool import StaticPool
 
 from sqla_audit.events import ChangeEvent
+from sqla_audit.publishers.memory import InMemoryPublisher
 
 
 class Base(DeclarativeBase):
@@ -232,6 +242,32 @@ def fix_sqlite_transactions(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN")
+
+
+@contextlib.contextmanager
+def capture_tables(engine: Engine) -> Iterator[Engine]:
+    """Every test model's table on ``engine`` for the block (SAVEPOINTs fixed on SQLite)."""
+    fix_sqlite_transactions(engine)
+    Base.metadata.create_all(engine)
+    try:
+        yield engine
+    finally:
+        Base.metadata.drop_all(engine)
+
+
+def emptied(engine: Engine) -> sessionmaker[Session]:
+    """A sessionmaker on ``engine`` after deleting every row of the test models' tables."""
+    with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+    return sessionmaker(engine)
+
+
+def seed(maker: sessionmaker[Session], published: InMemoryPublisher, *rows: object) -> None:
+    """Add ``rows`` in one committed transaction, then forget the events it published."""
+    with maker.begin() as session:
+        session.add_all(rows)
+    published.clear()
 
 
 # --------------------------------------------------------------------------- assertions

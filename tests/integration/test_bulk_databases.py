@@ -8,7 +8,16 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from capture_support import Base, Child, Country, Manager, Parent, User, fix_sqlite_transactions
+from capture_support import (
+    Child,
+    Country,
+    Manager,
+    Parent,
+    User,
+    capture_tables,
+    emptied,
+    seed,
+)
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Engine
@@ -27,19 +36,14 @@ MATCHED = 1_000
 @pytest.fixture(scope="module")
 def schema(db_engine: Engine) -> Iterator[Engine]:
     """The capture test tables on this backend (created once per module)."""
-    fix_sqlite_transactions(db_engine)
-    Base.metadata.create_all(db_engine)
-    yield db_engine
-    Base.metadata.drop_all(db_engine)
+    with capture_tables(db_engine):
+        yield db_engine
 
 
 @pytest.fixture
 def maker(schema: Engine) -> sessionmaker[Session]:
     """A sessionmaker on empty tables."""
-    with schema.begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(table.delete())
-    return sessionmaker(schema)
+    return emptied(schema)
 
 
 @pytest.fixture
@@ -229,9 +233,7 @@ def _upsert(dialect: str) -> Any:
 
 def test_upsert(schema: Engine, maker: sessionmaker[Session], published: InMemoryPublisher) -> None:
     """The dialect's upsert gives an update for the existing row and an insert for the new."""
-    with maker.begin() as session:
-        session.add(Country(code="A", name="old"))
-    published.clear()
+    seed(maker, published, Country(code="A", name="old"))
     with maker.begin() as session:
         session.execute(
             _upsert(schema.dialect.name), [{"code": "A", "name": "new"}, {"code": "B", "name": "b"}]
@@ -246,9 +248,7 @@ def test_joined_subclass_statements(
     maker: sessionmaker[Session], published: InMemoryPublisher
 ) -> None:
     """Statements on a joined subclass report the base table with all the object's columns."""
-    with maker.begin() as session:
-        session.add_all([Manager(id=1, name="a", budget=1), Manager(id=2, name="b", budget=2)])
-    published.clear()
+    seed(maker, published, Manager(id=1, name="a", budget=1), Manager(id=2, name="b", budget=2))
     with maker.begin() as session:
         session.execute(update(Manager).where(Manager.budget > 1).values(budget=Manager.budget * 2))
         session.execute(update(Manager), [{"id": 1, "name": "A", "budget": 10}])

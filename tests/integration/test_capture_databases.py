@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from capture_support import (
-    Base,
     Color,
     Country,
     Everything,
@@ -22,8 +21,10 @@ from capture_support import (
     Tag,
     User,
     brief,
-    fix_sqlite_transactions,
+    capture_tables,
+    emptied,
     one_transaction,
+    seed,
 )
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.engine import Engine
@@ -40,19 +41,14 @@ USER_ROW = {"id": 1, "name": "Ann", "email": "ann@example.com", "login_count": 0
 @pytest.fixture(scope="module")
 def schema(db_engine: Engine) -> Iterator[Engine]:
     """The capture test tables on this backend (created once per module)."""
-    fix_sqlite_transactions(db_engine)
-    Base.metadata.create_all(db_engine)
-    yield db_engine
-    Base.metadata.drop_all(db_engine)
+    with capture_tables(db_engine):
+        yield db_engine
 
 
 @pytest.fixture
 def maker(schema: Engine) -> sessionmaker[Session]:
     """A sessionmaker on empty tables."""
-    with schema.begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(table.delete())
-    return sessionmaker(schema)
+    return emptied(schema)
 
 
 @pytest.fixture
@@ -67,9 +63,7 @@ def published(maker: sessionmaker[Session]) -> Iterator[InMemoryPublisher]:
 
 
 def _seed_user(maker: sessionmaker[Session], published: InMemoryPublisher) -> None:
-    with maker.begin() as session:
-        session.add(User(id=1, display_name="Ann", email="ann@example.com", bio="b"))
-    published.clear()
+    seed(maker, published, User(id=1, display_name="Ann", email="ann@example.com", bio="b"))
 
 
 def test_insert_update_delete_with_expired_and_deferred_attributes(
@@ -125,9 +119,7 @@ def test_composite_primary_key_change(
     maker: sessionmaker[Session], published: InMemoryPublisher
 ) -> None:
     """A composite key change reports the new and the previous record id."""
-    with maker.begin() as session:
-        session.add(Stock(warehouse="w1", sku="s:1", quantity=1))
-    published.clear()
+    seed(maker, published, Stock(warehouse="w1", sku="s:1", quantity=1))
     with maker.begin() as session:
         stock = session.get(Stock, ("w1", "s:1"))
         assert stock is not None
@@ -190,9 +182,7 @@ def test_many_to_many(maker: sessionmaker[Session], published: InMemoryPublisher
 
 def test_coalescing_rules(maker: sessionmaker[Session], published: InMemoryPublisher) -> None:
     """insert+update=insert, update+delete=delete(original), insert+delete=nothing."""
-    with maker.begin() as session:
-        session.add(Country(code="K", name="k"))
-    published.clear()
+    seed(maker, published, Country(code="K", name="k"))
     with maker.begin() as session:
         new = Country(code="N", name="n")
         gone = Country(code="T", name="t")

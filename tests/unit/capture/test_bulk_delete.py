@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from capture_support import Country, Employee, Manager, User, brief, one_transaction
+from capture_support import Country, Employee, Manager, User, brief, one_transaction, seed
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -161,9 +161,7 @@ def test_joined_subclass_delete_is_reported_on_the_base_table(
     maker: sessionmaker[Session], published: InMemoryPublisher
 ) -> None:
     """delete(Manager) is reported as the deletion of the object (base table, all columns)."""
-    with maker.begin() as session:
-        session.add_all([Manager(id=1, name="m", budget=5), Employee(id=2, name="e")])
-    published.clear()
+    seed(maker, published, Manager(id=1, name="m", budget=5), Employee(id=2, name="e"))
     with maker.begin() as session:
         session.execute(delete(Manager).where(Manager.budget == 5))
     (event,) = published.events

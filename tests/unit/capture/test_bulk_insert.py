@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from capture_support import Country, Manager, User, brief
+from capture_support import Country, Manager, User, brief, seed
 from sqlalchemy import insert, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Engine
@@ -134,9 +134,7 @@ def test_application_returning_is_preserved(
 
 def test_insert_from_select(maker: sessionmaker[Session], published: InMemoryPublisher) -> None:
     """INSERT ... SELECT rows are captured through RETURNING of their keys."""
-    with maker.begin() as session:
-        session.add(Country(code="A", name="Ann"))
-    published.clear()
+    seed(maker, published, Country(code="A", name="Ann"))
     with maker.begin() as session:
         session.execute(
             insert(User).from_select(["name"], select(Country.name).where(Country.code == "A"))
@@ -190,9 +188,7 @@ def test_upsert_on_the_primary_key_is_itemized(
     maker: sessionmaker[Session], published: InMemoryPublisher
 ) -> None:
     """An upsert keyed by the primary key gives inserts for new rows and updates for others."""
-    with maker.begin() as session:
-        session.add(Country(code="A", name="old"))
-    published.clear()
+    seed(maker, published, Country(code="A", name="old"))
     stmt = sqlite.insert(Country)
     stmt = stmt.on_conflict_do_update(index_elements=["code"], set_={"name": stmt.excluded.name})
     with maker.begin() as session:

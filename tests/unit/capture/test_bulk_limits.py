@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from capture_support import Country, User
+from capture_support import Country, User, seed
 from sqlalchemy import delete, insert, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -163,9 +163,7 @@ def test_updating_a_primary_key_gives_a_marker(
     maker: sessionmaker[Session], published: InMemoryPublisher
 ) -> None:
     """An UPDATE that assigns a key column cannot pair old and new rows: a marker."""
-    with maker.begin() as session:
-        session.add(Country(code="A", name="a"))
-    published.clear()
+    seed(maker, published, Country(code="A", name="a"))
     with maker.begin() as session:
         session.execute(update(Country).where(Country.code == "A").values(code="B"))
     (marker,) = published.events

@@ -18,6 +18,7 @@ from capture_support import (
     User,
     brief,
     one_transaction,
+    seed,
 )
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -92,9 +93,7 @@ def test_sql_expressions_and_onupdate_values_are_read_back(
     maker: sessionmaker[Session], published: InMemoryPublisher
 ) -> None:
     """After images come from the database: SQL expressions and onupdate columns included."""
-    with maker.begin() as session:
-        session.add_all([Counter(id=1, value=5), Counter(id=2, value=7)])
-    published.clear()
+    seed(maker, published, Counter(id=1, value=5), Counter(id=2, value=7))
     with maker.begin() as session:
         session.execute(update(Counter).values(value=Counter.value * 10))
     assert [
@@ -193,9 +192,7 @@ def test_masked_and_excluded_columns(
     maker: sessionmaker[Session], published: InMemoryPublisher
 ) -> None:
     """Masked columns never leave as values; a change of excluded columns only is silent."""
-    with maker.begin() as session:
-        session.add(Account(id=1, login="ann", password_hash="secret-1", last_seen=1))
-    published.clear()
+    seed(maker, published, Account(id=1, login="ann", password_hash="secret-1", last_seen=1))
     with maker.begin() as session:
         session.execute(update(Account).values(password_hash="secret-2"))
         session.execute(update(Account).values(last_seen=2))

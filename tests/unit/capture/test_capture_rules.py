@@ -26,6 +26,7 @@ from capture_support import (
     brief,
     briefs,
     one_transaction,
+    seed,
 )
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import flag_modified
@@ -39,9 +40,7 @@ USER_ROW = {"id": 1, "name": "Ann", "email": "ann@example.com", "login_count": 0
 
 
 def _seed_user(maker: sessionmaker[Session], published: InMemoryPublisher) -> None:
-    with maker.begin() as session:
-        session.add(User(display_name="Ann", email="ann@example.com"))
-    published.clear()
+    seed(maker, published, User(display_name="Ann", email="ann@example.com"))
 
 
 def test_insert_reports_generated_key_server_default_and_column_names(
@@ -97,9 +96,7 @@ def test_update_of_never_loaded_deferred_column_reports_old_value(
     maker: sessionmaker[Session], published: InMemoryPublisher
 ) -> None:
     """A deferred column set without ever being loaded still reports its old value."""
-    with maker.begin() as session:
-        session.add(User(display_name="Ann", bio="old bio"))
-    published.clear()
+    seed(maker, published, User(display_name="Ann", bio="old bio"))
     with maker.begin() as session:
         user = session.scalars(sa.select(User)).one()
         assert "bio" not in user.__dict__
@@ -134,9 +131,7 @@ def test_only_collection_change_on_owner_publishes_no_owner_update(
     maker: sessionmaker[Session], published: InMemoryPublisher
 ) -> None:
     """A parent whose only change is a collection gets no update event of its own."""
-    with maker.begin() as session:
-        session.add_all([Post(id=1, title="p"), Tag(id=1, label="t")])
-    published.clear()
+    seed(maker, published, Post(id=1, title="p"), Tag(id=1, label="t"))
     with maker.begin() as session:
         post, tag = session.get(Post, 1), session.get(Tag, 1)
         assert post is not None
@@ -149,9 +144,7 @@ def test_delete_of_expired_object_reports_full_before(
     maker: sessionmaker[Session], published: InMemoryPublisher
 ) -> None:
     """Deleting an expired object with an unloaded deferred column reports the whole row."""
-    with maker.begin() as session:
-        session.add(User(display_name="Ann", email="ann@example.com", bio="b"))
-    published.clear()
+    seed(maker, published, User(display_name="Ann", email="ann@example.com", bio="b"))
     with maker() as session:
         user = session.get(User, 1)
         session.commit()
@@ -175,9 +168,7 @@ def test_onupdate_and_sql_expression_values_are_read_after_flush(
     maker: sessionmaker[Session], published: InMemoryPublisher
 ) -> None:
     """Values computed by the database during the UPDATE appear in ``after``."""
-    with maker.begin() as session:
-        session.add(Counter(id=1, value=5))
-    published.clear()
+    seed(maker, published, Counter(id=1, value=5))
     with maker.begin() as session:
         counter = session.get(Counter, 1)
         assert counter is not None
@@ -192,9 +183,7 @@ def test_json_mutated_in_place_reports_old_document(
     maker: sessionmaker[Session], published: InMemoryPublisher
 ) -> None:
     """A JSON value mutated in place and flagged keeps its true old value from the database."""
-    with maker.begin() as session:
-        session.add(Everything(id=1, doc={"a": [1, 2]}))
-    published.clear()
+    seed(maker, published, Everything(id=1, doc={"a": [1, 2]}))
     with maker.begin() as session:
         row = session.get(Everything, 1)
         assert row is not None
@@ -225,9 +214,7 @@ def test_many_to_one_change_of_expired_child_reports_old_foreign_key(
     maker: sessionmaker[Session], published: InMemoryPublisher
 ) -> None:
     """Re-parenting an expired object reports the foreign key's real old value."""
-    with maker.begin() as session:
-        session.add_all([Parent(id=1), Parent(id=2), Child(id=1, name="c", parent_id=1)])
-    published.clear()
+    seed(maker, published, Parent(id=1), Parent(id=2), Child(id=1, name="c", parent_id=1))
     with maker() as session:
         child, other = session.get(Child, 1), session.get(Parent, 2)
         session.commit()
@@ -244,9 +231,7 @@ def test_orphan_deleted_by_cascade_is_published(
     maker: sessionmaker[Session], published: InMemoryPublisher
 ) -> None:
     """An object deleted by delete-orphan cascade produces a delete event."""
-    with maker.begin() as session:
-        session.add(Parent(id=1, children=[Child(id=1, name="a"), Child(id=2, name="b")]))
-    published.clear()
+    seed(maker, published, Parent(id=1, children=[Child(id=1, name="a"), Child(id=2, name="b")]))
     with maker.begin() as session:
         parent = session.get(Parent, 1)
         assert parent is not None
@@ -291,9 +276,7 @@ def test_changed_key_of_expired_object_and_later_flush_coalesce(
     maker: sessionmaker[Session], published: InMemoryPublisher
 ) -> None:
     """A key change then another update in one transaction is one event from old to new key."""
-    with maker.begin() as session:
-        session.add(Country(code="UK", name="United Kingdom"))
-    published.clear()
+    seed(maker, published, Country(code="UK", name="United Kingdom"))
     with maker() as session:
         country = session.get(Country, "UK")
         session.commit()
@@ -320,9 +303,7 @@ def test_key_changed_and_changed_back_is_no_event(
     maker: sessionmaker[Session], published: InMemoryPublisher
 ) -> None:
     """Renaming a key and renaming it back in one transaction publishes nothing."""
-    with maker.begin() as session:
-        session.add(Country(code="UK", name="United Kingdom"))
-    published.clear()
+    seed(maker, published, Country(code="UK", name="United Kingdom"))
     with maker.begin() as session:
         country = session.get(Country, "UK")
         assert country is not None
@@ -336,9 +317,7 @@ def test_changed_key_then_delete_is_delete_of_original_row(
     maker: sessionmaker[Session], published: InMemoryPublisher
 ) -> None:
     """Key change then delete in one transaction deletes the row under its original key."""
-    with maker.begin() as session:
-        session.add(Country(code="UK", name="United Kingdom"))
-    published.clear()
+    seed(maker, published, Country(code="UK", name="United Kingdom"))
     with maker.begin() as session:
         country = session.get(Country, "UK")
         assert country is not None
@@ -446,9 +425,7 @@ def test_deleting_owner_deletes_its_association_rows(
     maker: sessionmaker[Session], published: InMemoryPublisher
 ) -> None:
     """Deleting an object also publishes the deletion of its association rows."""
-    with maker.begin() as session:
-        session.add(Group(id=1, members=[User(id=2, display_name="U")]))
-    published.clear()
+    seed(maker, published, Group(id=1, members=[User(id=2, display_name="U")]))
     with maker() as session:
         group = session.get(Group, 1)
         session.commit()
@@ -534,9 +511,7 @@ def test_delete_then_insert_same_key_is_an_update(
     maker: sessionmaker[Session], published: InMemoryPublisher
 ) -> None:
     """Deleting a row and inserting one with the same key is one update."""
-    with maker.begin() as session:
-        session.add(Country(code="DE", name="Germany"))
-    published.clear()
+    seed(maker, published, Country(code="DE", name="Germany"))
     with maker.begin() as session:
         session.delete(session.get(Country, "DE"))
         session.flush()
@@ -609,9 +584,7 @@ def test_change_to_excluded_column_only_is_no_event(
     maker: sessionmaker[Session], published: InMemoryPublisher
 ) -> None:
     """Changing only an excluded column publishes nothing."""
-    with maker.begin() as session:
-        session.add(Account(id=1, login="ann", password_hash="x", last_seen=1))
-    published.clear()
+    seed(maker, published, Account(id=1, login="ann", password_hash="x", last_seen=1))
     with maker.begin() as session:
         account = session.get(Account, 1)
         assert account is not None

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 import sqlalchemy as sa
-from capture_support import Country, User, brief, one_transaction
+from capture_support import Country, User, brief, one_transaction, seed
 from sqlalchemy.orm import Session, sessionmaker
 
 from sqla_audit import ChangeEvent, install_audit, uninstall_audit
@@ -64,9 +64,7 @@ def test_failed_flush_publishes_nothing(
     maker: sessionmaker[Session], published: InMemoryPublisher
 ) -> None:
     """A flush that fails in the database (duplicate key) publishes nothing."""
-    with maker.begin() as session:
-        session.add(Country(code="A", name="a"))
-    published.clear()
+    seed(maker, published, Country(code="A", name="a"))
 
     def work() -> None:
         with maker.begin() as session:
@@ -148,9 +146,7 @@ def test_savepoint_rollback_restores_update_of_outer_row(
     maker: sessionmaker[Session], published: InMemoryPublisher
 ) -> None:
     """An update made in a rolled-back savepoint leaves the outer row's event untouched."""
-    with maker.begin() as session:
-        session.add(Country(code="A", name="a"))
-    published.clear()
+    seed(maker, published, Country(code="A", name="a"))
     with maker.begin() as session:
         country = session.get(Country, "A")
         assert country is not None
