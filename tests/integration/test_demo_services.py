@@ -8,21 +8,10 @@ from pathlib import Path
 
 import pytest
 from cassandra_support import CASSANDRA_LOCAL_DC, cassandra_config, split_contact
+from demo_support import EXPECTED, stored
 
 from consumer.cli import main
 from consumer.sinks.cassandra import CassandraStore
-
-#: The history every record of the scenario must have: (operation, actor), oldest first.
-EXPECTED = {
-    ("customers", "1"): [("insert", "alice"), ("update", "bob"), ("delete", "alice")],
-    ("customers", "2"): [("insert", "alice")],
-    ("products", "KB-01"): [("insert", "carol"), ("update", "carol")],
-    ("products", "MS-02"): [("insert", "carol"), ("update", "carol")],
-    ("products", "MN-03"): [("insert", "carol"), ("update", "bob"), ("update", "carol")],
-    ("orders", "1"): [("insert", "bob"), ("update", "carol")],
-    ("customers", "3"): [],
-    ("orders", "2"): [],
-}
 
 
 @pytest.fixture
@@ -58,19 +47,6 @@ def cassandra_args(contact: str, keyspace: str) -> list[str]:
         "--protocol-version",
         "5",
     ]
-
-
-def stored(
-    store: CassandraStore, since: dt.datetime
-) -> dict[tuple[str, str], list[tuple[str, str | None]]]:
-    """Each record's (operation, actor) list since ``since`` (the keyspace is per module)."""
-    return {
-        key: [
-            (r.operation.value, r.actor_id)
-            for r in sorted(store.history(*key, since=since).items, key=lambda r: r.sort_key)
-        ]
-        for key in EXPECTED
-    }
 
 
 @pytest.mark.usefixtures("aws_credentials")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from demo_support import EXPECTED, History, stored
 
 from consumer.cli import main
 from consumer.demo.runner import DemoConfig, run_demo
@@ -16,18 +17,6 @@ from consumer.differ import records_for_event
 from consumer.records import AuditRecord
 from consumer.sinks.sqlite import SQLiteStore
 from sqla_audit.events import ChangeEvent, Operation
-
-#: The history every record of the scenario must have: (operation, actor), oldest first.
-EXPECTED = {
-    ("customers", "1"): [("insert", "alice"), ("update", "bob"), ("delete", "alice")],
-    ("customers", "2"): [("insert", "alice")],
-    ("products", "KB-01"): [("insert", "carol"), ("update", "carol")],
-    ("products", "MS-02"): [("insert", "carol"), ("update", "carol")],
-    ("products", "MN-03"): [("insert", "carol"), ("update", "bob"), ("update", "carol")],
-    ("orders", "1"): [("insert", "bob"), ("update", "carol")],
-    ("customers", "3"): [],
-    ("orders", "2"): [],
-}
 
 ENV_SETTINGS = ("SQLA_AUDIT_TOPIC_ARN", "SQLA_AUDIT_QUEUE_URL", "SQLA_AUDIT_CASSANDRA_HOSTS")
 
@@ -39,16 +28,10 @@ def embedded_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def stored_history(store_path: Path) -> dict[tuple[str, str], list[tuple[str, str | None]]]:
+def stored_history(store_path: Path) -> History:
     store = SQLiteStore(store_path)
     try:
-        return {
-            key: [
-                (r.operation.value, r.actor_id)
-                for r in sorted(store.history(*key).items, key=lambda r: r.sort_key)
-            ]
-            for key in EXPECTED
-        }
+        return stored(store)
     finally:
         store.close()
 
