@@ -220,6 +220,8 @@ def load_results() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     if RESULTS_DIR.exists():
         for path in sorted(RESULTS_DIR.glob("*.json")):
+            if path.name == "run.json":  # the run log, not a part
+                continue
             data = json.loads(path.read_text())
             out[str(data.get("part", path.stem))] = data
     return out

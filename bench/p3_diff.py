@@ -9,9 +9,13 @@ decimal and timestamps):
 
 Contenders: :func:`consumer.differ.diff_event` (the consumer's differ: column by column,
 DeepDiff only inside nested values that differ), :func:`consumer.differ.record_for_event`
-(the differ plus building the stored record, for information), and ``DeepDiff(before,
-after)`` on the whole row (the obvious implementation). Each measurement times a loop long
-enough to last about 50 ms with the garbage collector paused; rounds are interleaved.
+(the differ plus building the stored record, for information), ``DeepDiff(before, after)``
+on the whole row (the obvious implementation), and, for information, ``walk`` -- a
+prototype kept here, not in the consumer: the same differ with the nested detail computed by
+a direct walk over the JSON values (object keys, positions of equal-length arrays; DeepDiff
+only for arrays whose length changed). The benchmark checks that it returns exactly the
+consumer's answer on the measured events before timing it. Each measurement times a loop
+long enough to last about 50 ms with the garbage collector paused; rounds are interleaved.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import consumer.differ as differ
 from bench.common import (
     fmt_ratio,
     fmt_seconds,
@@ -32,7 +37,10 @@ from bench.common import (
     summarize,
 )
 from bench.eventgen import make_event, nested_update, scalar_update
+from consumer.differ import _strictly_equal, nested_detail
+from consumer.records import NestedChange
 from sqla_audit.events import Operation
+from sqla_audit.serialization import TAG
 
 ROUNDS = 9
 SLICE_SECONDS = 0.05
@@ -46,6 +54,48 @@ def _events() -> dict[str, Any]:
     return {"scalar": scalar, "nested": nested}
 
 
+def _walk(old: Any, new: Any, path: tuple[Any, ...], out: list[Any]) -> bool:
+    """Collect nested changes; False when an array changed length (left to DeepDiff)."""
+    if type(old) is dict and type(new) is dict and TAG not in old and TAG not in new:
+        for key, value in old.items():
+            if key not in new:
+                out.append(NestedChange("removed", (*path, key), value, None))
+            elif not _walk(value, new[key], (*path, key), out):
+                return False
+        out.extend(
+            NestedChange("added", (*path, key), None, value)
+            for key, value in new.items()
+            if key not in old
+        )
+        return True
+    if type(old) is list and type(new) is list:
+        if len(old) != len(new):
+            return False
+        return all(
+            _walk(a, b, (*path, i), out) for i, (a, b) in enumerate(zip(old, new, strict=True))
+        )
+    if not _strictly_equal(old, new):
+        out.append(NestedChange("changed", path, old, new))
+    return True
+
+
+def walked_detail(old: Any, new: Any) -> tuple[Any, ...]:
+    """Prototype of ``consumer.differ.nested_detail`` without DeepDiff in the common case."""
+    out: list[Any] = []
+    if not _walk(old, new, (), out):
+        return nested_detail(old, new)
+    return tuple(sorted(out, key=lambda c: [(type(p).__name__, p) for p in c.path]))
+
+
+def _walk_diff(event: Any) -> object:
+    original = differ.nested_detail
+    differ.nested_detail = walked_detail
+    try:
+        return differ.diff_event(event)
+    finally:
+        differ.nested_detail = original
+
+
 def _contenders() -> dict[str, Callable[[Any], object]]:
     from deepdiff import DeepDiff  # noqa: PLC0415
 
@@ -55,6 +105,7 @@ def _contenders() -> dict[str, Callable[[Any], object]]:
         "differ": diff_event,
         "record": record_for_event,
         "deepdiff": lambda event: DeepDiff(event.before, event.after),
+        "walk": _walk_diff,
     }
 
 
@@ -76,7 +127,11 @@ def measure(scale: float = 1.0) -> dict[str, Any]:
     contenders = _contenders()
     rounds = max(3, round(ROUNDS * scale))
     out: dict[str, dict[str, Any]] = {}
+    from consumer.differ import diff_event  # noqa: PLC0415
+
     for kind, event in events.items():
+        if _walk_diff(event) != diff_event(event):
+            raise AssertionError(f"the walk prototype disagrees with the differ on {kind}")
         loops = {}
         for name, fn in contenders.items():
             estimate = _per_call(fn, event, 20)  # also warms up
@@ -106,6 +161,7 @@ def render(result: dict[str, Any]) -> str:
         "differ": "consumer.differ.diff_event",
         "record": "consumer.differ.record_for_event (diff + record)",
         "deepdiff": "DeepDiff(before, after)",
+        "walk": "for information: diff_event with a direct JSON walk (prototype in bench/)",
     }
     rows = []
     for kind, data in result["kinds"].items():
@@ -115,7 +171,7 @@ def render(result: dict[str, Any]) -> str:
             f"{kind}: {data['columns']} columns, changed {', '.join(data['changed'])} "
             f"({data['bytes']} B event)"
         )
-        for name in ("differ", "record", "deepdiff"):
+        for name in ("differ", "record", "deepdiff", "walk"):
             s = stats[name]
             rows.append(
                 [
