@@ -9,6 +9,7 @@ written for, since a rerun updates the tables but not the prose.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +175,8 @@ def _module_doc(part: str) -> str:
     paragraphs = [p.strip() for p in doc.split("\n\n") if p.strip()]
     body = paragraphs[1:] if len(paragraphs) > 1 else []
     text = "\n\n".join(body)
-    # Docstrings use reStructuredText literals; Markdown wants single backticks.
+    # Docstrings use reStructuredText roles and literals; Markdown wants single backticks.
+    text = re.sub(r":(?:mod|func|class|meth|attr):`~?([^`]+)`", r"`\1`", text)
     return text.replace("``", "`")
 
 
