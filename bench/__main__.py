@@ -86,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     command = " ".join([".venv/bin/python -m bench", *words])
     total = time.perf_counter() - started
-    path = write_report(command=command if parts else None, elapsed=elapsed, total_elapsed=total)
+    path = write_report(
+        command=command if parts else None,
+        elapsed=elapsed,
+        total_elapsed=total,
+        full=args.part == "all",
+    )
     print(f"\nwrote {path.relative_to(REPO_ROOT)}")
     print(f"total elapsed: {total:.0f} s ({total / 60:.1f} min)")
     if failed:
