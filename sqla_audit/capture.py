@@ -172,6 +172,11 @@ def _old_value(state: InstanceState[Any], key: str) -> Any:
     return state.dict.get(key, _MISSING)
 
 
+def _present(names: tuple[str, ...], row: Mapping[str, Any]) -> tuple[str, ...]:
+    """The ``names`` that are keys of ``row``, in order (usually none to look at)."""
+    return tuple(name for name in names if name in row) if names else ()
+
+
 def _assigned(state: InstanceState[Any], key: str) -> bool:
     hist = _history(state, key)
     return bool(hist.added or hist.deleted)
@@ -187,11 +192,58 @@ def same_value(a: Any, b: Any) -> bool:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class _Columns:
+    """Per-mapper facts the per-row code would otherwise recompute for every row.
+
+    ``columns`` holds ``(attribute key, column name, masked, spec)`` in plan order, so the
+    loops over a row's columns unpack a tuple instead of reading dataclass attributes and
+    properties (``ModelPlan.masked_names`` builds a new tuple on every access).
+    """
+
+    plan: ModelPlan
+    columns: tuple[tuple[str, str, bool, ColumnSpec], ...]
+    keys: frozenset[str]
+    pk_keys: tuple[str, ...]
+    pk_names: tuple[str, ...]
+    masked_names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, plan: ModelPlan) -> _Columns:
+        return cls(
+            plan=plan,
+            columns=tuple((spec.key, spec.name, spec.masked, spec) for spec in plan.columns),
+            keys=frozenset(spec.key for spec in plan.columns),
+            pk_keys=tuple(spec.key for spec in plan.primary_key),
+            pk_names=tuple(spec.name for spec in plan.primary_key),
+            masked_names=plan.masked_names,
+        )
+
+
+def _same_key_values(old: Sequence[Any], new: Sequence[Any]) -> bool:
+    """True when both key value sequences certainly give the same record id and key.
+
+    Identical objects, or equal ``int``/``str`` values (whose canonical text and encoding
+    depend on the value only); anything else (``Decimal("1.0")`` vs ``Decimal("1.00")``)
+    is left to the full computation.
+    """
+    if len(old) != len(new):
+        return False
+    for a, b in zip(old, new, strict=True):
+        if a is b:
+            continue
+        kind = type(a)
+        if kind is not type(b) or kind not in (int, str) or a != b:
+            return False
+    return True
+
+
 @dataclass(slots=True)
 class _PendingRow:
     state: InstanceState[Any]
     obj: Any
     plan: ModelPlan
+    cols: _Columns
     operation: Operation
     before: dict[str, Any] = field(default_factory=dict)
     old_identity: tuple[Any, ...] | None = None
@@ -224,29 +276,61 @@ class Capturer:
         self.config = planner.config
         self.sink = sink
         self.report = report
+        self._fallback = self.config.unknown_types
+        # keyed by id(): ModelPlan hashes all its fields; each entry keeps its plan alive
+        self._columns_of: dict[int, _Columns] = {}
+
+    def columns(self, plan: ModelPlan) -> _Columns:
+        """The per-mapper column facts of ``plan`` (computed once)."""
+        found = self._columns_of.get(id(plan))
+        if found is None or found.plan is not plan:
+            found = self._columns_of[id(plan)] = _Columns.of(plan)
+        return found
 
     # -- encoding ----------------------------------------------------------------------
 
-    def _encode(self, spec: ColumnSpec, value: Any) -> JSONValue:
-        if spec.masked:
-            return dict(MASKED_VALUE)
-        return encode_value(value, fallback=self.config.unknown_types)
-
     def encode_row(self, plan: ModelPlan, raw: Mapping[str, Any]) -> dict[str, JSONValue]:
         """Encode a row given by attribute key into column name -> tagged value (masking)."""
-        return {
-            spec.name: self._encode(spec, raw[spec.key]) for spec in plan.columns if spec.key in raw
-        }
+        fallback = self._fallback
+        out: dict[str, JSONValue] = {}
+        for key, name, masked, _spec in self.columns(plan).columns:
+            if key in raw:
+                out[name] = (
+                    dict(MASKED_VALUE) if masked else encode_value(raw[key], fallback=fallback)
+                )
+        return out
 
     def record_key(
         self, plan: ModelPlan, values: Sequence[Any]
     ) -> tuple[str, dict[str, JSONValue]]:
         """The ``record_id`` and encoded ``primary_key`` of the key ``values`` (key order)."""
+        fallback = self._fallback
         encoded = {
-            spec.name: encode_value(value, fallback=self.config.unknown_types)
-            for spec, value in zip(plan.primary_key, values, strict=True)
+            name: encode_value(value, fallback=fallback)
+            for name, value in zip(self.columns(plan).pk_names, values, strict=True)
         }
         return make_record_id(values), encoded
+
+    def _row_key(
+        self,
+        cols: _Columns,
+        values: Sequence[Any],
+        raw: Mapping[str, Any],
+        encoded: Mapping[str, JSONValue],
+    ) -> tuple[str, dict[str, JSONValue]]:
+        """:meth:`record_key`, reusing the row's encoding of a key value taken from ``raw``.
+
+        Key columns are never masked, so the encoded row holds exactly what
+        :meth:`record_key` would compute for the same object.
+        """
+        fallback = self._fallback
+        key: dict[str, JSONValue] = {}
+        for attr, name, value in zip(cols.pk_keys, cols.pk_names, values, strict=True):
+            if name in encoded and raw.get(attr, _MISSING) is value:
+                key[name] = encoded[name]
+            else:
+                key[name] = encode_value(value, fallback=fallback)
+        return make_record_id(values), key
 
     # -- before_flush: make every needed old value known --------------------------------
 
@@ -345,7 +429,13 @@ class Capturer:
                     deletes.append(change)
             elif state.key is None:
                 record.inserts.append(
-                    _PendingRow(state=state, obj=state.obj(), plan=plan, operation=Operation.INSERT)
+                    _PendingRow(
+                        state=state,
+                        obj=state.obj(),
+                        plan=plan,
+                        cols=self.columns(plan),
+                        operation=Operation.INSERT,
+                    )
                 )
             else:
                 pending = self._update_pending(state, plan, snapshots.get(state))
@@ -381,9 +471,10 @@ class Capturer:
         record: _FlushRecord,
     ) -> RowChange:
         assert state.key is not None
+        cols = self.columns(plan)
         before = snapshot.before if snapshot else self._before_image(state, plan, {})
-        record_id, primary_key = self.record_key(plan, state.key[1])
         encoded = self.encode_row(plan, before)
+        record_id, primary_key = self._row_key(cols, state.key[1], before, encoded)
         return self._row_change(
             record,
             table=plan.table,
@@ -393,7 +484,7 @@ class Capturer:
             before=encoded,
             after=None,
             changed_columns=tuple(encoded),
-            masked_columns=tuple(name for name in plan.masked_names if name in encoded),
+            masked_columns=_present(cols.masked_names, encoded),
         )
 
     def _update_pending(
@@ -417,6 +508,7 @@ class Capturer:
             state=state,
             obj=state.obj(),
             plan=plan,
+            cols=self.columns(plan),
             operation=Operation.UPDATE,
             before=snapshot.before,
             old_identity=tuple(state.key[1]),
@@ -536,8 +628,8 @@ class Capturer:
         by_state: dict[InstanceState[Any], _PendingRow] = {}
         for row in rows:
             state = row.state
-            if state.key is None:
-                continue
+            if state.key is None or row.cols.keys.issubset(state.dict):
+                continue  # every audited value is loaded: nothing to read
             keys = [
                 spec.key
                 for spec in row.plan.columns
@@ -567,23 +659,27 @@ class Capturer:
             return _MISSING
 
     def _after_image(self, pending: _PendingRow) -> dict[str, Any]:
+        loaded = pending.state.dict
         after: dict[str, Any] = {}
-        for spec in pending.plan.columns:
+        for key, _name, _masked, spec in pending.cols.columns:
+            if key in loaded:  # the common case, without a call
+                after[key] = loaded[key]
+                continue
             value = self._current(pending, spec)
             if value is not _MISSING:
-                after[spec.key] = value
+                after[key] = value
         return after
 
     def _insert(self, pending: _PendingRow, record: _FlushRecord) -> RowChange | None:
-        plan = pending.plan
+        plan, cols = pending.plan, pending.cols
         after = self._after_image(pending)
-        if any(spec.key not in after for spec in plan.primary_key):
+        if any(key not in after for key in cols.pk_keys):
             logger.warning("insert into %s without a readable primary key: not audited", plan.table)
             return None
-        record_id, primary_key = self.record_key(
-            plan, [after[spec.key] for spec in plan.primary_key]
-        )
         encoded = self.encode_row(plan, after)
+        record_id, primary_key = self._row_key(
+            cols, [after[key] for key in cols.pk_keys], after, encoded
+        )
         return self._row_change(
             record,
             table=plan.table,
@@ -593,32 +689,67 @@ class Capturer:
             before=None,
             after=encoded,
             changed_columns=tuple(encoded),
-            masked_columns=tuple(name for name in plan.masked_names if name in encoded),
+            masked_columns=_present(cols.masked_names, encoded),
         )
 
     def _update(self, pending: _PendingRow, record: _FlushRecord) -> RowChange | None:
-        plan = pending.plan
+        plan, cols = pending.plan, pending.cols
         before, after = pending.before, self._after_image(pending)
-        changed = [
-            spec
-            for spec in plan.columns
-            if spec.key in after
-            and (spec.key not in before or not same_value(before[spec.key], after[spec.key]))
-        ]
-        assert pending.old_identity is not None
-        new_identity = [after.get(spec.key, _MISSING) for spec in plan.primary_key]
+        changed: list[str] = []
+        for key, name, _masked, _spec in cols.columns:
+            if key in after:
+                if key not in before:
+                    changed.append(name)
+                    continue
+                old, new = before[key], after[key]
+                if old is not new and not same_value(old, new):
+                    changed.append(name)
+        old_identity = pending.old_identity
+        assert old_identity is not None
+        new_identity: Sequence[Any] = [after.get(key, _MISSING) for key in cols.pk_keys]
         if any(value is _MISSING for value in new_identity):
-            new_identity = list(pending.old_identity)
-        old_id, old_key = self.record_key(plan, pending.old_identity)
-        new_id, new_key = self.record_key(plan, new_identity)
-        moved = old_id != new_id
+            new_identity = old_identity
+        # The identity rarely changes: then one record id serves both.
+        same_identity = _same_key_values(old_identity, new_identity)
+        old_id = None if same_identity else make_record_id(old_identity)
+        new_id = make_record_id(new_identity)
+        moved = old_id is not None and old_id != new_id
         if not changed and not moved:
             return None
-        encoded_before = self.encode_row(plan, before)
-        encoded_after = self.encode_row(plan, after)
-        masked = [
-            name for name in plan.masked_names if name in encoded_before or name in encoded_after
-        ]
+        # Encode each value once: an unchanged column is one object in both images.
+        fallback = self._fallback
+        encoded_before: dict[str, JSONValue] = {}
+        encoded_after: dict[str, JSONValue] = {}
+        for key, name, masked, _spec in cols.columns:
+            in_before = key in before
+            if key in after:
+                new = after[key]
+                if masked:
+                    encoded_after[name] = dict(MASKED_VALUE)
+                    if in_before:
+                        encoded_before[name] = dict(MASKED_VALUE)
+                    continue
+                encoded_new = encode_value(new, fallback=fallback)
+                encoded_after[name] = encoded_new
+                if in_before:
+                    old = before[key]
+                    encoded_before[name] = (
+                        encoded_new if old is new else encode_value(old, fallback=fallback)
+                    )
+            elif in_before:
+                encoded_before[name] = (
+                    dict(MASKED_VALUE) if masked else encode_value(before[key], fallback=fallback)
+                )
+        _new_id, new_key = self._row_key(cols, new_identity, after, encoded_after)
+        old_key: dict[str, JSONValue] | None = None
+        if moved:
+            _old_id, old_key = self._row_key(cols, old_identity, before, encoded_before)
+        masked_names = cols.masked_names
+        shown_masked = (
+            [name for name in masked_names if name in encoded_before or name in encoded_after]
+            if masked_names
+            else []
+        )
         return self._row_change(
             record,
             table=plan.table,
@@ -627,10 +758,10 @@ class Capturer:
             primary_key=new_key,
             before=encoded_before,
             after=encoded_after,
-            changed_columns=tuple(spec.name for spec in changed),
-            masked_columns=tuple(masked),
+            changed_columns=tuple(changed),
+            masked_columns=tuple(shown_masked),
             previous_record_id=old_id if moved else None,
-            previous_primary_key=old_key if moved else None,
+            previous_primary_key=old_key,
         )
 
     # -- common ------------------------------------------------------------------------
