@@ -86,6 +86,12 @@ class RowChange:
     ``previous_record_id``/``previous_primary_key`` name the old one. ``before`` and
     ``after`` map *column* names to encoded values; a column whose old value could not be
     known is absent from ``before`` but listed in ``changed_columns``.
+
+    Ownership: ``primary_key``, ``before`` and ``after`` belong to this change alone (an
+    unchanged value may be one object in both images) and are treated as read-only once
+    the change is recorded; :func:`sqla_audit.delivery.build_events` hands them over to the
+    event without copying. Code that records its own changes must pass mappings it will
+    not touch again.
     """
 
     table: str
