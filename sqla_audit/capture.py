@@ -63,7 +63,7 @@ from sqla_audit.config import (
 )
 from sqla_audit.context import AuditContext, current_context
 from sqla_audit.events import Actor, Operation, make_record_id, utcnow
-from sqla_audit.serialization import MASKED_VALUE, JSONValue, encode_value
+from sqla_audit.serialization import MASKED_VALUE, PASSTHROUGH_TYPES, JSONValue, encode_value
 
 logger = logging.getLogger(__name__)
 
@@ -301,9 +301,13 @@ class Capturer:
         out: dict[str, JSONValue] = {}
         for key, name, masked, _spec in self.columns(plan).columns:
             if key in raw:
-                out[name] = (
-                    dict(MASKED_VALUE) if masked else encode_value(raw[key], fallback=fallback)
-                )
+                value = raw[key]
+                if masked:
+                    out[name] = dict(MASKED_VALUE)
+                elif type(value) in PASSTHROUGH_TYPES:  # what encode_value would return
+                    out[name] = value
+                else:
+                    out[name] = encode_value(value, fallback=fallback)
         return out
 
     def record_key(
@@ -724,6 +728,7 @@ class Capturer:
             return None
         # Encode each value once: an unchanged column is one object in both images.
         fallback = self._fallback
+        passthrough = PASSTHROUGH_TYPES  # values that are their own encoding
         encoded_before: dict[str, JSONValue] = {}
         encoded_after: dict[str, JSONValue] = {}
         for key, name, masked, _spec in cols.columns:
@@ -735,13 +740,18 @@ class Capturer:
                     if in_before:
                         encoded_before[name] = dict(MASKED_VALUE)
                     continue
-                encoded_new = encode_value(new, fallback=fallback)
+                encoded_new = (
+                    new if type(new) in passthrough else encode_value(new, fallback=fallback)
+                )
                 encoded_after[name] = encoded_new
                 if in_before:
                     old = before[key]
-                    encoded_before[name] = (
-                        encoded_new if old is new else encode_value(old, fallback=fallback)
-                    )
+                    if old is new:
+                        encoded_before[name] = encoded_new
+                    elif type(old) in passthrough:
+                        encoded_before[name] = old
+                    else:
+                        encoded_before[name] = encode_value(old, fallback=fallback)
             elif in_before:
                 encoded_before[name] = (
                     dict(MASKED_VALUE) if masked else encode_value(before[key], fallback=fallback)

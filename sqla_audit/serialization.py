@@ -55,6 +55,12 @@ Fallback: TypeAlias = Literal["repr", "error"]
 TAG: Final = "$type"
 _PASSTHROUGH: Final = (str, int, bool, type(None))
 
+#: Exact types whose values are their own encoding. Checked with ``type(value) in ...``
+#: before anything else: most column values are of these types, and one set lookup is
+#: cheaper than the ``isinstance`` chain. Subclasses (``IntEnum``, ``StrEnum``, a ``str``
+#: subclass) are not in it and take the chain, which handles them as before.
+PASSTHROUGH_TYPES: Final[frozenset[type]] = frozenset({str, int, bool, type(None)})
+
 
 @dataclass(frozen=True, slots=True)
 class Unserializable:
@@ -102,8 +108,49 @@ def _tagged(tag: str, value: JSONValue, **extra: JSONValue) -> dict[str, JSONVal
     return out
 
 
+def _encode_datetime(value: dt.datetime) -> JSONValue:
+    tz = value.tzinfo
+    if tz is None or type(tz) is dt.timezone:  # no zone key (and no costly failed getattr)
+        return {TAG: "datetime", "v": value.isoformat()}
+    key = getattr(tz, "key", None)
+    if isinstance(key, str):
+        return {TAG: "datetime", "v": value.isoformat(), "tz": key}
+    return {TAG: "datetime", "v": value.isoformat()}
+
+
+def _encode_time(value: dt.time) -> JSONValue:
+    key = getattr(value.tzinfo, "key", None)  # a zone has no offset without a date
+    if isinstance(key, str):
+        return {TAG: "time", "v": value.isoformat(), "tz": key}
+    return {TAG: "time", "v": value.isoformat()}
+
+
+def _encode_timedelta(value: dt.timedelta) -> JSONValue:
+    return {TAG: "timedelta", "v": [value.days, value.seconds, value.microseconds]}
+
+
+#: Encoders of the tagged scalar types, by *exact* type (a subclass takes the chain in
+#: :func:`encode_value`, which gives it the same result, or its Enum tag). They build the
+#: same ``{"$type": ..., "v": ...}`` objects as :func:`_tagged`, as literals.
+_EXACT: Final[dict[type, Callable[[Any], JSONValue]]] = {
+    decimal.Decimal: lambda value: {TAG: "decimal", "v": str(value)},
+    dt.datetime: _encode_datetime,
+    dt.date: lambda value: {TAG: "date", "v": value.isoformat()},
+    dt.time: _encode_time,
+    dt.timedelta: _encode_timedelta,
+    uuid.UUID: lambda value: {TAG: "uuid", "v": str(value)},
+}
+
+
 def encode_value(value: Any, *, fallback: Fallback = "repr") -> JSONValue:
     """Encode one column value to JSON-safe data, tagging what JSON would lose."""
+    plain: JSONValue = value  # typed view of the pass-through case
+    kind = type(value)
+    if kind in PASSTHROUGH_TYPES or (kind is float and math.isfinite(value)):
+        return plain
+    exact = _EXACT.get(kind)
+    if exact is not None:
+        return exact(value)
     if isinstance(value, _PASSTHROUGH) and not isinstance(value, enum.Enum):
         return value
     if isinstance(value, float):
@@ -120,20 +167,13 @@ def encode_value(value: Any, *, fallback: Fallback = "repr") -> JSONValue:
     if isinstance(value, decimal.Decimal):
         return _tagged("decimal", str(value))
     if isinstance(value, dt.datetime):
-        tz = value.tzinfo
-        key = getattr(tz, "key", None)
-        if isinstance(key, str):
-            return _tagged("datetime", value.isoformat(), tz=key)
-        return _tagged("datetime", value.isoformat())
+        return _encode_datetime(value)
     if isinstance(value, dt.date):
         return _tagged("date", value.isoformat())
     if isinstance(value, dt.time):
-        key = getattr(value.tzinfo, "key", None)  # a zone has no offset without a date
-        if isinstance(key, str):
-            return _tagged("time", value.isoformat(), tz=key)
-        return _tagged("time", value.isoformat())
+        return _encode_time(value)
     if isinstance(value, dt.timedelta):
-        return _tagged("timedelta", [value.days, value.seconds, value.microseconds])
+        return _encode_timedelta(value)
     if isinstance(value, uuid.UUID):
         return _tagged("uuid", str(value))
     if isinstance(value, bytes | bytearray | memoryview):
@@ -296,6 +336,7 @@ def is_nested(value: JSONValue) -> bool:
 __all__ = [
     "MASKED",
     "MASKED_VALUE",
+    "PASSTHROUGH_TYPES",
     "TAG",
     "EnumResolver",
     "Fallback",

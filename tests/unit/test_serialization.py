@@ -166,6 +166,70 @@ def test_tagged_forms_are_documented_shapes() -> None:
     }
 
 
+class _Text(str):
+    pass
+
+
+class _Number(int):
+    pass
+
+
+class _Real(float):
+    pass
+
+
+class _Moment(dt.datetime):
+    pass
+
+
+class _Amount(decimal.Decimal):
+    pass
+
+
+class _Mood(enum.StrEnum):
+    GOOD = "good"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("plain", "plain"),
+        (_Text("sub"), "sub"),
+        (7, 7),
+        (_Number(7), 7),
+        (True, True),
+        (None, None),
+        (1.5, 1.5),
+        (_Real(1.5), 1.5),
+        (float("nan"), {"$type": "float", "v": "nan"}),
+        (_Real("inf"), {"$type": "float", "v": "inf"}),
+        (Level.HIGH, {"$type": "enum", "v": 2, "name": "HIGH", "cls": f"{__name__}:Level"}),
+        (
+            _Mood.GOOD,
+            {"$type": "enum", "v": "good", "name": "GOOD", "cls": f"{__name__}:_Mood"},
+        ),
+        (decimal.Decimal("1.50"), {"$type": "decimal", "v": "1.50"}),
+        (_Amount("1.50"), {"$type": "decimal", "v": "1.50"}),
+        (
+            dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC),
+            {"$type": "datetime", "v": "2026-01-02T03:04:00+00:00"},
+        ),
+        (
+            dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+            {"$type": "datetime", "v": "2026-01-02T03:04:00-05:00"},
+        ),
+        (_Moment(2026, 1, 2), {"$type": "datetime", "v": "2026-01-02T00:00:00"}),
+        (dt.time(1, 2, tzinfo=dt.UTC), {"$type": "time", "v": "01:02:00+00:00"}),
+        (uuid.UUID(int=1), {"$type": "uuid", "v": "00000000-0000-0000-0000-000000000001"}),
+    ],
+)
+def test_exact_types_and_their_subclasses_encode_alike(value: Any, expected: Any) -> None:
+    """The exact-type fast paths give what the isinstance chain gives subclasses; Enums win."""
+    encoded = encode_value(value)
+    assert encoded == expected
+    assert json.dumps(encoded) == json.dumps(expected)  # a subclass passes through as itself
+
+
 def test_enum_without_resolver_is_tagged_enum() -> None:
     """Without a resolver that knows the class, an Enum decodes to a TaggedEnum."""
     decoded = decode_value(encode_value(Color.GREEN))
