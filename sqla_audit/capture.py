@@ -75,6 +75,7 @@ _MISSING: Final[Any] = object()
 PREFETCH_CHUNK: Final = 500
 
 _EMPTY_MAPPING: Final[Mapping[str, JSONValue]] = MappingProxyType({})
+_NO_KEYS: Final[frozenset[str]] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +182,30 @@ def _old_value(state: InstanceState[Any], key: str) -> Any:
 def _present(names: tuple[str, ...], row: Mapping[str, Any]) -> tuple[str, ...]:
     """The ``names`` that are keys of ``row``, in order (usually none to look at)."""
     return tuple(name for name in names if name in row) if names else ()
+
+
+def has_changes(state: InstanceState[Any]) -> bool:
+    """``Session.is_modified(obj, include_collections=False)``, from the changed attributes.
+
+    ``is_modified`` asks every attribute of the class for its history. Only attributes in
+    ``committed_state`` (the ones set, deleted or flagged since the last flush) can have
+    any: the history of a scalar or object attribute that is not there has nothing added
+    or deleted. So the same answer comes from asking just those.
+    """
+    if not state.modified:
+        return False
+    manager, loaded = state.manager, state.dict
+    for key in list(state.committed_state):
+        attribute = manager.get(key)
+        if attribute is None:
+            continue
+        impl = attribute.impl
+        if hasattr(impl, "get_collection") or not hasattr(impl, "get_history"):
+            continue
+        added, _unchanged, deleted = impl.get_history(state, loaded, passive=PassiveFlag.NO_CHANGE)
+        if added or deleted:
+            return True
+    return False
 
 
 def _assigned(state: InstanceState[Any], key: str) -> bool:
@@ -349,37 +374,52 @@ class Capturer:
 
         Taken before any SQL runs: the flush itself expires attributes it hands to the
         database (SQL expressions, ``onupdate`` values), and their history with them.
+        ``session.dirty`` is filtered with :func:`has_changes` (``is_modified`` asked only
+        of the attributes that were changed), and each object's old values, unknown keys
+        and untouched unloaded columns come from one pass over its audited columns.
         """
         wanted: dict[Mapper[Any], list[tuple[InstanceState[Any], list[str]]]] = defaultdict(list)
-        targets: list[tuple[InstanceState[Any], ModelPlan]] = []
-        modified = [
-            obj for obj in session.dirty if session.is_modified(obj, include_collections=False)
-        ]
-        for obj in [*modified, *session.deleted]:
-            state: InstanceState[Any] = inspect(obj)
+        images: list[tuple[InstanceState[Any], dict[str, Any], frozenset[str]]] = []
+        instance_state = orm_attributes.instance_state
+        states = [instance_state(obj) for obj in session.dirty]
+        modified = len(states)
+        states.extend(instance_state(obj) for obj in session.deleted)
+        for index, state in enumerate(states):
             if state.key is None:
                 continue
             plan = self.planner.model(state.mapper)
-            if not plan.enabled:
+            if not plan.enabled or (index < modified and not has_changes(state)):
                 continue
-            targets.append((state, plan))
-            keys = [spec.key for spec in plan.columns if _old_value(state, spec.key) is _MISSING]
-            if keys:
-                wanted[state.mapper].append((state, keys))
+            # One pass per object: the old values the session holds, the keys it does not
+            # hold (read below), and the columns neither loaded nor assigned.
+            loaded, committed = state.dict, state.committed_state
+            before: dict[str, Any] = {}
+            missing: list[str] = []
+            untouched: list[str] = []
+            for key, _name, _masked, _spec in self.columns(plan).columns:
+                if key in committed:
+                    original = committed[key]
+                    if original is NO_VALUE or original is PASSIVE_NO_RESULT:
+                        missing.append(key)  # assigned while unloaded, or mutated in place
+                    else:
+                        before[key] = original
+                elif key in loaded:
+                    before[key] = loaded[key]
+                else:
+                    missing.append(key)
+                    untouched.append(key)
+            if missing:
+                wanted[state.mapper].append((state, missing))
+            images.append((state, before, frozenset(untouched) if untouched else _NO_KEYS))
         prefetched: dict[InstanceState[Any], dict[str, Any]] = {}
         for mapper, items in wanted.items():
             prefetched.update(self._prefetch(session, mapper, items))
         snapshots: dict[InstanceState[Any], _Snapshot] = {}
-        for state, plan in targets:
-            loaded, committed = state.dict, state.committed_state
-            snapshots[state] = _Snapshot(
-                before=self._before_image(state, plan, prefetched.get(state, {})),
-                untouched_unloaded=frozenset(
-                    spec.key
-                    for spec in plan.columns
-                    if spec.key not in loaded and spec.key not in committed
-                ),
-            )
+        for state, before, untouched_unloaded in images:
+            fetched = prefetched.get(state)
+            if fetched:
+                before.update(fetched)  # only keys that were missing; order does not matter
+            snapshots[state] = _Snapshot(before=before, untouched_unloaded=untouched_unloaded)
         flush_context.attributes[_SNAPSHOTS] = snapshots
 
     def _prefetch(
@@ -818,5 +858,6 @@ __all__ = [
     "ErrorReporter",
     "Planner",
     "RowChange",
+    "has_changes",
     "same_value",
 ]
