@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consumer.decoding import Decoder
-from consumer.differ import records_for_event
+from consumer.differ import NestedDiff, records_for_event
 from consumer.metrics import WorkerMetrics
 from consumer.records import AuditRecord
 from consumer.sinks.base import AuditStore
@@ -151,6 +151,7 @@ class Worker:
         shutdown_timeout: float = 30.0,
         metrics: WorkerMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        nested_diff: NestedDiff | None = None,
     ) -> None:
         if concurrency < 1 or batch_size < 1:
             raise ValueError("concurrency and batch_size must be at least 1")
@@ -163,6 +164,8 @@ class Worker:
         self.visibility_timeout = visibility_timeout
         self.shutdown_timeout = shutdown_timeout
         self.metrics = metrics or WorkerMetrics()
+        #: the nested-detail function (``None``: :func:`consumer.differ.nested_detail`)
+        self.nested_diff = nested_diff
         self.backoff = Backoff(min(initial_backoff, max_backoff), max_backoff, clock)
         self._clock = clock
         self._stop = threading.Event()
@@ -179,7 +182,7 @@ class Worker:
         records: list[AuditRecord] = []
         skipped = 0
         for event in events:
-            made = records_for_event(event)
+            made = records_for_event(event, nested=self.nested_diff)
             if made:
                 records.extend(made)
             else:

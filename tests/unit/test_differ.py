@@ -6,12 +6,14 @@ import datetime as dt
 import decimal
 import json
 import uuid
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumer.differ import (
+    deepdiff_detail,
     departure_for_event,
     diff_event,
     diff_rows,
@@ -328,3 +330,128 @@ def test_diff_matches_strict_equality(
     for name, change in changes.items():
         assert change.old == before.get(name)
         assert change.new == after.get(name)
+
+
+# --------------------------------------------------------------------------- nested detail:
+# the direct walk (the default) against DeepDiff (the reference)
+
+nested_keys = st.one_of(
+    st.sampled_from(["a", "b", "c", "$type", "v", "__p", "0"]), st.text(max_size=2)
+)
+nested_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-2, 3),
+    st.sampled_from([0.0, -0.0, 1.0, 2.5]),
+    st.text(alphabet="ab", max_size=2),
+)
+nested_values = st.recursive(
+    nested_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=6), st.dictionaries(nested_keys, inner, max_size=5)
+    ),
+    max_leaves=25,
+)
+documents = st.one_of(
+    st.lists(nested_values, max_size=6), st.dictionaries(nested_keys, nested_values, max_size=6)
+)
+
+
+def _edited(value: JSONValue) -> st.SearchStrategy[JSONValue]:
+    """``value`` with one random edit somewhere inside (replace, insert or drop an item)."""
+    if isinstance(value, dict) and value:
+        return st.sampled_from(sorted(value)).flatmap(
+            lambda key: st.one_of(
+                nested_values.map(lambda new: {**value, key: new}),
+                _edited(value[key]).map(lambda new: {**value, key: new}),
+                st.just({k: v for k, v in value.items() if k != key}),
+            )
+        )
+    if isinstance(value, list) and value:
+        return st.integers(0, len(value) - 1).flatmap(
+            lambda i: st.one_of(
+                _edited(value[i]).map(lambda new: [*value[:i], new, *value[i + 1 :]]),
+                nested_values.map(lambda new: [*value[:i], new, *value[i:]]),
+                st.just([*value[:i], *value[i + 1 :]]),
+            )
+        )
+    return nested_values
+
+
+@st.composite
+def document_pairs(draw: st.DrawFn) -> tuple[JSONValue, JSONValue]:
+    """Two JSON documents of the same kind: unrelated, or the second a few edits away."""
+    old = draw(documents)
+    new = draw(st.one_of(documents, _edited(old), _edited(old).flatmap(_edited)))
+    # through the wire form, as the consumer sees them
+    return json.loads(json.dumps(old)), json.loads(json.dumps(new))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(document_pairs())
+def test_walk_gives_the_deepdiff_answer(pair: tuple[JSONValue, JSONValue]) -> None:
+    """The direct walk returns exactly DeepDiff's nested detail on random JSON documents."""
+    old, new = pair
+    if type(old) is type(new):
+        assert nested_detail(old, new) == deepdiff_detail(old, new)
+
+
+arrays_of_scalars = st.lists(
+    st.one_of(st.integers(0, 3), st.booleans(), st.sampled_from([0.0, 1.0, None, "a", "b"])),
+    max_size=10,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(arrays_of_scalars, arrays_of_scalars)
+def test_walk_matches_deepdiff_on_arrays_of_scalars(
+    old: list[JSONValue], new: list[JSONValue]
+) -> None:
+    """Arrays of scalars (which DeepDiff matches with difflib) get DeepDiff's answer too."""
+    assert nested_detail(old, new) == deepdiff_detail(old, new)
+
+
+def test_detail_follows_deepdiff_conventions() -> None:
+    """The walk keeps DeepDiff's conventions (documented in docs/consumer.md), quirks included."""
+    replaced_old = {"a": 1, "b": 2, "c": 3}
+    replaced_new = {"x": 1, "y": 2, "c": 3}
+    cases: list[tuple[JSONValue, JSONValue, tuple[NestedChange, ...]]] = [
+        # objects sharing under a third of their keys change as a whole
+        (replaced_old, replaced_new, (NestedChange("changed", (), replaced_old, replaced_new),)),
+        # keys starting with '__' are not compared
+        ({"a": 1, "__rev": 1}, {"a": 1, "__rev": 2}, ()),
+        # arrays of scalars are matched with difflib, where 1 == true
+        ([1, 2], [True, 2], ()),
+        # difflib's positions (0 removed, 2 added), read back at those positions
+        (
+            ["a", "b", "c"],
+            ["b", "c", "d"],
+            (NestedChange("changed", (0,), "a", "b"), NestedChange("changed", (2,), "c", "d")),
+        ),
+    ]
+    for old, new, expected in cases:
+        assert nested_detail(old, new) == expected
+        assert deepdiff_detail(old, new) == expected
+
+
+def test_values_that_are_not_json_data_go_to_deepdiff() -> None:
+    """A tuple or a Decimal inside a nested value is diffed by DeepDiff, not the walk."""
+    old: Any = {"a": (1, 2), "b": decimal.Decimal("1.0")}
+    new: Any = {"a": (1, 3), "b": decimal.Decimal("1.5")}
+    assert nested_detail(old, new) == deepdiff_detail(old, new)
+    assert {change.path for change in nested_detail(old, new)} == {("a",), ("b",)}
+
+
+def test_the_nested_diff_is_switchable() -> None:
+    """``nested=`` chooses the detail function all the way from the event to the record."""
+    calls: list[tuple[JSONValue, JSONValue]] = []
+
+    def spy(old: JSONValue, new: JSONValue) -> tuple[NestedChange, ...]:
+        calls.append((old, new))
+        return deepdiff_detail(old, new)
+
+    event = make_event(before={"id": "1", "doc": {"a": 1}}, after={"id": "1", "doc": {"a": 2}})
+    records = records_for_event(event, nested=spy)
+    assert calls == [({"a": 1}, {"a": 2})]
+    assert records[0].changes["doc"].detail == (NestedChange("changed", ("a",), 1, 2),)
+    assert records == records_for_event(event)

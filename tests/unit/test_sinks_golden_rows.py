@@ -92,7 +92,7 @@ def _document(rng: random.Random) -> dict[str, Any]:
             for k in range(rng.randrange(1, 4))
         ],
         "__internal": {"rev": rng.randrange(3)},
-        "note": "café ☕ \u2028 \"quoted\"",
+        "note": 'café ☕ \u2028 "quoted"',
     }
 
 
@@ -118,7 +118,7 @@ def _nested_edits(rng: random.Random, doc: dict[str, Any]) -> dict[str, Any]:
     elif kind == 1:
         new["tags"] = [*new["tags"], "added"]
     elif kind == 2:
-        new["tags"] = list(reversed(new["tags"])) + ["x"]
+        new["tags"] = [*reversed(new["tags"]), "x"]
     elif kind == 3:
         new["__internal"]["rev"] += 1
     elif kind == 4:
