@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from sqlalchemy import Connection
 
-from sqla_audit.events import ChangeEvent, new_event_id, utcnow
+from sqla_audit.events import ChangeEvent, new_event_id, new_event_ids, utcnow
 from sqla_audit.publishers.base import ErrorHook, Publisher
 
 if TYPE_CHECKING:
@@ -83,9 +83,10 @@ def build_events(
     """
     committed = committed_at or utcnow()
     txn = transaction_id or new_event_id()
+    event_ids = new_event_ids(len(changes))
     return [
         ChangeEvent(
-            event_id=new_event_id(),
+            event_id=event_ids[sequence],
             occurred_at=change.occurred_at,
             committed_at=committed,
             service=service,

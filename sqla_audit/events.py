@@ -84,26 +84,42 @@ def new_event_id() -> uuid.UUID:
     millisecond (seeded at random each new millisecond, in its lower half so it rarely
     overflows), then 62 random bits.
     """
-    entropy = int.from_bytes(os.urandom(10), "big")  # one system call for both random parts
+    return new_event_ids(1)[0]
+
+
+def new_event_ids(count: int) -> list[uuid.UUID]:
+    """``count`` ids, each as :func:`new_event_id` makes them, in increasing order.
+
+    One system call for the random bits and one lock for the whole batch: a transaction
+    needs an id per event.
+    """
+    if count <= 0:
+        return []
+    pool = os.urandom(10 * count)  # 10 random bytes per id, one system call
+    values: list[int] = []
     with _uuid7_lock:
-        now_ms = time.time_ns() // 1_000_000
         last_ms, counter = _uuid7_last
-        if now_ms <= last_ms:
-            counter += 1
-            if counter > 0xFFF:  # counter exhausted: borrow the next millisecond
-                last_ms += 1
-                counter = 0
-            now_ms = last_ms
-        else:
-            counter = (entropy >> 62) & 0x3FF
-        _uuid7_last[0], _uuid7_last[1] = now_ms, counter
-    return uuid.UUID(
-        int=((now_ms & 0xFFFF_FFFF_FFFF) << 80)
-        | (0x7 << 76)
-        | (counter << 64)
-        | (0b10 << 62)
-        | (entropy & 0x3FFF_FFFF_FFFF_FFFF)
-    )
+        for index in range(0, 10 * count, 10):
+            entropy = int.from_bytes(pool[index : index + 10], "big")
+            now_ms = time.time_ns() // 1_000_000
+            if now_ms <= last_ms:
+                counter += 1
+                if counter > 0xFFF:  # counter exhausted: borrow the next millisecond
+                    last_ms += 1
+                    counter = 0
+                now_ms = last_ms
+            else:
+                counter = (entropy >> 62) & 0x3FF
+            last_ms = now_ms
+            values.append(
+                ((now_ms & 0xFFFF_FFFF_FFFF) << 80)
+                | (0x7 << 76)
+                | (counter << 64)
+                | (0b10 << 62)
+                | (entropy & 0x3FFF_FFFF_FFFF_FFFF)
+            )
+        _uuid7_last[0], _uuid7_last[1] = last_ms, counter
+    return [uuid.UUID(int=value) for value in values]
 
 
 def uuid7_time(event_id: uuid.UUID) -> dt.datetime:
@@ -122,6 +138,33 @@ def format_timestamp(value: dt.datetime) -> str:
     if value.tzinfo is None:
         raise ValueError("event timestamps must be timezone-aware")
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class _LastFormatted:
+    """:func:`format_timestamp` remembering the last datetime object it formatted.
+
+    The events of one transaction share one ``committed_at`` object (and those of one
+    flush one ``occurred_at``), so rendering a transaction formats each once. The entry
+    holds a reference to the object, so an identity match is never another datetime; it
+    is one tuple, replaced whole, so any thread may read it.
+    """
+
+    __slots__ = ("_entry",)
+
+    def __init__(self) -> None:
+        self._entry: tuple[dt.datetime | None, str] = (None, "")
+
+    def __call__(self, value: dt.datetime) -> str:
+        entry = self._entry
+        if entry[0] is value:
+            return entry[1]
+        text = format_timestamp(value)
+        self._entry = (value, text)
+        return text
+
+
+_format_occurred: Final = _LastFormatted()
+_format_committed: Final = _LastFormatted()
 
 
 def parse_timestamp(text: str) -> dt.datetime:
@@ -177,6 +220,17 @@ def split_record_id(record_id: str, arity: int) -> list[str]:
 
 # --------------------------------------------------------------------------- the envelope
 
+#: One encoder for every event (``json.dumps`` with options builds a new one per call).
+#: Event data is a tree of plain JSON values (encoded column values, never shared back
+#: up the tree), so the encoder's cycle check would only cost time.
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
+
+
+def _plain(mapping: Mapping[str, JSONValue]) -> dict[str, JSONValue]:
+    """``mapping`` as a ``dict`` the JSON encoder accepts, copied only when it is not one."""
+    return mapping if type(mapping) is dict else dict(mapping)
+
+
 _REQUIRED: Final = (
     "schema_version",
     "event_id",
@@ -221,17 +275,20 @@ class ChangeEvent:
 
     def __post_init__(self) -> None:
         # Sequences are stored as tuples so equal events compare equal however built.
-        object.__setattr__(self, "changed_columns", tuple(self.changed_columns))
-        object.__setattr__(self, "masked_columns", tuple(self.masked_columns))
+        if type(self.changed_columns) is not tuple:
+            object.__setattr__(self, "changed_columns", tuple(self.changed_columns))
+        if type(self.masked_columns) is not tuple:
+            object.__setattr__(self, "masked_columns", tuple(self.masked_columns))
 
     # -- wire form ---------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, JSONValue]:
+        """The wire form as new JSON data (mappings copied: the caller may change it)."""
         return {
             "schema_version": self.schema_version,
             "event_id": str(self.event_id),
-            "occurred_at": format_timestamp(self.occurred_at),
-            "committed_at": format_timestamp(self.committed_at),
+            "occurred_at": _format_occurred(self.occurred_at),
+            "committed_at": _format_committed(self.committed_at),
             "service": self.service,
             "table": self.table,
             "record_id": self.record_id,
@@ -250,7 +307,30 @@ class ChangeEvent:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        """The wire text: :meth:`to_dict` as compact JSON, built without copying mappings."""
+        return _ENCODER.encode(
+            {
+                "schema_version": self.schema_version,
+                "event_id": str(self.event_id),
+                "occurred_at": _format_occurred(self.occurred_at),
+                "committed_at": _format_committed(self.committed_at),
+                "service": self.service,
+                "table": self.table,
+                "record_id": self.record_id,
+                "previous_record_id": self.previous_record_id,
+                "primary_key": _plain(self.primary_key),
+                "operation": self.operation.value,
+                "before": None if self.before is None else _plain(self.before),
+                "after": None if self.after is None else _plain(self.after),
+                "changed_columns": self.changed_columns,
+                "masked_columns": self.masked_columns,
+                "actor": None if self.actor is None else self.actor.to_dict(),
+                "request_id": self.request_id,
+                "transaction_id": str(self.transaction_id),
+                "sequence": self.sequence,
+                "metadata": _plain(self.metadata),
+            }
+        )
 
     @classmethod
     def from_dict(cls, data: Any) -> ChangeEvent:
@@ -353,6 +433,7 @@ __all__ = [
     "format_timestamp",
     "make_record_id",
     "new_event_id",
+    "new_event_ids",
     "parse_timestamp",
     "split_record_id",
     "utcnow",

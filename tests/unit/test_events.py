@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from sqla_audit.events import (
     format_timestamp,
     make_record_id,
     new_event_id,
+    new_event_ids,
     parse_timestamp,
     split_record_id,
     uuid7_time,
@@ -148,6 +150,50 @@ def test_event_ids_are_version_7_and_increase() -> None:
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
     assert abs(uuid7_time(ids[0]) - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=1)
+
+
+def test_event_id_batches_continue_one_increasing_sequence() -> None:
+    """new_event_ids gives version 7 ids that keep increasing across batches and single ids."""
+    ids = [new_event_id(), *new_event_ids(3000), new_event_id(), *new_event_ids(5)]
+    assert new_event_ids(0) == []
+    assert len(ids) == 3007
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert abs(uuid7_time(ids[-1]) - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=1)
+
+
+def test_to_json_is_the_compact_text_of_to_dict() -> None:
+    """to_json renders exactly to_dict(), compact and unescaped, whatever mappings it holds."""
+    when = dt.datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=dt.UTC)
+    other = dt.datetime(2026, 1, 2, 3, 4, 5, 7, tzinfo=dt.UTC)
+    events = [
+        ChangeEvent(
+            event_id=new_event_id(),
+            occurred_at=when if n % 2 else other,
+            committed_at=other,
+            service="s",
+            table="t",
+            record_id=str(n),
+            primary_key=MappingProxyType({"id": n}),
+            operation=Operation.UPDATE,
+            before={"name": "é", "n": [1, {"$type": "decimal", "v": "1.0"}]},
+            after=MappingProxyType({"name": "ü"}),
+            changed_columns=["name"],
+            masked_columns=(),
+            actor=Actor("a", {"role": "x"}),
+            transaction_id=new_event_id(),
+            sequence=n,
+            metadata=MappingProxyType({"k": n}),
+        )
+        for n in range(4)
+    ]
+    for event in events:
+        expected = json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        assert event.to_json() == expected
+        assert ChangeEvent.from_json(event.to_json()) == ChangeEvent.from_dict(event.to_dict())
+    assert json.loads(events[1].to_json())["occurred_at"] == "2026-01-02T03:04:05.000006Z"
+    assert json.loads(events[2].to_json())["occurred_at"] == "2026-01-02T03:04:05.000007Z"
 
 
 def test_build_events_numbers_one_transaction() -> None:
