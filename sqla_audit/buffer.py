@@ -38,7 +38,7 @@ a row whose key happens to be ``"*"``.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -227,11 +227,17 @@ class TransactionBuffer:
 
     def add(self, transaction: TransactionLike, change: RowChange) -> None:
         """Record ``change`` in the frame of ``transaction`` (a savepoint or the root)."""
+        self.add_all(transaction, (change,))
+
+    def add_all(self, transaction: TransactionLike, changes: Iterable[RowChange]) -> None:
+        """Record ``changes`` in order, as :meth:`add` would one by one."""
         owner = self.frame_owner(transaction)
         frame = self._frames.get(owner)
         if frame is None:
             frame = self._frames[owner] = Frame()
-        frame.apply(change, next(self._positions))
+        apply, positions = frame.apply, self._positions
+        for change in changes:
+            apply(change, next(positions))
 
     def mark_committed(self, transaction: TransactionLike) -> None:
         """A savepoint was released: its frame will merge into the parent when it ends."""

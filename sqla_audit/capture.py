@@ -114,6 +114,9 @@ class RowChange:
 #: Receives every change captured from a flush, in order.
 ChangeSink = Callable[[Session, RowChange], None]
 
+#: Receives the changes of one flush together, in order (same meaning as a ``ChangeSink``).
+ChangesSink = Callable[[Session, Sequence[RowChange]], None]
+
 #: Told about a failure that must not stop the flush (a metadata hook that raised).
 ErrorReporter = Callable[[BaseException], None]
 
@@ -302,10 +305,20 @@ class _FlushRecord:
 class Capturer:
     """The flush listeners' bodies; changes go to ``sink`` (normally the buffer)."""
 
-    def __init__(self, planner: Planner, sink: ChangeSink, report: ErrorReporter) -> None:
+    def __init__(
+        self,
+        planner: Planner,
+        sink: ChangeSink,
+        report: ErrorReporter,
+        *,
+        sink_all: ChangesSink | None = None,
+    ) -> None:
         self.planner = planner
         self.config = planner.config
         self.sink = sink
+        #: Receives all changes of one flush at once when given (one buffer lookup per
+        #: flush instead of per row); otherwise ``sink`` gets them one by one.
+        self.sink_all = sink_all
         self.report = report
         self._fallback = self.config.unknown_types
         # keyed by id(): ModelPlan hashes all its fields; each entry keeps its plan alive
@@ -525,8 +538,8 @@ class Capturer:
         before = snapshot.before if snapshot else self._before_image(state, plan, {})
         encoded = self.encode_row(plan, before)
         record_id, primary_key = self._row_key(cols, state.key[1], before, encoded)
-        return self._row_change(
-            record,
+        context = record.context
+        return RowChange(
             table=plan.table,
             operation=Operation.DELETE,
             record_id=record_id,
@@ -534,7 +547,11 @@ class Capturer:
             before=encoded,
             after=None,
             changed_columns=tuple(encoded),
+            occurred_at=record.occurred_at,
             masked_columns=_present(cols.masked_names, encoded),
+            actor=context.actor,
+            request_id=context.request_id,
+            metadata=context.metadata,
         )
 
     def _update_pending(
@@ -653,8 +670,13 @@ class Capturer:
             sorted((c for c in updates if c is not None), key=lambda c: (c.table, c.record_id))
         )
         changes.extend(record.ready)
-        for change in changes:
-            self.sink(session, self.with_hook_metadata(session, change))
+        if self.config.metadata_hook is not None:
+            changes = [self.with_hook_metadata(session, change) for change in changes]
+        if self.sink_all is not None:
+            self.sink_all(session, changes)
+        else:
+            for change in changes:
+                self.sink(session, change)
 
     @staticmethod
     def _unchanged_unloaded(pending: _PendingRow, spec: ColumnSpec) -> bool:
@@ -730,8 +752,8 @@ class Capturer:
         record_id, primary_key = self._row_key(
             cols, [after[key] for key in cols.pk_keys], after, encoded
         )
-        return self._row_change(
-            record,
+        context = record.context
+        return RowChange(
             table=plan.table,
             operation=Operation.INSERT,
             record_id=record_id,
@@ -739,7 +761,11 @@ class Capturer:
             before=None,
             after=encoded,
             changed_columns=tuple(encoded),
+            occurred_at=record.occurred_at,
             masked_columns=_present(cols.masked_names, encoded),
+            actor=context.actor,
+            request_id=context.request_id,
+            metadata=context.metadata,
         )
 
     def _update(self, pending: _PendingRow, record: _FlushRecord) -> RowChange | None:
@@ -806,8 +832,8 @@ class Capturer:
             if masked_names
             else []
         )
-        return self._row_change(
-            record,
+        context = record.context
+        return RowChange(
             table=plan.table,
             operation=Operation.UPDATE,
             record_id=new_id,
@@ -815,9 +841,13 @@ class Capturer:
             before=encoded_before,
             after=encoded_after,
             changed_columns=tuple(changed),
-            masked_columns=tuple(shown_masked),
+            occurred_at=record.occurred_at,
             previous_record_id=old_id if moved else None,
             previous_primary_key=old_key,
+            masked_columns=tuple(shown_masked),
+            actor=context.actor,
+            request_id=context.request_id,
+            metadata=context.metadata,
         )
 
     # -- common ------------------------------------------------------------------------
@@ -855,6 +885,7 @@ __all__ = [
     "PREFETCH_CHUNK",
     "Capturer",
     "ChangeSink",
+    "ChangesSink",
     "ErrorReporter",
     "Planner",
     "RowChange",

@@ -179,6 +179,9 @@ def parse_timestamp(text: str) -> dt.datetime:
 
 def canonical_key_text(value: Any) -> str:
     """The canonical text of one primary-key component."""
+    kind = type(value)
+    if kind is int or kind is str:  # most keys; subclasses (bool, Enum) take the checks
+        return str(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, uuid.UUID):

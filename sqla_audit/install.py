@@ -43,7 +43,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -91,7 +91,9 @@ class Installation:
         self.publisher = publisher
         self.outbox = outbox
         self.planner = Planner(config)
-        self.capturer = Capturer(self.planner, self.record, self._report_capture_error)
+        self.capturer = Capturer(
+            self.planner, self.record, self._report_capture_error, sink_all=self.record_all
+        )
         self.bulk = BulkCapturer(self.capturer, self.record)
         self._info_key = f"{_INFO_PREFIX}{id(self)}"
         self._listeners: list[tuple[Any, str, Callable[..., Any]]] = []
@@ -113,12 +115,18 @@ class Installation:
         The flush listeners use it; so can any other capture path (bulk statements), which
         then gets the same savepoint handling and coalescing.
         """
+        self.record_all(session, (change,))
+
+    def record_all(self, session: Session, changes: Sequence[RowChange]) -> None:
+        """:meth:`record` for several changes in order (the changes of one flush)."""
+        if not changes:
+            return
         transaction = session.get_nested_transaction() or session.get_transaction()
         if transaction is None:  # pragma: no cover -- a flush always runs in a transaction
             raise RuntimeError("a change was captured outside a transaction")
         buffer = self.buffer(session)
         assert buffer is not None
-        buffer.add(transaction, change)
+        buffer.add_all(transaction, changes)
 
     # -- wiring ------------------------------------------------------------------------
 
