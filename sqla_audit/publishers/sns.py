@@ -516,11 +516,19 @@ class SNSPublisher:
     """Direct-mode publisher: bounded queue, background sender thread, local spool.
 
     ``publish()`` costs a lock and a deque append while the queue has room. During an
-    outage (SNS unreachable past ``retry``) or when the queue is full, events are written
-    to ``spool`` -- from the sender thread, or from the caller when the queue is full --
-    and, from then on, every new event follows them through the spool, so order is kept.
-    The sender re-tries the spool's head with ``outage_retry`` backoff until SNS answers,
-    then empties the spool before returning to the in-memory path.
+    outage (SNS unreachable past ``retry``) or once the queue holds more than
+    ``max_queue_events``, events are written to ``spool`` by the sender thread, and from
+    then on every new event follows them through the spool, so order is kept. The sender
+    re-tries the spool's head with ``outage_retry`` backoff until SNS answers, then empties
+    the spool before returning to the in-memory path.
+
+    Spilling never holds the publisher's lock: the events are taken out of the queue under
+    it (a swap) and serialized and written afterwards, so ``publish()`` does not wait for
+    the disk. Only when the queue reaches ``max_queue_hard`` (default twice
+    ``max_queue_events``) because the sender cannot keep up -- it is inside a blocking
+    network call -- does ``publish()`` write to the spool itself (back-pressure, which
+    keeps memory bounded). Spill batches are written in the order they left the queue,
+    whichever thread writes them.
 
     Without a spool, events that cannot be delivered (or do not fit in the queue) are
     reported to ``on_error`` and counted as ``dropped``.
@@ -536,6 +544,7 @@ class SNSPublisher:
         offloader: S3Offloader | None = None,
         spool: EventSpool | str | PathLike[str] | None = None,
         max_queue_events: int = 10_000,
+        max_queue_hard: int | None = None,
         max_batch_events: int = 100,
         retry: RetryPolicy | None = None,
         outage_retry: RetryPolicy | None = None,
@@ -547,6 +556,11 @@ class SNSPublisher:
     ) -> None:
         if max_queue_events < 1:
             raise ValueError("max_queue_events must be at least 1")
+        hard = 2 * max_queue_events if max_queue_hard is None else max_queue_hard
+        if hard < max_queue_events:
+            raise ValueError(
+                f"max_queue_hard ({hard}) must be at least max_queue_events ({max_queue_events})"
+            )
         if max_batch_events < 1:
             raise ValueError("max_batch_events must be at least 1")
         self._sender = sender or SNSSender(
@@ -560,6 +574,7 @@ class SNSPublisher:
         )
         self._spool = EventSpool(spool) if isinstance(spool, str | PathLike) else spool
         self._max_queue = max_queue_events
+        self._max_queue_hard = hard
         self._max_batch = max_batch_events
         self._outage_retry = outage_retry or RetryPolicy(
             max_attempts=1_000_000_000, base_delay=0.5, max_delay=30.0
@@ -571,6 +586,13 @@ class SNSPublisher:
         self._queue: deque[ChangeEvent] = deque()
         self._inflight = 0
         self._spilling = self._spool is not None and not self._spool.empty
+        # Spilling outside the lock: batches taken out of the queue wait here (oldest first)
+        # until a thread holding ``_spill_lock`` writes them; ``_spill_backlog`` counts their
+        # events until they are on disk, so flush() and stats() still see them.
+        self._spill_pending: deque[tuple[int, deque[ChangeEvent]]] = deque()
+        self._spill_seq = 0
+        self._spill_backlog = 0
+        self._spill_lock = threading.Lock()
         self._closing = False
         self._closed = False
         self._stop = threading.Event()
@@ -598,7 +620,9 @@ class SNSPublisher:
                     self._drop(PublisherClosedError("the SNS publisher is closed"), events)
                     return
                 self._counts["accepted"] += len(events)
-                if len(self._queue) + len(events) <= self._max_queue:
+                held = len(self._queue) + len(events)
+                # Memory holds the queue and the events on their way to the spool.
+                if held <= self._max_queue and held + self._spill_backlog <= self._max_queue_hard:
                     self._queue.extend(events)
                     self._cond.notify_all()
                     return
@@ -611,9 +635,16 @@ class SNSPublisher:
                         events,
                     )
                     return
+                # Past the soft cap: from now on events go through the spool. The sender
+                # thread writes them; this thread only does when the sender is behind by
+                # more than the hard cap (back-pressure).
                 self._spilling = True
-                self._spill_queue_locked(extra=events)
+                self._queue.extend(events)
                 self._cond.notify_all()
+                if held + self._spill_backlog <= self._max_queue_hard:
+                    return
+                seq = self._take_queue_locked()
+            self._write_spill(seq)
         except Exception as exc:  # noqa: BLE001 -- publish() never raises into application code
             self._report(exc, events)
 
@@ -635,19 +666,22 @@ class SNSPublisher:
         with self._cond:
             self._cond.notify_all()
         self._thread.join(max(budget, 1.0))
+        seq: int | None = None
         with self._cond:
             self._closed = True
             if self._queue:
-                leftover = list(self._queue)
                 if self._spool is not None:
-                    try:
-                        self._spill_queue_locked()
-                    except Exception as exc:  # noqa: BLE001 -- reported, close() must finish
-                        self._report(exc, leftover)
+                    seq = self._take_queue_locked()
                 else:
+                    leftover = list(self._queue)
                     self._queue.clear()
                     self._drop(TransportError("SNS publisher closed before delivery"), leftover)
             self._cond.notify_all()
+        if seq is not None:
+            self._write_spill(seq)
+        if self._spool is not None:
+            with self._cond:  # a caller past the hard cap may still be writing its spill
+                self._cond.wait_for(lambda: not self._spill_backlog, max(budget, 1.0))
         if self._spool is not None and not self._thread.is_alive():
             self._spool.close()
         if self._atexit_registered:
@@ -657,10 +691,13 @@ class SNSPublisher:
     # -- observability -------------------------------------------------------------------
 
     def stats(self) -> PublisherStats:
+        # The spool's size is read outside the publisher's lock: the spool's own lock may be
+        # held by a write in progress, and publish() must not queue up behind it.
+        spool_bytes = self._spool.size_bytes if self._spool is not None else 0
         with self._cond:
             return PublisherStats(
-                queued=len(self._queue) + self._inflight,
-                spool_bytes=self._spool.size_bytes if self._spool is not None else 0,
+                queued=len(self._queue) + self._inflight + self._spill_backlog,
+                spool_bytes=spool_bytes,
                 **self._counts,
             )
 
@@ -675,8 +712,16 @@ class SNSPublisher:
         self.close(self._close_timeout)
 
     def _idle_locked(self) -> bool:
-        spool_busy = self._spilling and self._spool is not None and not self._spool.empty
-        return not self._queue and not self._inflight and not spool_busy
+        # ``_spilling`` stays set while the spool may hold events: only the sender clears it,
+        # after finding the spool empty with nothing queued or on its way to the spool. Not
+        # asking the spool here keeps flush() from holding the publisher's lock while the
+        # spool's lock is held by a write.
+        return (
+            not self._queue
+            and not self._inflight
+            and not self._spill_backlog
+            and not self._spilling
+        )
 
     def _report(self, error: BaseException, events: Sequence[ChangeEvent]) -> None:
         log.error("sqla-audit: %d change event(s) not delivered: %s", len(events), error)
@@ -691,21 +736,72 @@ class SNSPublisher:
         self._counts["dropped"] += len(events)
         self._report(error, events)
 
-    def _spill_queue_locked(self, extra: Sequence[ChangeEvent] = ()) -> None:
-        """Move the queue (then ``extra``) to the end of the spool. Lock held."""
+    def _take_queue_locked(self) -> int:
+        """Hand the whole queue over for spilling; return its batch number. Lock held.
+
+        O(1): the deque is swapped, not copied. The events stay counted (``_spill_backlog``)
+        until :meth:`_write_spill` has put them on disk.
+        """
+        if self._queue:
+            self._spill_seq += 1
+            batch, self._queue = self._queue, deque()
+            self._spill_pending.append((self._spill_seq, batch))
+            self._spill_backlog += len(batch)
+        return self._spill_seq
+
+    def _write_spill(self, upto: int) -> None:
+        """Write the handed-over batches numbered up to ``upto`` to the spool, oldest first.
+
+        Called without the publisher's lock. ``_spill_lock`` makes one thread at a time
+        write, and batches leave ``_spill_pending`` in the order they entered it, so the
+        sender's spill and a caller's spill (past the hard cap) never interleave: whoever
+        gets the lock first also writes the older batches of the other.
+        """
+        with self._spill_lock:
+            while True:
+                with self._cond:
+                    if not self._spill_pending or self._spill_pending[0][0] > upto:
+                        return
+                    _, batch = self._spill_pending.popleft()
+                self._write_batch(batch)
+
+    def _write_batch(self, batch: deque[ChangeEvent]) -> None:
+        """Serialize and append one spill batch, in chunks; count and report what fails."""
         assert self._spool is not None
-        events = [*self._queue, *extra]
-        self._queue.clear()
-        # In chunks, so serialized copies of a whole full queue never coexist in memory.
-        for start in range(0, len(events), _SPILL_CHUNK_EVENTS):
-            chunk = events[start : start + _SPILL_CHUNK_EVENTS]
+        # In chunks, so serialized copies of a whole queue never coexist in memory; the
+        # events of a written chunk are released at once.
+        while batch:
+            chunk = [batch.popleft() for _ in range(min(_SPILL_CHUNK_EVENTS, len(batch)))]
+            records: list[bytes] = []
+            kept: list[ChangeEvent] = []
+            bad: list[tuple[BaseException, ChangeEvent]] = []
+            for event in chunk:
+                try:
+                    records.append(event.to_json().encode("utf-8"))
+                except Exception as exc:  # noqa: BLE001 -- a bad event must not stop the others
+                    bad.append((exc, event))
+                else:
+                    kept.append(event)
+            written = 0
+            failure: BaseException | None = None
             try:
-                self._spool.append([event.to_json().encode("utf-8") for event in chunk])
+                written = self._spool.append(records) if records else 0
             except SpoolFullError as exc:
-                self._counts["spooled"] += exc.written
-                self._drop(exc, events[start + exc.written :])
-                return
-            self._counts["spooled"] += len(chunk)
+                written, failure = exc.written, exc
+            except Exception as exc:  # noqa: BLE001 -- disk errors are reported, not raised
+                failure = exc
+            lost = kept[written:]
+            # Reported before they stop counting as pending, so flush() returns after the hook.
+            for error, event in bad:
+                self._report(error, [event])
+            if failure is not None:
+                self._report(failure, lost)
+            with self._cond:
+                self._spill_backlog -= len(chunk)
+                self._counts["spooled"] += written
+                self._counts["rejected"] += len(bad)
+                self._counts["dropped"] += len(lost)
+                self._cond.notify_all()
 
     def _run(self) -> None:
         while True:
@@ -721,13 +817,15 @@ class SNSPublisher:
     def _step(self) -> bool:
         """One unit of work; False when the thread should exit."""
         batch: list[ChangeEvent] = []
+        seq = 0
         with self._cond:
             while not self._queue and not self._spilling and not self._closing:
                 self._cond.wait()
             if self._stop.is_set():
                 return False
-            if self._spilling:
-                self._spill_queue_locked()
+            spilling = self._spilling
+            if spilling:
+                seq = self._take_queue_locked()
             elif self._queue:
                 size = min(self._max_batch, len(self._queue))
                 batch = [self._queue.popleft() for _ in range(size)]
@@ -738,7 +836,8 @@ class SNSPublisher:
                 return not self._stop.is_set()
             else:
                 return True
-        if self._spilling:
+        if spilling:
+            self._write_spill(seq)
             self._drain_spool_step()
         else:
             self._send_inflight(batch)
@@ -757,45 +856,70 @@ class SNSPublisher:
                 continue
             messages.append(message)
             events_by_id[message.event_id] = event
-        outcome = self._sender.send(messages, sleep=self._stop.wait)
+        outcome = self._sender.send(messages, sleep=self._sleep_spilling)
         for message, error in outcome.rejected:
             self._report(error, [events_by_id[message.event_id]])
+        undelivered = [events_by_id[m.event_id] for m in outcome.undelivered]
         with self._cond:
             self._counts["delivered"] += len(outcome.accepted)
             self._counts["rejected"] += len(outcome.rejected)
-            undelivered = [events_by_id[m.event_id] for m in outcome.undelivered]
-            if undelivered:
-                self._requeue_front_locked(undelivered, outcome.last_error)
-            self._inflight = 0
+            if not undelivered:
+                self._inflight = 0
+            elif self._spool is not None:
+                # From now on new events follow these through the spool; the next step
+                # moves what is queued behind them.
+                self._spilling = True
             self._cond.notify_all()
-
-    def _requeue_front_locked(self, events: list[ChangeEvent], error: BaseException | None) -> None:
-        """Undelivered in-flight events go to the *front* of the spool (they are older)."""
-        if self._spool is None:
-            self._drop(error or TransportError("SNS unreachable"), events)
+        if not undelivered:
             return
+        if self._spool is None:
+            self._report(outcome.last_error or TransportError("SNS unreachable"), undelivered)
+            with self._cond:
+                self._counts["dropped"] += len(undelivered)
+                self._inflight = 0
+                self._cond.notify_all()
+            return
+        self._spool_front(
+            undelivered, [m.body.encode("utf-8") for m in outcome.undelivered], outcome.last_error
+        )
+
+    def _spool_front(
+        self, events: list[ChangeEvent], records: list[bytes], error: BaseException | None
+    ) -> None:
+        """Undelivered in-flight events go to the *front* of the spool (they are older than
+        anything spilled meanwhile). Written without the publisher's lock; the events stay
+        counted as in flight until they are on disk."""
+        assert self._spool is not None
         log.warning(
             "sqla-audit: SNS unreachable (%s); spooling %d event(s) to %s",
             error,
             len(events),
             self._spool.directory,
         )
+        written = 0
+        failure: BaseException | None = None
         try:
-            self._spool.push_front([event.to_json().encode("utf-8") for event in events])
+            written = self._spool.push_front(records)
         except SpoolFullError as exc:
-            self._counts["spooled"] += exc.written
-            self._drop(exc, events[exc.written :])
-        else:
-            self._counts["spooled"] += len(events)
-        self._spilling = True
-        self._spill_queue_locked()
+            written, failure = exc.written, exc
+        except Exception as exc:  # noqa: BLE001 -- disk errors are reported, not raised
+            failure = exc
+        if failure is not None:
+            self._report(failure, events[written:])
+        with self._cond:
+            self._counts["spooled"] += written
+            self._counts["dropped"] += len(events) - written
+            self._inflight = 0
+            self._cond.notify_all()
 
     def _drain_spool_step(self) -> None:
         assert self._spool is not None
         records = self._spool.peek(self._max_batch)
         if not records:
             with self._cond:
-                if self._spool.empty and not self._queue:
+                # Nothing queued and nothing on its way to the spool: with the publisher's
+                # lock held no spill can start, so the spool's answer is final.
+                if not self._queue and not self._spill_backlog and self._spool.empty:
                     self._spilling = False
                     log.info("sqla-audit: spool drained, back to direct delivery")
                 self._cond.notify_all()
@@ -811,15 +935,17 @@ class SNSPublisher:
                 continue
             if message.event_id not in self._window_done:
                 messages.append(message)
-        outcome = self._sender.send(messages, sleep=self._stop.wait)
+        outcome = self._sender.send(messages, sleep=self._sleep_spilling)
         for message, error in outcome.rejected:
             event = message.to_event()
             self._report(error, [event] if event is not None else [])
+        if outcome.complete:
+            # Outside the publisher's lock: the cursor write must not hold up publish().
+            self._spool.ack(len(records))
         with self._cond:
             self._counts["delivered"] += len(outcome.accepted)
             self._counts["rejected"] += len(outcome.rejected)
             if outcome.complete:
-                self._spool.ack(len(records))
                 self._window_done.clear()
                 self._outage_attempt = 0
                 self._cond.notify_all()
@@ -836,21 +962,29 @@ class SNSPublisher:
             self._spool.size_bytes,
             delay,
         )
-        self._wait_spilling(delay)
+        self._sleep_spilling(delay)
 
-    def _wait_spilling(self, seconds: float) -> None:
-        """Pause between outage probes, moving newly published events to the spool as they
-        come so they do not wait in memory (where a crash would lose them)."""
+    def _sleep_spilling(self, seconds: float) -> bool:
+        """The sender thread's pause (between retries and between outage probes).
+
+        While spilling, newly published events are moved to the spool as they come, so they
+        neither wait in memory (where a crash would lose them) nor push publish() to the
+        hard cap. Returns True when the publisher is stopping, like ``Event.wait``.
+        """
         deadline = time.monotonic() + seconds
-        while not self._stop.is_set():
+        while True:
+            if self._stop.is_set():
+                return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return
+                return False
             with self._cond:
-                if not self._queue:
+                if not (self._spilling and self._queue):
                     self._cond.wait(min(remaining, 1.0))
-                if self._queue and self._spool is not None:
-                    self._spill_queue_locked()
+                if not (self._spilling and self._queue) or self._spool is None:
+                    continue
+                seq = self._take_queue_locked()
+            self._write_spill(seq)
 
 
 __all__ = [

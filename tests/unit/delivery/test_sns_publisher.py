@@ -330,7 +330,7 @@ def test_publish_never_raises_on_bad_input(
     """Something that is not an event cannot make publish() raise; it is reported."""
     publisher = make_publisher(spool=tmp_path / "spool", max_queue_events=1)
     publisher.publish([object(), object()])  # type: ignore[list-item]
-    assert errors.calls
+    wait_until(lambda: bool(errors.calls))
     publisher.publish([])
     assert publisher.flush(5)
 
@@ -381,3 +381,152 @@ def test_events_published_during_an_outage_reach_the_spool_promptly(
     publisher.publish([event_factory(), event_factory()])
     wait_until(lambda: publisher.stats().spooled == 3)
     assert publisher.stats().queued == 0
+
+
+def test_hard_cap_below_the_soft_cap_is_refused(fake_sns: Any) -> None:
+    """max_queue_hard smaller than max_queue_events is refused at construction."""
+    with pytest.raises(ValueError, match="max_queue_hard"):
+        SNSPublisher(
+            TOPIC, client=fake_sns, max_queue_events=10, max_queue_hard=9, register_atexit=False
+        )
+
+
+class BlockingSpool(EventSpool):
+    """A spool whose appends wait for ``release`` holding the spool's lock, as a slow fsync."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory, fsync=False)
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.writers: list[str] = []
+
+    def append(self, records: Sequence[bytes]) -> int:
+        with self._lock:
+            self.writers.append(threading.current_thread().name)
+            self.entered.set()
+            if not self.release.wait(10):
+                raise AssertionError("the test never released the spool")
+            return super().append(records)
+
+
+def _block_sender_in_spool_append(
+    make_publisher: Callable[..., SNSPublisher],
+    fake_sns: Any,
+    events: Sequence[ChangeEvent],
+    spool: BlockingSpool,
+    **settings: Any,
+) -> SNSPublisher:
+    """Publish events[0] (in flight while SNS is held), then events[1:] past the soft cap of
+    5, then let SNS answer: the sender moves the queue to the spool and blocks in append."""
+    sns_gate = threading.Event()
+    fake_sns.on_call = lambda entries: sns_gate.wait(10)
+    publisher = make_publisher(spool=spool, max_queue_events=5, max_batch_events=1, **settings)
+    publisher.publish(events[:1])
+    wait_until(lambda: len(fake_sns.calls) == 1)
+    for event in events[1:]:
+        publisher.publish([event])
+    assert spool.writers == []
+    sns_gate.set()
+    assert spool.entered.wait(10)
+    return publisher
+
+
+def test_publish_does_no_spool_io_below_the_hard_cap(
+    make_publisher: Callable[..., SNSPublisher],
+    fake_sns: Any,
+    event_factory: EventFactory,
+    tmp_path: Path,
+) -> None:
+    """Past the soft cap, publish() only queues: it returns while the sender is stuck in append."""
+    spool = BlockingSpool(tmp_path / "spool")
+    events = [event_factory(record_id=str(i)) for i in range(40)]
+    publisher = _block_sender_in_spool_append(
+        make_publisher, fake_sns, events[:8], spool, max_queue_hard=50
+    )
+
+    def publish_more() -> None:
+        for event in events[8:]:
+            publisher.publish([event])
+
+    producer = threading.Thread(target=publish_more)
+    producer.start()
+    producer.join(10)  # a publish() waiting for the spool would never return before release
+    assert not producer.is_alive()
+    assert spool.writers == [publisher._thread.name]  # only the sender thread wrote
+    spool.release.set()
+    assert publisher.flush(10)
+    assert fake_sns.accepted_ids == ids(events)
+    assert all(name == publisher._thread.name for name in spool.writers)
+
+
+def test_flush_waits_for_a_spill_in_progress(
+    make_publisher: Callable[..., SNSPublisher],
+    fake_sns: Any,
+    event_factory: EventFactory,
+    tmp_path: Path,
+) -> None:
+    """Events taken out of the queue but not yet on disk keep flush() from reporting idle."""
+    spool = BlockingSpool(tmp_path / "spool")
+    events = [event_factory(record_id=str(i)) for i in range(8)]
+    publisher = _block_sender_in_spool_append(make_publisher, fake_sns, events, spool)
+    assert not publisher.flush(0.05)  # the queue is empty, but 7 events are being written
+    spool.release.set()
+    assert publisher.flush(10)
+    assert fake_sns.accepted_ids == ids(events)
+    assert publisher.stats().queued == 0
+
+
+def test_caller_spill_past_the_hard_cap_keeps_order(
+    make_publisher: Callable[..., SNSPublisher],
+    fake_sns: Any,
+    event_factory: EventFactory,
+    tmp_path: Path,
+) -> None:
+    """A publish() past the hard cap waits for the sender's spill and writes after it."""
+    spool = BlockingSpool(tmp_path / "spool")
+    events = [event_factory(record_id=str(i)) for i in range(30)]
+    # events[0] in flight, events[1:7] being written by the sender (6 in the backlog).
+    publisher = _block_sender_in_spool_append(
+        make_publisher, fake_sns, events[:7], spool, max_queue_hard=10
+    )
+
+    def publish_past_the_hard_cap() -> None:
+        for event in events[7:12]:  # the fifth makes 5 queued + 6 being written > 10
+            publisher.publish([event])
+
+    caller = threading.Thread(target=publish_past_the_hard_cap, name="caller")
+    caller.start()
+    caller.join(0.2)
+    assert caller.is_alive()  # back-pressure: its spill waits for the sender's older one
+    spool.release.set()
+    caller.join(10)
+    assert not caller.is_alive()
+    for event in events[12:]:
+        publisher.publish([event])
+    assert publisher.flush(10)
+    assert fake_sns.accepted_ids == ids(events)
+    assert publisher.stats().dropped == 0
+
+
+def test_spill_io_errors_are_reported_not_raised(
+    make_publisher: Callable[..., SNSPublisher],
+    fake_sns: Any,
+    event_factory: EventFactory,
+    errors: ErrorLog,
+    tmp_path: Path,
+) -> None:
+    """A disk error while spilling reports the events as dropped; publish() does not raise."""
+
+    class BrokenSpool(EventSpool):
+        def append(self, records: Sequence[bytes]) -> int:
+            raise OSError("disk on fire")
+
+    fake_sns.down = True
+    publisher = make_publisher(
+        spool=BrokenSpool(tmp_path / "spool"), max_queue_events=2, max_queue_hard=2
+    )
+    events = [event_factory(record_id=str(i)) for i in range(3)]
+    publisher.publish(events)  # past the hard cap at once: spilled on this thread
+    assert publisher.stats().dropped == 3
+    assert [type(error) for error, _ in errors.calls] == [OSError]
+    assert errors.events == events
