@@ -70,15 +70,29 @@ def _is_nested(value: object) -> bool:
 
 def _strictly_equal(old: Any, new: Any) -> bool:
     """Equality that also tells ``1``, ``1.0`` and ``true`` apart inside nested values."""
-    if type(old) is not type(new):
+    kind = type(old)
+    if kind is not type(new):
         return False
-    if type(old) is dict:
-        return old.keys() == new.keys() and all(
-            _strictly_equal(value, new[key]) for key, value in old.items()
-        )
-    if type(old) is list:
-        return len(old) == len(new) and all(map(_strictly_equal, old, new))
-    return bool(old == new)
+    if kind is dict:
+        if old.keys() != new.keys():
+            return False
+        pairs: Iterable[tuple[Any, Any]] = ((value, new[key]) for key, value in old.items())
+    elif kind is list:
+        if len(old) != len(new):
+            return False
+        pairs = zip(old, new, strict=True)
+    else:
+        return bool(old == new)
+    for a, b in pairs:  # scalars inline: this runs over every unchanged JSON column
+        item = type(a)
+        if item is not type(b):
+            return False
+        if item is dict or item is list:
+            if not _strictly_equal(a, b):
+                return False
+        elif a != b:
+            return False
+    return True
 
 
 def _resolve(value: Any, path: tuple[str | int, ...]) -> tuple[Any, tuple[str | int, ...]]:

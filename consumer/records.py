@@ -224,9 +224,21 @@ def from_micros(value: int) -> dt.datetime:
 # --------------------------------------------------------------------------- flat rows
 
 
+#: ``json.dumps(value, separators=(",", ":"), ensure_ascii=False)``, with the encoder built
+#: once instead of on every call (the same text; a third cheaper for a row-sized object).
+_ENCODE: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def dump_json(value: Any) -> str:
     """Compact JSON text, as stored in the text columns of every persistent store."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODE(value)
+
+
+def _object_json(value: Mapping[str, Any]) -> str:
+    """:func:`dump_json` of a mapping, without copying it when it already is a dict."""
+    if not value:
+        return "{}"
+    return _ENCODE(value if type(value) is dict else dict(value))
 
 
 def _load_object(text: str | None, what: str) -> dict[str, Any] | None:
@@ -242,7 +254,7 @@ def _load_object(text: str | None, what: str) -> dict[str, Any] | None:
 
 
 def changes_to_json(changes: Mapping[str, FieldChange]) -> str:
-    return dump_json({name: change.to_dict() for name, change in changes.items()})
+    return _ENCODE({name: change.to_dict() for name, change in changes.items()})
 
 
 def changes_from_json(text: str) -> dict[str, FieldChange]:
@@ -268,14 +280,14 @@ def record_to_row(record: AuditRecord) -> dict[str, Any]:
         "transaction_id": record.transaction_id,
         "sequence": record.sequence,
         "actor_id": record.actor_id,
-        "actor_attributes": dump_json(dict(record.actor_attributes)),
+        "actor_attributes": _object_json(record.actor_attributes),
         "request_id": record.request_id,
         "previous_record_id": record.previous_record_id,
-        "masked_columns": dump_json(list(record.masked_columns)),
+        "masked_columns": _ENCODE(list(record.masked_columns)) if record.masked_columns else "[]",
         "changes": changes_to_json(record.changes),
-        "before": None if record.before is None else dump_json(dict(record.before)),
-        "after": None if record.after is None else dump_json(dict(record.after)),
-        "metadata": dump_json(dict(record.metadata)),
+        "before": None if record.before is None else _object_json(record.before),
+        "after": None if record.after is None else _object_json(record.after),
+        "metadata": _object_json(record.metadata),
     }
 
 

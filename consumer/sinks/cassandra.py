@@ -44,11 +44,12 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
+from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 from consumer.config import CassandraConfig, CassandraSchemaConfig
-from consumer.records import AuditRecord, record_from_row, record_to_row, to_millis
+from consumer.records import AuditRecord, record_from_row, record_to_row
 from consumer.sinks.base import Page, RecordRejected, Window, paginate
 from sqla_audit.errors import ConfigurationError, StoreError
 
@@ -371,11 +372,15 @@ class CassandraStore:
     # -- writes ----------------------------------------------------------------------------
 
     def _statements_for(self, record: AuditRecord) -> Iterator[tuple[Any, tuple[Any, ...]]]:
+        """The statements and bound values that store ``record``.
+
+        The record's JSON texts are rendered once (:func:`record_to_row`) and the same
+        values tuple is bound to every table's statement.
+        """
         row = record_to_row(record)
-        millis = to_millis(record.event_time)
-        row["event_time"] = millis
-        row["occurred_at"] = to_millis(record.occurred_at)
-        values = tuple(row[name] for name in _NAMES)
+        row["event_time"] = row["event_time_us"] // 1000  # == to_millis(record.event_time)
+        row["occurred_at"] = row["occurred_at_us"] // 1000
+        values = tuple(map(row.__getitem__, _NAMES))
         if self._insert_bucket is not None:
             bucket = bucket_of(record.event_time, self._bucket)
             yield self._insert_record, (*values, bucket)
@@ -388,30 +393,55 @@ class CassandraStore:
         if record.actor_id is not None:
             yield self._insert_actor, (*values, record.day)
 
-    def _release(self, _result: object) -> None:
-        self._slots.release()
+    def _settle(self, future: Any, errors: list[BaseException]) -> None:
+        """Wait for one sent request and give its in-flight slot back."""
+        try:
+            future.result()
+        except Exception as exc:  # noqa: BLE001 - any driver error; classified in write()
+            errors.append(exc)
+        finally:
+            self._slots.release()
 
     def write(self, records: Iterable[AuditRecord]) -> None:
-        futures = []
-        first_error: BaseException | None = None
-        for record in records:
-            for statement, params in self._statements_for(record):
-                self._slots.acquire()
-                try:
-                    future = self._session.execute_async(statement, params, timeout=self._timeout)
-                except Exception as exc:  # noqa: BLE001 - any driver error; classified below
-                    self._slots.release()
-                    first_error = exc
+        """Send every statement of ``records`` (at most ``max_in_flight`` requests in flight
+        across all threads), wait for all of them, then raise the first failure.
+
+        A slot is taken before each request and given back by the writing thread when it
+        collects the result -- no callback per request on the driver's event loop, whose
+        thread would otherwise compete with the pollers for the GIL. A thread that finds
+        the window full settles its own oldest request first, so a write larger than the
+        window never waits for slots only it could free.
+        """
+        slots = self._slots
+        pending: deque[Any] = deque()
+        errors: list[BaseException] = []
+        send_error: BaseException | None = None
+        try:
+            for record in records:
+                for statement, params in self._statements_for(record):
+                    while not slots.acquire(blocking=False):
+                        if not pending:
+                            slots.acquire()
+                            break
+                        self._settle(pending.popleft(), errors)
+                    try:
+                        future = self._session.execute_async(
+                            statement, params, timeout=self._timeout
+                        )
+                    except Exception as exc:  # noqa: BLE001 - any driver error; classified below
+                        slots.release()
+                        send_error = exc
+                        break
+                    pending.append(future)
+                if send_error is not None:
                     break
-                future.add_callbacks(self._release, self._release)
-                futures.append(future)
-            if first_error is not None:
-                break
-        for future in futures:  # wait for everything sent, even after a failure
-            try:
-                future.result()
-            except Exception as exc:  # noqa: BLE001 - any driver error; classified below
-                first_error = first_error or exc
+            while pending:  # wait for everything sent, even after a failure
+                self._settle(pending.popleft(), errors)
+        except BaseException:
+            for _ in pending:  # interrupted: never leak the slots of requests still out
+                slots.release()
+            raise
+        first_error = send_error or (errors[0] if errors else None)
         if first_error is not None:
             raise _classify(first_error) from first_error
 
