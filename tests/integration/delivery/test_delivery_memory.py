@@ -3,8 +3,10 @@
 The producer runs in a subprocess so its resident set size is its own: it publishes
 100,000 events (10 per transaction) to a publisher whose SNS endpoint refuses connections,
 and reports its RSS before publishing and its peak RSS (``VmHWM``) after. The in-memory
-queue is capped at ``max_queue_events``; everything beyond it must be on disk, so the
-peak growth stays far below what 100,000 events would take in memory.
+queue is capped at ``max_queue_events`` (soft) and twice that (hard) counting the events on
+their way to disk; everything beyond must be on disk, so the peak growth stays far below
+what 100,000 events would take in memory. The longest ``publish()`` is printed, not
+asserted (timings belong to the benchmarks).
 """
 
 from __future__ import annotations
@@ -22,9 +24,8 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[3]
 EVENTS = 100_000
-QUEUE_CAP = 2_000
-#: Allowed RSS growth: the capped queue, one spool batch, interpreter noise. 100,000 events
-#: held in memory would take several hundred MiB.
+#: Allowed RSS growth: the capped queue (up to the hard cap, twice the soft one), one spool
+#: batch, interpreter noise. 100,000 events held in memory would take several hundred MiB.
 RSS_GROWTH_LIMIT_MIB = 64
 
 PRODUCER = textwrap.dedent(
@@ -72,9 +73,13 @@ PRODUCER = textwrap.dedent(
     time.sleep(0.5)
     baseline = status("VmRSS")
     started = time.monotonic()
+    longest = 0.0
     for start in range(0, total, 10):
         transaction_id = uuid.uuid4()
-        publisher.publish([event(n, transaction_id, n - start) for n in range(start, start + 10)])
+        batch = [event(n, transaction_id, n - start) for n in range(start, start + 10)]
+        before = time.perf_counter()
+        publisher.publish(batch)
+        longest = max(longest, time.perf_counter() - before)
     elapsed = time.monotonic() - started
     deadline = time.monotonic() + 30
     while publisher.stats().queued and time.monotonic() < deadline:
@@ -82,6 +87,7 @@ PRODUCER = textwrap.dedent(
     stats = publisher.stats()
     print(json.dumps({
         "baseline_rss": baseline, "peak_rss": status("VmHWM"), "publish_seconds": elapsed,
+        "longest_publish": longest,
         "accepted": stats.accepted, "spooled": stats.spooled, "dropped": stats.dropped,
         "queued": stats.queued, "spool_bytes": stats.spool_bytes,
     }))
@@ -90,7 +96,8 @@ PRODUCER = textwrap.dedent(
 )
 
 
-def test_spilling_100k_events_keeps_memory_bounded(tmp_path: Path) -> None:
+@pytest.mark.parametrize("queue_cap", [2_000, 10_000])
+def test_spilling_100k_events_keeps_memory_bounded(tmp_path: Path, queue_cap: int) -> None:
     """100,000 events during an outage end up on disk and peak RSS grows by < 64 MiB."""
     script = tmp_path / "producer.py"
     script.write_text(PRODUCER)
@@ -103,7 +110,7 @@ def test_spilling_100k_events_keeps_memory_bounded(tmp_path: Path) -> None:
     env.pop("AWS_ENDPOINT_URL", None)
     env.pop("AWS_PROFILE", None)
     result = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "spool"), str(EVENTS), str(QUEUE_CAP)],
+        [sys.executable, str(script), str(tmp_path / "spool"), str(EVENTS), str(queue_cap)],
         capture_output=True,
         text=True,
         timeout=240,
@@ -115,10 +122,12 @@ def test_spilling_100k_events_keeps_memory_bounded(tmp_path: Path) -> None:
     report = json.loads(result.stdout.strip().splitlines()[-1])
     growth_mib = (report["peak_rss"] - report["baseline_rss"]) / 2**20
     print(
-        f"\n100,000 spilled events: RSS {report['baseline_rss'] / 2**20:.1f} MiB before, "
+        f"\n100,000 spilled events, max_queue_events={queue_cap:,}: "
+        f"RSS {report['baseline_rss'] / 2**20:.1f} MiB before, "
         f"peak {report['peak_rss'] / 2**20:.1f} MiB (+{growth_mib:.1f} MiB), "
         f"spool {report['spool_bytes'] / 2**20:.1f} MiB, "
-        f"publish loop {report['publish_seconds']:.1f} s"
+        f"publish loop {report['publish_seconds']:.1f} s, "
+        f"longest publish() {report['longest_publish'] * 1000:.2f} ms"
     )
     assert report["accepted"] == EVENTS + 1
     assert report["dropped"] == 0
