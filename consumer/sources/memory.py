@@ -85,14 +85,15 @@ class MemorySource:
     def _take(self, max_messages: int) -> list[Message]:
         now = time.monotonic()
         out: list[Message] = []
-        for entry in list(self._entries.values()):
+        dead: list[_Entry] = []
+        # No copy of the whole table: a receive costs the messages it scans, not the queue.
+        for entry in self._entries.values():
             if len(out) == max_messages:
                 break
             if entry.visible_at > now:
                 continue
             if self.max_receive_count is not None and entry.receive_count >= self.max_receive_count:
-                del self._entries[entry.message_id]
-                self.dead_letters.append((entry.body, "max receive count"))
+                dead.append(entry)
                 continue
             entry.receive_count += 1
             entry.receipt = next(self._receipts)
@@ -105,6 +106,9 @@ class MemorySource:
                     receive_count=entry.receive_count,
                 )
             )
+        for entry in dead:
+            del self._entries[entry.message_id]
+            self.dead_letters.append((entry.body, "max receive count"))
         return out
 
     def receive(self, max_messages: int, wait: float) -> list[Message]:
