@@ -9,8 +9,9 @@ from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 
+from consumer.differ import deepdiff_detail
 from consumer.metrics import WorkerMetrics
-from consumer.records import AuditRecord
+from consumer.records import AuditRecord, NestedChange
 from consumer.sinks.base import RecordRejected
 from consumer.sinks.memory import MemoryStore
 from consumer.sources.base import Message
@@ -18,6 +19,7 @@ from consumer.sources.memory import MemorySource
 from consumer.testing import make_event
 from consumer.worker import Backoff, Worker
 from sqla_audit.events import Operation
+from sqla_audit.serialization import JSONValue
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -368,3 +370,20 @@ def test_worker_rejects_bad_sizes(source: MemorySource, store: MemoryStore) -> N
     """concurrency and batch_size must be positive."""
     with pytest.raises(ValueError, match="at least 1"):
         Worker(source, store, concurrency=0)
+
+
+def test_the_nested_diff_can_be_chosen(source: MemorySource, store: MemoryStore) -> None:
+    """``nested_diff`` is the function the worker's records get their nested detail from."""
+    seen: list[JSONValue] = []
+
+    def reference(old: JSONValue, new: JSONValue) -> tuple[NestedChange, ...]:
+        seen.append(old)
+        return deepdiff_detail(old, new)
+
+    event = make_event(before={"id": "1", "doc": {"a": [1]}}, after={"id": "1", "doc": {"a": [2]}})
+    source.send(event.to_json())
+    result = Worker(source, store, nested_diff=reference).process(receive_all(source))
+    assert len(result.acked) == 1
+    assert seen == [{"a": [1]}]
+    [record] = store.history(event.table, event.record_id).items
+    assert record.changes["doc"].detail == (NestedChange("changed", ("a", 0), 1, 2),)
