@@ -79,6 +79,9 @@ from sqla_audit.context import AuditContext, current_context
 from sqla_audit.events import MARKER_METADATA_KEY, MARKER_RECORD_ID, Operation, utcnow
 from sqla_audit.serialization import MASKED_VALUE, JSONValue, encode_value
 
+#: Types whose equal values always have the same wire encoding.
+_SAME_ENCODING: frozenset[type] = frozenset({str, int, bool, type(None)})
+
 logger = logging.getLogger(__name__)
 
 #: Longest statement text kept in a marker.
@@ -363,7 +366,11 @@ class BulkCapturer:
                 continue
             old, new = before[spec.key], after[spec.key]
             encoded_before[name] = encoded = encode_value(old, fallback=fallback)
-            if old is not new and (type(old) is not type(new) or not same_value(old, new)):
+            # Reuse the before encoding only where equal values always encode alike:
+            # Decimal("1.0") == Decimal("1.00") and 0.0 == -0.0 do not.
+            if old is not new and not (
+                type(old) is type(new) and type(old) in _SAME_ENCODING and old == new
+            ):
                 encoded = encode_value(new, fallback=fallback)
             encoded_after[name] = encoded
         record_id, primary_key = self.capturer.record_key(

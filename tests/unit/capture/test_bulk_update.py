@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +22,7 @@ from capture_support import (
     seed,
 )
 from sqlalchemy import event, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from sqla_audit import ChangeEvent, audit_context, install_audit, uninstall_audit
 from sqla_audit.delivery import InMemoryTransactionalWriter
@@ -433,3 +434,54 @@ def test_update_with_application_returning(
         rows = session.execute(update(User).values(email="r").returning(User.id, User.email)).all()
     assert sorted(tuple(row) for row in rows) == [(1, "r"), (2, "r")]
     assert _changes(published) == [("update", "1", ["email"]), ("update", "2", ["email"])]
+
+
+class _DecimalText(sa.types.TypeDecorator[decimal.Decimal]):
+    """Stores a Decimal as its exact text, so equal values can read back differently."""
+
+    impl = sa.String(40)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        return None if value is None else str(value)
+
+    def process_result_value(self, value: Any, dialect: Any) -> decimal.Decimal | None:
+        return None if value is None else decimal.Decimal(value)
+
+
+class _ReadingBase(DeclarativeBase):
+    pass
+
+
+class _Reading(_ReadingBase):
+    __tablename__ = "bulk_readings"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    value: Mapped[decimal.Decimal] = mapped_column(_DecimalText())
+    note: Mapped[str]
+
+
+def test_after_image_keeps_the_new_encoding_of_an_equal_value() -> None:
+    """An equal but differently written new value (1.00 for 1.0) appears as written."""
+    engine = sa.create_engine("sqlite://")
+    _ReadingBase.metadata.create_all(engine)
+    local_maker = sessionmaker(engine)
+    publisher = InMemoryPublisher()
+    install_audit(local_maker, publisher=publisher, service="t")
+    try:
+        with local_maker.begin() as session:
+            session.add(_Reading(id=1, value=decimal.Decimal("1.0"), note="a"))
+        publisher.clear()
+        with local_maker.begin() as session:
+            session.execute(
+                update(_Reading).where(_Reading.id == 1).values(value="1.00", note="b"),
+                execution_options={"synchronize_session": False},
+            )
+        (event_,) = publisher.events
+        assert event_.changed_columns == ("note",)
+        assert event_.before is not None
+        assert event_.after is not None
+        assert event_.before["value"] == {"$type": "decimal", "v": "1.0"}
+        assert event_.after["value"] == {"$type": "decimal", "v": "1.00"}
+    finally:
+        uninstall_audit(local_maker)
+        engine.dispose()
