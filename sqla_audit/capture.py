@@ -226,34 +226,6 @@ def same_value(a: Any, b: Any) -> bool:
         return False
 
 
-@dataclass(frozen=True, slots=True)
-class _Columns:
-    """Per-mapper facts the per-row code would otherwise recompute for every row.
-
-    ``columns`` holds ``(attribute key, column name, masked, spec)`` in plan order, so the
-    loops over a row's columns unpack a tuple instead of reading dataclass attributes and
-    properties (``ModelPlan.masked_names`` builds a new tuple on every access).
-    """
-
-    plan: ModelPlan
-    columns: tuple[tuple[str, str, bool, ColumnSpec], ...]
-    keys: frozenset[str]
-    pk_keys: tuple[str, ...]
-    pk_names: tuple[str, ...]
-    masked_names: tuple[str, ...]
-
-    @classmethod
-    def of(cls, plan: ModelPlan) -> _Columns:
-        return cls(
-            plan=plan,
-            columns=tuple((spec.key, spec.name, spec.masked, spec) for spec in plan.columns),
-            keys=frozenset(spec.key for spec in plan.columns),
-            pk_keys=tuple(spec.key for spec in plan.primary_key),
-            pk_names=tuple(spec.name for spec in plan.primary_key),
-            masked_names=plan.masked_names,
-        )
-
-
 def _same_key_values(old: Sequence[Any], new: Sequence[Any]) -> bool:
     """True when both key value sequences certainly give the same record id and key.
 
@@ -277,7 +249,6 @@ class _PendingRow:
     state: InstanceState[Any]
     obj: Any
     plan: ModelPlan
-    cols: _Columns
     operation: Operation
     before: dict[str, Any] = field(default_factory=dict)
     old_identity: tuple[Any, ...] | None = None
@@ -321,15 +292,6 @@ class Capturer:
         self.sink_all = sink_all
         self.report = report
         self._fallback = self.config.unknown_types
-        # keyed by id(): ModelPlan hashes all its fields; each entry keeps its plan alive
-        self._columns_of: dict[int, _Columns] = {}
-
-    def columns(self, plan: ModelPlan) -> _Columns:
-        """The per-mapper column facts of ``plan`` (computed once)."""
-        found = self._columns_of.get(id(plan))
-        if found is None or found.plan is not plan:
-            found = self._columns_of[id(plan)] = _Columns.of(plan)
-        return found
 
     # -- encoding ----------------------------------------------------------------------
 
@@ -337,7 +299,7 @@ class Capturer:
         """Encode a row given by attribute key into column name -> tagged value (masking)."""
         fallback = self._fallback
         out: dict[str, JSONValue] = {}
-        for key, name, masked, _spec in self.columns(plan).columns:
+        for key, name, masked, _spec in plan.column_rows:
             if key in raw:
                 value = raw[key]
                 if masked:
@@ -352,33 +314,27 @@ class Capturer:
         self, plan: ModelPlan, values: Sequence[Any]
     ) -> tuple[str, dict[str, JSONValue]]:
         """The ``record_id`` and encoded ``primary_key`` of the key ``values`` (key order)."""
-        fallback = self._fallback
-        encoded = {
-            name: encode_value(value, fallback=fallback)
-            for name, value in zip(self.columns(plan).pk_names, values, strict=True)
-        }
-        return make_record_id(values), encoded
+        return make_record_id(values), self._encode_key(plan, values)
 
-    def _row_key(
+    def _encode_key(
         self,
-        cols: _Columns,
+        plan: ModelPlan,
         values: Sequence[Any],
-        raw: Mapping[str, Any],
-        encoded: Mapping[str, JSONValue],
-    ) -> tuple[str, dict[str, JSONValue]]:
-        """:meth:`record_key`, reusing the row's encoding of a key value taken from ``raw``.
-
-        Key columns are never masked, so the encoded row holds exactly what
-        :meth:`record_key` would compute for the same object.
+        raw: Mapping[str, Any] = _EMPTY_MAPPING,
+        encoded: Mapping[str, JSONValue] = _EMPTY_MAPPING,
+    ) -> dict[str, JSONValue]:
+        """The encoded ``primary_key`` of ``values``, reusing the row's encoding of a key
+        value taken from ``raw`` (key columns are never masked, so the encoded row holds
+        exactly what encoding the value would give).
         """
         fallback = self._fallback
         key: dict[str, JSONValue] = {}
-        for attr, name, value in zip(cols.pk_keys, cols.pk_names, values, strict=True):
+        for attr, name, value in zip(plan.pk_keys, plan.pk_names, values, strict=True):
             if name in encoded and raw.get(attr, _MISSING) is value:
                 key[name] = encoded[name]
             else:
                 key[name] = encode_value(value, fallback=fallback)
-        return make_record_id(values), key
+        return key
 
     # -- before_flush: make every needed old value known --------------------------------
 
@@ -409,7 +365,7 @@ class Capturer:
             before: dict[str, Any] = {}
             missing: list[str] = []
             untouched: list[str] = []
-            for key, _name, _masked, _spec in self.columns(plan).columns:
+            for key, _name, _masked, _spec in plan.column_rows:
                 if key in committed:
                     original = committed[key]
                     if original is NO_VALUE or original is PASSIVE_NO_RESULT:
@@ -496,7 +452,6 @@ class Capturer:
                         state=state,
                         obj=state.obj(),
                         plan=plan,
-                        cols=self.columns(plan),
                         operation=Operation.INSERT,
                     )
                 )
@@ -534,10 +489,11 @@ class Capturer:
         record: _FlushRecord,
     ) -> RowChange:
         assert state.key is not None
-        cols = self.columns(plan)
         before = snapshot.before if snapshot else self._before_image(state, plan, {})
         encoded = self.encode_row(plan, before)
-        record_id, primary_key = self._row_key(cols, state.key[1], before, encoded)
+        key_values = state.key[1]
+        record_id = make_record_id(key_values)
+        primary_key = self._encode_key(plan, key_values, before, encoded)
         context = record.context
         return RowChange(
             table=plan.table,
@@ -548,7 +504,7 @@ class Capturer:
             after=None,
             changed_columns=tuple(encoded),
             occurred_at=record.occurred_at,
-            masked_columns=_present(cols.masked_names, encoded),
+            masked_columns=_present(plan.masked_names, encoded),
             actor=context.actor,
             request_id=context.request_id,
             metadata=context.metadata,
@@ -575,7 +531,6 @@ class Capturer:
             state=state,
             obj=state.obj(),
             plan=plan,
-            cols=self.columns(plan),
             operation=Operation.UPDATE,
             before=snapshot.before,
             old_identity=tuple(state.key[1]),
@@ -700,7 +655,7 @@ class Capturer:
         by_state: dict[InstanceState[Any], _PendingRow] = {}
         for row in rows:
             state = row.state
-            if state.key is None or row.cols.keys.issubset(state.dict):
+            if state.key is None or row.plan.column_keys.issubset(state.dict):
                 continue  # every audited value is loaded: nothing to read
             keys = [
                 spec.key
@@ -733,7 +688,7 @@ class Capturer:
     def _after_image(self, pending: _PendingRow) -> dict[str, Any]:
         loaded = pending.state.dict
         after: dict[str, Any] = {}
-        for key, _name, _masked, spec in pending.cols.columns:
+        for key, _name, _masked, spec in pending.plan.column_rows:
             if key in loaded:  # the common case, without a call
                 after[key] = loaded[key]
                 continue
@@ -743,15 +698,15 @@ class Capturer:
         return after
 
     def _insert(self, pending: _PendingRow, record: _FlushRecord) -> RowChange | None:
-        plan, cols = pending.plan, pending.cols
+        plan = pending.plan
         after = self._after_image(pending)
-        if any(key not in after for key in cols.pk_keys):
+        if any(key not in after for key in plan.pk_keys):
             logger.warning("insert into %s without a readable primary key: not audited", plan.table)
             return None
         encoded = self.encode_row(plan, after)
-        record_id, primary_key = self._row_key(
-            cols, [after[key] for key in cols.pk_keys], after, encoded
-        )
+        key_values = [after[key] for key in plan.pk_keys]
+        record_id = make_record_id(key_values)
+        primary_key = self._encode_key(plan, key_values, after, encoded)
         context = record.context
         return RowChange(
             table=plan.table,
@@ -762,17 +717,17 @@ class Capturer:
             after=encoded,
             changed_columns=tuple(encoded),
             occurred_at=record.occurred_at,
-            masked_columns=_present(cols.masked_names, encoded),
+            masked_columns=_present(plan.masked_names, encoded),
             actor=context.actor,
             request_id=context.request_id,
             metadata=context.metadata,
         )
 
     def _update(self, pending: _PendingRow, record: _FlushRecord) -> RowChange | None:
-        plan, cols = pending.plan, pending.cols
+        plan = pending.plan
         before, after = pending.before, self._after_image(pending)
         changed: list[str] = []
-        for key, name, _masked, _spec in cols.columns:
+        for key, name, _masked, _spec in plan.column_rows:
             if key in after:
                 if key not in before:
                     changed.append(name)
@@ -782,7 +737,7 @@ class Capturer:
                     changed.append(name)
         old_identity = pending.old_identity
         assert old_identity is not None
-        new_identity: Sequence[Any] = [after.get(key, _MISSING) for key in cols.pk_keys]
+        new_identity: Sequence[Any] = [after.get(key, _MISSING) for key in plan.pk_keys]
         if any(value is _MISSING for value in new_identity):
             new_identity = old_identity
         # The identity rarely changes: then one record id serves both.
@@ -797,7 +752,7 @@ class Capturer:
         passthrough = PASSTHROUGH_TYPES  # values that are their own encoding
         encoded_before: dict[str, JSONValue] = {}
         encoded_after: dict[str, JSONValue] = {}
-        for key, name, masked, _spec in cols.columns:
+        for key, name, masked, _spec in plan.column_rows:
             in_before = key in before
             if key in after:
                 new = after[key]
@@ -822,11 +777,11 @@ class Capturer:
                 encoded_before[name] = (
                     dict(MASKED_VALUE) if masked else encode_value(before[key], fallback=fallback)
                 )
-        _new_id, new_key = self._row_key(cols, new_identity, after, encoded_after)
+        new_key = self._encode_key(plan, new_identity, after, encoded_after)
         old_key: dict[str, JSONValue] | None = None
         if moved:
-            _old_id, old_key = self._row_key(cols, old_identity, before, encoded_before)
-        masked_names = cols.masked_names
+            old_key = self._encode_key(plan, old_identity, before, encoded_before)
+        masked_names = plan.masked_names
         shown_masked = (
             [name for name in masked_names if name in encoded_before or name in encoded_after]
             if masked_names

@@ -194,10 +194,26 @@ class ModelPlan:
     columns: tuple[ColumnSpec, ...] = ()
     primary_key: tuple[ColumnSpec, ...] = ()
     version_key: str | None = None
+    # Derived once from ``columns`` and ``primary_key`` for the per-row code of capture:
+    #: ``(attribute key, column name, masked, spec)`` per audited column, in plan order.
+    column_rows: tuple[tuple[str, str, bool, ColumnSpec], ...] = field(
+        init=False, compare=False, repr=False
+    )
+    column_keys: frozenset[str] = field(init=False, compare=False, repr=False)
+    pk_keys: tuple[str, ...] = field(init=False, compare=False, repr=False)
+    pk_names: tuple[str, ...] = field(init=False, compare=False, repr=False)
+    masked_names: tuple[str, ...] = field(init=False, compare=False, repr=False)
 
-    @property
-    def masked_names(self) -> tuple[str, ...]:
-        return tuple(spec.name for spec in self.columns if spec.masked)
+    def __post_init__(self) -> None:
+        derived = {
+            "column_rows": tuple((c.key, c.name, c.masked, c) for c in self.columns),
+            "column_keys": frozenset(c.key for c in self.columns),
+            "pk_keys": tuple(c.key for c in self.primary_key),
+            "pk_names": tuple(c.name for c in self.primary_key),
+            "masked_names": tuple(c.name for c in self.columns if c.masked),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
 
 @dataclass(frozen=True, slots=True)
