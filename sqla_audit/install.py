@@ -214,14 +214,19 @@ class Installation:
     def _report_capture_error(self, exc: BaseException) -> None:
         report_failure(exc, (), self.config.on_error)
 
+    def _must_propagate(self, exc: Exception) -> bool:
+        """Configuration and SQLAlchemy errors always reach the application; other capture
+        failures do only in outbox mode (direct mode reports them and carries on)."""
+        return self.outbox is not None or isinstance(
+            exc, (ConfigurationError, sa_exc.SQLAlchemyError)
+        )
+
     def _guard(self, fn: Callable[..., None], *args: Any) -> None:
         """Run a capture step; keep the application running if auditing fails (direct mode)."""
         try:
             fn(*args)
-        except (ConfigurationError, sa_exc.SQLAlchemyError):
-            raise
         except Exception as exc:
-            if self.outbox is not None:
+            if self._must_propagate(exc):
                 raise
             self._report_capture_error(exc)
 
@@ -248,10 +253,8 @@ class Installation:
         call = Call(state)
         try:
             return self.bulk.capture(call, plan)
-        except (ConfigurationError, sa_exc.SQLAlchemyError):
-            raise
         except Exception as exc:
-            if self.outbox is not None or call.failed:
+            if call.failed or self._must_propagate(exc):
                 raise
             self._report_capture_error(exc)
             return call.result if call.invoked else None
