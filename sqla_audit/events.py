@@ -29,7 +29,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from sqla_audit.errors import DecodeError, UnsupportedSchemaVersion
-from sqla_audit.serialization import JSONValue, decode_value
+from sqla_audit.serialization import JSONValue
 
 SCHEMA_VERSION: Final = 1
 
@@ -417,12 +417,6 @@ class ChangeEvent:
     def is_marker(self) -> bool:
         """True for a bulk-statement marker (rows changed but not itemized), not a row."""
         return self.record_id == MARKER_RECORD_ID and MARKER_METADATA_KEY in self.metadata
-
-    def decoded_before(self) -> dict[str, Any] | None:
-        return None if self.before is None else {k: decode_value(v) for k, v in self.before.items()}
-
-    def decoded_after(self) -> dict[str, Any] | None:
-        return None if self.after is None else {k: decode_value(v) for k, v in self.after.items()}
 
 
 __all__ = [
