@@ -63,7 +63,9 @@ class OutboxWriter:
         chunk: list[dict[str, Any]] = []
         size = 0
         for row in rows:
-            payload_size = len(row["payload"])
+            payload: str = row["payload"]
+            # bytes, not characters, count against the server's packet limit
+            payload_size = len(payload) if payload.isascii() else len(payload.encode("utf-8"))
             if chunk and (len(chunk) >= self.chunk_rows or size + payload_size > self.chunk_bytes):
                 yield chunk
                 chunk, size = [], 0

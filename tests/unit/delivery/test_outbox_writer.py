@@ -193,3 +193,12 @@ def test_utc_datetime_refuses_naive_values(engine: sa.Engine) -> None:
     assert stored == dt.datetime(2026, 1, 1, 11)
     assert kind.process_bind_param(None, engine.dialect) is None
     assert kind.process_result_value(None, engine.dialect) is None
+
+
+def test_chunks_count_payload_bytes_not_characters() -> None:
+    """A non-ASCII payload counts its UTF-8 bytes against the chunk's byte budget."""
+    writer = OutboxWriter(chunk_bytes=10)
+    rows = [{"payload": "é" * 6}, {"payload": "é" * 6}]  # 6 characters, 12 bytes each
+    assert [len(chunk) for chunk in writer._chunks(rows)] == [1, 1]
+    ascii_rows = [{"payload": "a" * 4}, {"payload": "a" * 4}]
+    assert [len(chunk) for chunk in writer._chunks(ascii_rows)] == [2]
