@@ -70,9 +70,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     inspect,
-    select,
 )
-from sqlalchemy import update as sql_update
 from sqlalchemy.engine import RootTransaction, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -80,13 +78,17 @@ from consumer.sources.base import Message
 from sqla_audit.errors import ConfigurationError, TransportError
 from sqla_audit.events import utcnow
 from sqla_audit.outbox import DEFAULT_TABLE_NAME, outbox_table
+from sqla_audit.outbox.rows import (
+    outbox_connection,
+    park_statement,
+    park_values,
+    select_pending,
+)
 
 log = logging.getLogger(__name__)
 
 #: Longest a single ``receive`` waits for rows (the worker simply polls again).
 MAX_WAIT_SECONDS: Final = 1.0
-#: Longest ``last_error`` kept on a parked row (the relay uses the same bound).
-_MAX_REASON: Final = 2000
 #: Above this many delivery counts, those of rows no longer leased or hidden are dropped.
 _MAX_TRACKED: Final = 10_000
 
@@ -178,19 +180,14 @@ class OutboxSource:
 
     # -- receiving ---------------------------------------------------------------------------
 
-    def _connect(self) -> Connection:
-        connection = self.engine.connect()
-        if self.engine.dialect.name in ("mysql", "mariadb"):
-            connection = connection.execution_options(isolation_level="READ COMMITTED")
-        return connection
-
     def _select(self, limit: int, excluded: set[int]) -> Any:
-        table = self.table
-        query = select(table.c.id, table.c.event_id, table.c.table_name, table.c.record_id)
-        query = query.add_columns(table.c.payload).where(table.c.failed_at.is_(None))
+        c = self.table.c
+        query = select_pending(
+            self.table, limit, c.id, c.event_id, c.table_name, c.record_id, c.payload
+        )
         if excluded:
-            query = query.where(table.c.id.not_in(sorted(excluded)))
-        return query.order_by(table.c.id).limit(limit).with_for_update(skip_locked=True)
+            query = query.where(c.id.not_in(sorted(excluded)))
+        return query
 
     def _take(self, max_messages: int) -> list[Message]:
         now = self._clock()
@@ -206,7 +203,7 @@ class OutboxSource:
         connection: Connection | None = None
         transaction: RootTransaction | None = None
         try:
-            connection = self._connect()
+            connection = outbox_connection(self.engine)
             transaction = connection.begin()
             rows = connection.execute(self._select(max_messages, excluded)).all()
             if not rows or not self.locks_rows:
@@ -287,7 +284,7 @@ class OutboxSource:
         if lease.connection is not None:
             lease.connection.execute(statement, rows)
             return
-        with self._connect() as connection, connection.begin():
+        with outbox_connection(self.engine) as connection, connection.begin():
             connection.execute(statement, rows)
 
     def _settle(
@@ -365,14 +362,7 @@ class OutboxSource:
 
     def reject(self, messages: Sequence[Message], reason: str) -> None:
         """Park the rows (``failed_at``, ``last_error``) like the relay parks refused rows."""
-        table = self.table
-        statement = (
-            sql_update(table)
-            .where(table.c.id == bindparam("row_id"))
-            .values(failed_at=bindparam("parked_at"), last_error=bindparam("reason"))
-        )
-        values = {"parked_at": utcnow(), "reason": reason[:_MAX_REASON]}
-        self._settle(messages, "park", statement, values)
+        self._settle(messages, "park", park_statement(self.table), park_values(reason, utcnow()))
 
     def extend(self, messages: Sequence[Message], seconds: int) -> None:
         """Nothing to do: a lease keeps its rows until they are settled."""

@@ -37,11 +37,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from sqlalchemy import Connection, Engine, Row, Table, bindparam, delete, select, update
+from sqlalchemy import Connection, Engine, Row, Table, bindparam, delete
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from sqla_audit.errors import DecodeError
 from sqla_audit.events import ChangeEvent, utcnow
+from sqla_audit.outbox.rows import (
+    outbox_connection,
+    park_statement,
+    park_values,
+    select_pending,
+)
 from sqla_audit.outbox.table import outbox_table
 from sqla_audit.publishers.base import ErrorHook
 from sqla_audit.publishers.sns import OutgoingMessage, SendOutcome
@@ -134,7 +140,7 @@ class OutboxRelay:
 
     def run_once(self) -> RelayResult:
         """One pass over at most ``batch_size`` rows (one transaction)."""
-        with self._connect() as connection, connection.begin():
+        with outbox_connection(self.engine) as connection, connection.begin():
             rows = connection.execute(self._select()).all()
             if not rows:
                 return RelayResult()
@@ -197,21 +203,8 @@ class OutboxRelay:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _connect(self) -> Connection:
-        connection = self.engine.connect()
-        if self.engine.dialect.name in ("mysql", "mariadb"):
-            connection = connection.execution_options(isolation_level="READ COMMITTED")
-        return connection
-
     def _select(self) -> Any:
-        table = self.table
-        return (
-            select(table.c.id, table.c.payload)
-            .where(table.c.failed_at.is_(None))
-            .order_by(table.c.id)
-            .limit(self.batch_size)
-            .with_for_update(skip_locked=True)
-        )
+        return select_pending(self.table, self.batch_size, self.table.c.id, self.table.c.payload)
 
     def _relay(self, connection: Connection, rows: Sequence[Row[Any]]) -> RelayResult:
         messages: list[OutgoingMessage] = []
@@ -232,14 +225,12 @@ class OutboxRelay:
             event = message.to_event()
             self._report(error, [event] if event is not None else [])
         accepted = [row_ids[id(m)] for m in outcome.accepted]
-        table = self.table
         self._delete(connection, accepted)
-        now = utcnow()
-        for row_id, reason in parked:
+        if parked:
+            now = utcnow()
             connection.execute(
-                update(table)
-                .where(table.c.id == row_id)
-                .values(failed_at=now, last_error=reason[:2000])
+                park_statement(self.table),
+                [{"row_id": row_id, **park_values(reason, now)} for row_id, reason in parked],
             )
         if outcome.undelivered:
             log.warning(
