@@ -381,10 +381,6 @@ class Worker:
         """Ask the worker to stop (safe from a signal handler). Idempotent."""
         self._stop.set()
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the threads to finish; True if they all did within ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
