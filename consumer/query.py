@@ -144,15 +144,24 @@ def _page_size(value: object) -> int:
 
 
 def _follow(
-    first: Page[AuditRecord], fetch: Callable[[str], Page[AuditRecord]]
+    fetch: Callable[[str | None], Page[AuditRecord]], page: str | None
 ) -> Iterator[AuditRecord]:
-    """The records of ``first`` and of every page after it, fetched as iteration needs them."""
-    page = first
-    while True:
-        yield from page.items
-        if page.next_page is None:
-            return
-        page = fetch(page.next_page)
+    """The records of every page from ``page`` on.
+
+    The first page is read at once (so bad arguments raise at the call), the rest as
+    iteration needs them.
+    """
+    first = fetch(page)
+
+    def records() -> Iterator[AuditRecord]:
+        current = first
+        while True:
+            yield from current.items
+            if current.next_page is None:
+                return
+            current = fetch(current.next_page)
+
+    return records()
 
 
 def parse_transaction_id(value: uuid.UUID | str) -> uuid.UUID:
@@ -218,12 +227,11 @@ class AuditQuery:
         The first page is read at once, so bad arguments raise here, not on iteration.
         """
         size = _page_size(page_size)
-        first = self.history(table, record_id, since=since, until=until, limit=size, page=page)
         return _follow(
-            first,
             lambda token: self.history(
                 table, record_id, since=since, until=until, limit=size, page=token
             ),
+            page,
         )
 
     def column_history(
@@ -280,23 +288,14 @@ class AuditQuery:
     def as_of(self, table: str, record_id: str, at: dt.datetime) -> RecordState:
         """The whole record as it was at ``at`` (changes committed at ``at`` included)."""
         event = self.last_change(table, record_id, at)
-        if event is None or event.operation is Operation.DELETE or event.after is None:
-            return RecordState(
-                table=table,
-                record_id=record_id,
-                at=at,
-                exists=False,
-                values=None,
-                wire_values=None,
-                event=event,
-            )
+        row = None if event is None or event.operation is Operation.DELETE else event.after
         return RecordState(
             table=table,
             record_id=record_id,
             at=at,
-            exists=True,
-            values=decode_row(event.after, enum_resolver=self._enum_resolver),
-            wire_values=event.after,
+            exists=row is not None,
+            values=None if row is None else decode_row(row, enum_resolver=self._enum_resolver),
+            wire_values=row,
             event=event,
         )
 
@@ -334,10 +333,9 @@ class AuditQuery:
         The first page is read at once, so bad arguments raise here, not on iteration.
         """
         size = _page_size(page_size)
-        first = self.by_actor(actor_id, since=since, until=until, limit=size, page=page)
         return _follow(
-            first,
             lambda token: self.by_actor(actor_id, since=since, until=until, limit=size, page=token),
+            page,
         )
 
     def by_transaction(self, transaction_id: uuid.UUID | str) -> list[AuditRecord]:
