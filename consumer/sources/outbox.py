@@ -39,8 +39,8 @@ a scan, which waits for -- and deadlocks with -- the rows other consumers hold.
 SQLite has no row locks and one writer at a time: an open transaction would block the
 application's commits for the length of a batch. There a lease holds no transaction: rows
 are read by one short statement, and ``ack``/``reject`` write in their own short
-transactions. The pollers of one process still never share a row (the source keeps the set
-of leased row ids), but two *processes* would: run one consuming process per SQLite
+transactions. The pollers of one process still never share a row (the source skips the rows
+its open leases hold), but two *processes* would: run one consuming process per SQLite
 database. Duplicates would be harmless anyway -- store writes are idempotent by event id.
 
 Errors. A database that cannot be reached raises :class:`~sqla_audit.errors.TransportError`
@@ -130,7 +130,6 @@ class OutboxSource:
         self._wake = threading.Event()
         self._lease_ids = itertools.count(1)
         self._leases: dict[int, _Lease] = {}
-        self._leased: set[int] = set()
         self._hidden: dict[int, float] = {}  # row id -> monotonic time it may come back
         self._deliveries: dict[int, int] = {}  # row id -> times handed out by this source
         self.closed = False
@@ -189,17 +188,22 @@ class OutboxSource:
             query = query.where(c.id.not_in(sorted(excluded)))
         return query
 
+    def _leased_locked(self) -> set[int]:
+        """Row ids of every open lease not settled yet (``self._lock`` held)."""
+        return set().union(*(lease.outstanding for lease in self._leases.values()))
+
     def _take(self, max_messages: int) -> list[Message]:
         now = self._clock()
         with self._lock:
+            leased = self._leased_locked()
             self._hidden = {row: until for row, until in self._hidden.items() if until > now}
             if len(self._deliveries) > _MAX_TRACKED:  # rows another consumer took meanwhile
                 self._deliveries = {
                     row: count
                     for row, count in self._deliveries.items()
-                    if row in self._leased or row in self._hidden
+                    if row in leased or row in self._hidden
                 }
-            excluded = self._leased | set(self._hidden)
+            excluded = leased | set(self._hidden)
         connection: Connection | None = None
         transaction: RootTransaction | None = None
         try:
@@ -220,10 +224,10 @@ class OutboxSource:
         with self._lock:
             # Two pollers of one process may have read the same rows (SQLite): the first
             # to get here keeps them.
-            rows = [row for row in rows if row.id not in self._leased]
+            leased = self._leased_locked()
+            rows = [row for row in rows if row.id not in leased]
             lease = _Lease(next(self._lease_ids), connection, transaction)
             lease.outstanding = {row.id for row in rows}
-            self._leased |= lease.outstanding
             if rows:
                 self._leases[lease.lease_id] = lease
             messages = []
@@ -311,7 +315,6 @@ class OutboxSource:
         """Mark rows of ``lease`` settled; end the lease when none is left (lease locked)."""
         with self._lock:
             lease.outstanding.difference_update(row_ids)
-            self._leased.difference_update(row_ids)
             if forget:
                 for row in row_ids:
                     self._deliveries.pop(row, None)
@@ -338,7 +341,6 @@ class OutboxSource:
                 lease.connection = lease.transaction = None
             with self._lock:
                 self._leases.pop(lease.lease_id, None)
-                self._leased.difference_update(lease.outstanding)
                 lease.outstanding.clear()
 
     def ack(self, messages: Sequence[Message]) -> None:
