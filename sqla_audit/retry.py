@@ -54,6 +54,12 @@ class RetryPolicy:
                 f"max_delay ({self.max_delay}) must be >= base_delay ({self.base_delay})"
             )
 
+    @classmethod
+    def outage(cls) -> RetryPolicy:
+        """Probing a service that is down: practically unlimited attempts, 0.5 s growing to
+        at most 30 s between them (the SNS publisher's and the outbox relay's default)."""
+        return cls(max_attempts=1_000_000_000, base_delay=0.5, max_delay=30.0)
+
     def ceiling(self, attempt: int) -> float:
         """The largest pause after failed attempt ``attempt`` (before jitter)."""
         if attempt < 1:

@@ -119,9 +119,7 @@ class OutboxRelay:
         self.table = outbox_table() if table is None else table
         self.batch_size = batch_size
         self.poll_interval = poll_interval
-        self.outage_retry = outage_retry or RetryPolicy(
-            max_attempts=1_000_000_000, base_delay=0.5, max_delay=30.0
-        )
+        self.outage_retry = outage_retry or RetryPolicy.outage()
         self._on_error = on_error
         self._stop = threading.Event()
         self.totals = {"published": 0, "parked": 0}

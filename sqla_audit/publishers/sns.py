@@ -576,9 +576,7 @@ class SNSPublisher:
         self._max_queue = max_queue_events
         self._max_queue_hard = hard
         self._max_batch = max_batch_events
-        self._outage_retry = outage_retry or RetryPolicy(
-            max_attempts=1_000_000_000, base_delay=0.5, max_delay=30.0
-        )
+        self._outage_retry = outage_retry or RetryPolicy.outage()
         self._on_error = on_error
         self._close_timeout = close_timeout
 
