@@ -110,8 +110,6 @@ def _resolve(value: Any, path: tuple[str | int, ...]) -> tuple[Any, tuple[str | 
             value = value[step]
         else:
             return value, path[:depth]
-    if type(value) is dict and TAG in value:
-        return value, path
     return value, path
 
 
@@ -369,6 +367,35 @@ def diff_event(event: ChangeEvent, *, nested: NestedDiff | None = None) -> dict[
     return diff_rows(event.before, event.after, changed_masked=masked, nested=nested)
 
 
+def _record(
+    event: ChangeEvent, *, changes: Mapping[str, FieldChange], **overrides: Any
+) -> AuditRecord:
+    """An :class:`AuditRecord` with ``changes`` and every other field taken from ``event``,
+    except those given in ``overrides``."""
+    actor = event.actor
+    fields: dict[str, Any] = {
+        "table": event.table,
+        "record_id": event.record_id,
+        "event_id": event.event_id,
+        "event_time": event.committed_at,
+        "occurred_at": event.occurred_at,
+        "operation": event.operation,
+        "service": event.service,
+        "transaction_id": event.transaction_id,
+        "sequence": event.sequence,
+        "before": event.before,
+        "after": event.after,
+        "actor_id": None if actor is None else actor.id,
+        "actor_attributes": {} if actor is None else actor.attributes,
+        "request_id": event.request_id,
+        "previous_record_id": event.previous_record_id,
+        "masked_columns": tuple(event.masked_columns),
+        "metadata": event.metadata,
+    }
+    fields.update(overrides)
+    return AuditRecord(changes=changes, **fields)
+
+
 def record_for_event(event: ChangeEvent, *, nested: NestedDiff | None = None) -> AuditRecord | None:
     """The record to store for ``event``, or ``None`` for an update that changed nothing.
 
@@ -378,27 +405,7 @@ def record_for_event(event: ChangeEvent, *, nested: NestedDiff | None = None) ->
     changes = diff_event(event, nested=nested)
     if not changes and event.operation is Operation.UPDATE and not event.is_marker:
         return None
-    actor = event.actor
-    return AuditRecord(
-        table=event.table,
-        record_id=event.record_id,
-        event_id=event.event_id,
-        event_time=event.committed_at,
-        occurred_at=event.occurred_at,
-        operation=event.operation,
-        service=event.service,
-        transaction_id=event.transaction_id,
-        sequence=event.sequence,
-        changes=changes,
-        before=event.before,
-        after=event.after,
-        actor_id=None if actor is None else actor.id,
-        actor_attributes={} if actor is None else actor.attributes,
-        request_id=event.request_id,
-        previous_record_id=event.previous_record_id,
-        masked_columns=tuple(event.masked_columns),
-        metadata=event.metadata,
-    )
+    return _record(event, changes=changes)
 
 
 def departure_for_event(event: ChangeEvent) -> AuditRecord | None:
@@ -413,25 +420,14 @@ def departure_for_event(event: ChangeEvent) -> AuditRecord | None:
     old_id = event.previous_record_id
     if event.operation is not Operation.UPDATE or not old_id or old_id == event.record_id:
         return None
-    actor = event.actor
-    return AuditRecord(
-        table=event.table,
+    return _record(
+        event,
+        changes=diff_rows(event.before, None),
         record_id=old_id,
         event_id=departure_event_id(event.event_id),
-        event_time=event.committed_at,
-        occurred_at=event.occurred_at,
         operation=Operation.DELETE,
-        service=event.service,
-        transaction_id=event.transaction_id,
-        sequence=event.sequence,
-        changes=diff_rows(event.before, None),
-        before=event.before,
         after=None,
-        actor_id=None if actor is None else actor.id,
-        actor_attributes={} if actor is None else actor.attributes,
-        request_id=event.request_id,
         previous_record_id=None,
-        masked_columns=tuple(event.masked_columns),
         metadata={
             **event.metadata,
             MOVED_TO_KEY: event.record_id,
