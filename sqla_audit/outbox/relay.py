@@ -40,6 +40,7 @@ from typing import Any, Final, Protocol
 from sqlalchemy import Connection, Engine, Row, Table, bindparam, delete
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from sqla_audit.delivery import report_failure
 from sqla_audit.errors import DecodeError
 from sqla_audit.events import ChangeEvent, utcnow
 from sqla_audit.outbox.rows import (
@@ -257,12 +258,7 @@ class OutboxRelay:
             connection.execute(delete(table).where(table.c.id.in_(row_ids[start : start + 500])))
 
     def _report(self, error: BaseException, events: Sequence[ChangeEvent]) -> None:
-        if self._on_error is None:
-            return
-        try:
-            self._on_error(error, events)
-        except Exception:
-            log.exception("outbox relay: the on_error hook raised")
+        report_failure(error, events, self._on_error)
 
 
 __all__ = ["MessageSender", "OutboxRelay", "RelayResult", "is_transient_conflict"]

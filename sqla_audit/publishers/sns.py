@@ -55,6 +55,7 @@ from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
+from sqla_audit.delivery import report_failure
 from sqla_audit.errors import (
     AuditError,
     ConfigurationError,
@@ -722,13 +723,7 @@ class SNSPublisher:
         )
 
     def _report(self, error: BaseException, events: Sequence[ChangeEvent]) -> None:
-        log.error("sqla-audit: %d change event(s) not delivered: %s", len(events), error)
-        if self._on_error is None:
-            return
-        try:
-            self._on_error(error, events)
-        except Exception:
-            log.exception("sqla-audit: the on_error hook raised")
+        report_failure(error, events, self._on_error)
 
     def _drop(self, error: BaseException, events: Sequence[ChangeEvent]) -> None:
         self._counts["dropped"] += len(events)
