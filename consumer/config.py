@@ -140,6 +140,31 @@ class ConsumerConfig:
 
 # --------------------------------------------------------------------------- parsing helpers
 
+#: The SNS topic the relay and the demo publish to.
+TOPIC_ENV: Final = "SQLA_AUDIT_TOPIC_ARN"
+
+
+def _from_env(env: Mapping[str, str], names: tuple[str, ...]) -> tuple[str, str] | None:
+    """The first of the environment variables ``names`` that is set and not blank, as
+    ``(name, stripped value)``; ``None`` if there is none."""
+    for name in names:
+        text = env.get(name, "").strip()
+        if text:
+            return name, text
+    return None
+
+
+def setting(flag: object, env: Mapping[str, str], *names: str) -> str | None:
+    """A command's setting: the flag's value, else the first of the environment variables
+    ``names`` that is set and not blank (stripped); ``None`` if neither gives one.
+
+    An empty flag (``--x ""``) counts as not given.
+    """
+    if flag is not None and flag != "":
+        return str(flag)
+    found = _from_env(env, names)
+    return None if found is None else found[1]
+
 
 @dataclass(frozen=True, slots=True)
 class _Lookup:
@@ -152,10 +177,9 @@ class _Lookup:
         value = getattr(self.args, dest, None)
         if value is not None:
             return str(value), flag
-        for name in env_names:
-            text = self.env.get(name, "").strip()
-            if text:
-                return text, f"{name} (environment)"
+        found = _from_env(self.env, env_names)
+        if found is not None:
+            return found[1], f"{found[0]} (environment)"
         where = " / ".join((flag, *env_names))
         return None, where
 
@@ -584,6 +608,7 @@ def load_consumer_config(args: argparse.Namespace, env: Mapping[str, str]) -> Co
 
 __all__ = [
     "CONSISTENCY_LEVELS",
+    "TOPIC_ENV",
     "CassandraConfig",
     "CassandraSchemaConfig",
     "ConsumerConfig",
@@ -595,4 +620,5 @@ __all__ = [
     "load_cassandra_config",
     "load_consumer_config",
     "load_schema_config",
+    "setting",
 ]

@@ -27,10 +27,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from consumer.config import add_cassandra_arguments, load_cassandra_config
+from consumer.config import TOPIC_ENV, add_cassandra_arguments, load_cassandra_config, setting
 from sqla_audit.errors import ConfigurationError
 
-TOPIC_ENV = "SQLA_AUDIT_TOPIC_ARN"
 QUEUE_ENV = "SQLA_AUDIT_QUEUE_URL"
 HOSTS_ENV = "SQLA_AUDIT_CASSANDRA_HOSTS"
 
@@ -62,12 +61,6 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _setting(value: str | None, env: Mapping[str, str], name: str) -> str | None:
-    if value:
-        return value
-    return env.get(name, "").strip() or None
-
-
 def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
     """Build the demo configuration from flags and environment, then run it."""
     env = os.environ if env is None else env
@@ -79,13 +72,13 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
     if args.workdir is not None and args.workdir.exists() and not args.workdir.is_dir():
         raise ConfigurationError(f"--workdir {args.workdir} exists and is not a directory")
     cassandra = None
-    if _setting(args.cassandra_hosts, env, HOSTS_ENV) is not None:
+    if setting(args.cassandra_hosts, env, HOSTS_ENV) is not None:
         cassandra = load_cassandra_config(args, env)
     config = DemoConfig(
         workdir=args.workdir,
-        topic_arn=_setting(args.topic_arn, env, TOPIC_ENV),
-        queue_url=_setting(args.queue_url, env, QUEUE_ENV),
-        region=_setting(args.region, env, "AWS_REGION"),
+        topic_arn=setting(args.topic_arn, env, TOPIC_ENV),
+        queue_url=setting(args.queue_url, env, QUEUE_ENV),
+        region=setting(args.region, env, "AWS_REGION"),
         endpoint_url=args.endpoint_url or None,
         cassandra=cassandra,
         timeout=args.timeout,

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, MetaData, Table, create_engine
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.schema import CreateTable
 
+from consumer.config import setting
 from sqla_audit.errors import ConfigurationError
 from sqla_audit.outbox import (
     DEFAULT_TABLE_NAME,
@@ -55,25 +56,17 @@ def add_outbox_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _setting(args: argparse.Namespace, dest: str, env: Mapping[str, str], name: str) -> str | None:
-    value = getattr(args, dest, None)
-    if value:
-        return str(value)
-    text = env.get(name, "").strip()
-    return text or None
-
-
 def outbox_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Engine, Table]:
     """The engine and the outbox table named by the arguments (or the environment)."""
-    url = _setting(args, "db", env, DB_ENV)
+    url = setting(getattr(args, "db", None), env, DB_ENV)
     if url is None:
         raise ConfigurationError(f"a database URL is needed: --db or {DB_ENV}")
     try:
         engine = create_engine(url)
     except (ArgumentError, ImportError, ValueError) as exc:
         raise ConfigurationError(f"invalid database URL: {exc}") from exc
-    name = _setting(args, "table", env, TABLE_ENV) or DEFAULT_TABLE_NAME
-    schema = _setting(args, "schema", env, SCHEMA_ENV)
+    name = setting(getattr(args, "table", None), env, TABLE_ENV) or DEFAULT_TABLE_NAME
+    schema = setting(getattr(args, "schema", None), env, SCHEMA_ENV)
     return engine, outbox_table(MetaData(), name=name, schema=schema)
 
 

@@ -18,18 +18,17 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from consumer.commands.outbox import add_outbox_arguments, outbox_from_args
+from consumer.config import TOPIC_ENV, setting
 from sqla_audit.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
-TOPIC_ENV = "SQLA_AUDIT_TOPIC_ARN"
 BUCKET_ENV = "SQLA_AUDIT_S3_BUCKET"
 PREFIX_ENV = "SQLA_AUDIT_S3_PREFIX"
 
@@ -60,31 +59,25 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run_relay)
 
 
-def _setting(value: str | None, env: Mapping[str, str], name: str) -> str | None:
-    if value:
-        return value
-    return env.get(name, "").strip() or None
-
-
 def run_relay(args: argparse.Namespace) -> int:
     from sqla_audit.outbox.relay import OutboxRelay  # noqa: PLC0415 -- needs boto3
     from sqla_audit.publishers.offload import DEFAULT_KEY_PREFIX, S3Offloader  # noqa: PLC0415
     from sqla_audit.publishers.sns import SNSSender  # noqa: PLC0415
 
     env = os.environ
-    topic_arn = _setting(args.topic_arn, env, TOPIC_ENV)
+    topic_arn = setting(args.topic_arn, env, TOPIC_ENV)
     if topic_arn is None:
         raise ConfigurationError(f"an SNS topic is needed: --topic-arn or {TOPIC_ENV}")
     if args.batch_size < 1:
         raise ConfigurationError("--batch-size must be at least 1")
     if args.poll_interval < 0:
         raise ConfigurationError("--poll-interval must not be negative")
-    bucket = _setting(args.s3_bucket, env, BUCKET_ENV)
+    bucket = setting(args.s3_bucket, env, BUCKET_ENV)
     offloader = None
     if bucket is not None:
         offloader = S3Offloader(
             bucket,
-            key_prefix=_setting(args.s3_prefix, env, PREFIX_ENV) or DEFAULT_KEY_PREFIX,
+            key_prefix=setting(args.s3_prefix, env, PREFIX_ENV) or DEFAULT_KEY_PREFIX,
             region_name=args.region,
             endpoint_url=args.endpoint_url,
         )
