@@ -10,8 +10,10 @@ can read theirs:
   ``["software.amazon.payloadoffloading.PayloadS3Pointer",
   {"s3BucketName": "<bucket>", "s3Key": "<key>"}]``;
 * the message carries the attribute ``ExtendedPayloadSize`` (``Number``): the size in
-  bytes of the original body, which is stored as the S3 object. Older writers used
-  ``SQSLargePayloadSize`` for the same purpose; readers accept both.
+  bytes of the original body, which is stored as the S3 object. The consumer does not read
+  this attribute: it recognises a pointer by its body alone, so a pointer whose message
+  carries another attribute name (older extended clients wrote ``SQSLargePayloadSize``)
+  resolves the same way.
 
 With raw message delivery the SQS body *is* the pointer. Without it the pointer is the
 ``Message`` field of the SNS notification envelope and the attribute sits in its
@@ -30,9 +32,6 @@ POINTER_CLASS: Final = "software.amazon.payloadoffloading.PayloadS3Pointer"
 
 #: Message attribute holding the original body's size in bytes (type ``Number``).
 PAYLOAD_SIZE_ATTRIBUTE: Final = "ExtendedPayloadSize"
-
-#: The name older extended-client versions used for :data:`PAYLOAD_SIZE_ATTRIBUTE`.
-LEGACY_PAYLOAD_SIZE_ATTRIBUTE: Final = "SQSLargePayloadSize"
 
 
 def make_pointer(bucket: str, key: str) -> str:
@@ -75,7 +74,6 @@ def parse_pointer(body: str | bytes) -> tuple[str, str]:
 
 
 __all__ = [
-    "LEGACY_PAYLOAD_SIZE_ATTRIBUTE",
     "PAYLOAD_SIZE_ATTRIBUTE",
     "POINTER_CLASS",
     "is_pointer",

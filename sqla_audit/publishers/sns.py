@@ -251,7 +251,6 @@ class _Prepared:
     body: str
     attributes: dict[str, dict[str, str]]
     size: int
-    offloaded: bool = False
 
 
 @dataclass(slots=True)
@@ -384,7 +383,7 @@ class SNSSender:
             "StringValue": str(len(encoded)),
         }
         size = len(pointer.encode()) + _attributes_size(attributes)
-        return _Prepared(message, pointer, attributes, size, offloaded=True)
+        return _Prepared(message, pointer, attributes, size)
 
     def _entry(self, entry_id: str, prepared: _Prepared) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -699,10 +698,6 @@ class SNSPublisher:
                 spool_bytes=spool_bytes,
                 **self._counts,
             )
-
-    @property
-    def sender(self) -> SNSSender:
-        return self._sender
 
     # -- internals ------------------------------------------------------------------------
 
