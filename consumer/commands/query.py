@@ -35,7 +35,13 @@ from consumer.render import (
     render_state,
     state_to_json,
 )
-from consumer.sinks.base import AuditStore, Cursor, InvalidQuery, encode_page_token
+from consumer.sinks.base import (
+    MAX_PAGE_SIZE,
+    AuditStore,
+    Cursor,
+    InvalidQuery,
+    encode_page_token,
+)
 from sqla_audit.errors import ConfigurationError, DecodeError, StoreError
 
 T = TypeVar("T")
@@ -194,7 +200,7 @@ def _window_text(since: dt.datetime | None, until: dt.datetime | None) -> str:
 
 
 def _history(args: argparse.Namespace, query: AuditQuery) -> int:
-    page_size = min(args.limit + 1, 1000)
+    page_size = min(args.limit + 1, MAX_PAGE_SIZE)
     records: Iterator[AuditRecord]
     if args.column:
         records = (
@@ -252,7 +258,7 @@ def _actor(args: argparse.Namespace, query: AuditQuery) -> int:
         args.actor_id,
         since=since,
         until=until,
-        page_size=min(args.limit + 1, 1000),
+        page_size=min(args.limit + 1, MAX_PAGE_SIZE),
         page=args.page,
     )
     found, more = _take(records, args.limit)
