@@ -229,13 +229,9 @@ def from_micros(value: int) -> dt.datetime:
 _ENCODE: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-def dump_json(value: Any) -> str:
-    """Compact JSON text, as stored in the text columns of every persistent store."""
-    return _ENCODE(value)
-
-
 def _object_json(value: Mapping[str, Any]) -> str:
-    """:func:`dump_json` of a mapping, without copying it when it already is a dict."""
+    """Compact JSON text of a mapping, as stored in the text columns of every persistent
+    store, without copying it when it already is a dict."""
     if not value:
         return "{}"
     return _ENCODE(value if type(value) is dict else dict(value))
@@ -334,7 +330,6 @@ __all__ = [
     "changes_from_json",
     "changes_to_json",
     "departure_event_id",
-    "dump_json",
     "from_micros",
     "record_from_row",
     "record_to_row",
