@@ -110,10 +110,19 @@ def build_events(
 
 
 def report_failure(
-    exc: BaseException, events: Sequence[ChangeEvent], on_error: ErrorHook | None
+    exc: BaseException,
+    events: Sequence[ChangeEvent],
+    on_error: ErrorHook | None,
+    *,
+    logged: bool = False,
 ) -> None:
-    """Log a delivery or capture failure and tell ``on_error``; never raises."""
-    logger.error("sqla-audit: %s (%d event(s) concerned)", exc, len(events), exc_info=exc)
+    """Log a delivery or capture failure and tell ``on_error``; never raises.
+
+    ``logged=True`` skips the log line when the caller has already logged the failure
+    in its own words (a retry loop's warning, say).
+    """
+    if not logged:
+        logger.error("sqla-audit: %s (%d event(s) concerned)", exc, len(events), exc_info=exc)
     if on_error is None:
         return
     try:

@@ -182,7 +182,7 @@ class OutboxRelay:
                     log.info("outbox relay: %s; retrying the pass", exc.orig)
                 else:
                     log.warning("outbox relay: database error (%s); retrying in %.1fs", exc, delay)
-                    self._report(exc, [])
+                    report_failure(exc, [], self._on_error, logged=True)
                 self._stop.wait(delay)
                 continue
             if result.deferred:
