@@ -1,0 +1,38 @@
+"""scripts/services: the command-line contract other scripts rely on."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "services"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_status_of_one_service_lists_only_that_service() -> None:
+    """`status moto` prints exactly one line, about moto (a script may take its first pid)."""
+    result = _run("status", "moto")
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stdout
+    assert lines[0].split()[0] == "moto"
+    assert result.returncode in (0, 3)
+
+
+def test_status_keeps_the_canonical_order_for_several_services() -> None:
+    """`status cassandra postgres` lists postgres then cassandra, nothing else."""
+    result = _run("status", "cassandra", "postgres")
+    names = [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
+    assert names == ["postgres", "cassandra"]
+
+
+def test_status_of_an_unknown_service_is_a_usage_error() -> None:
+    """An unknown service name is refused with one line naming the known ones."""
+    result = _run("status", "redis")
+    assert result.returncode != 0
+    assert result.returncode != 3
+    assert "unknown service 'redis'" in result.stderr
