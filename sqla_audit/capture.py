@@ -67,6 +67,8 @@ from sqla_audit.serialization import MASKED_VALUE, PASSTHROUGH_TYPES, JSONValue,
 
 logger = logging.getLogger(__name__)
 
+#: Prefixes of the per-flush state a :class:`Capturer` keeps in ``flush_context.attributes``;
+#: each capturer adds its own id, so installations covering one session never share state.
 _SNAPSHOTS: Final = "sqla_audit.snapshots"
 _PENDING: Final = "sqla_audit.pending"
 _MISSING: Final[Any] = object()
@@ -292,6 +294,10 @@ class Capturer:
         self.sink_all = sink_all
         self.report = report
         self._fallback = self.config.unknown_types
+        # Per-flush state of this capturer alone (another installation may cover the same
+        # session with other settings: it keeps its state under its own keys).
+        self._snapshots_key = f"{_SNAPSHOTS}.{id(self)}"
+        self._pending_key = f"{_PENDING}.{id(self)}"
 
     # -- encoding ----------------------------------------------------------------------
 
@@ -389,7 +395,7 @@ class Capturer:
             if fetched:
                 before.update(fetched)  # only keys that were missing; order does not matter
             snapshots[state] = _Snapshot(before=before, untouched_unloaded=untouched_unloaded)
-        flush_context.attributes[_SNAPSHOTS] = snapshots
+        flush_context.attributes[self._snapshots_key] = snapshots
 
     def _prefetch(
         self,
@@ -430,7 +436,7 @@ class Capturer:
 
     def after_flush(self, session: Session, flush_context: UOWTransaction) -> None:
         snapshots: dict[InstanceState[Any], _Snapshot] = flush_context.attributes.get(
-            _SNAPSHOTS, {}
+            self._snapshots_key, {}
         )
         record = _FlushRecord(occurred_at=utcnow(), context=current_context())
         deletes: list[RowChange] = []
@@ -467,7 +473,7 @@ class Capturer:
             )
         )
         record.ready.extend(sorted(deletes, key=lambda c: (c.table, c.record_id)))
-        flush_context.attributes[_PENDING] = record
+        flush_context.attributes[self._pending_key] = record
 
     def _before_image(
         self, state: InstanceState[Any], plan: ModelPlan, fetched: Mapping[str, Any]
@@ -610,8 +616,8 @@ class Capturer:
     # -- after_flush_postexec: after images ---------------------------------------------
 
     def after_flush_postexec(self, session: Session, flush_context: UOWTransaction) -> None:
-        record: _FlushRecord | None = flush_context.attributes.pop(_PENDING, None)
-        flush_context.attributes.pop(_SNAPSHOTS, None)
+        record: _FlushRecord | None = flush_context.attributes.pop(self._pending_key, None)
+        flush_context.attributes.pop(self._snapshots_key, None)
         if record is None:
             return
         self._fetch_after(session, [*record.inserts, *record.updates])
