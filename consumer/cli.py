@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from sqla_audit.errors import AuditError
 
@@ -23,12 +24,24 @@ COMMAND_MODULES: tuple[str, ...] = (
     "consumer.commands.query",
     "consumer.commands.relay",
     "consumer.commands.outbox",
+    "consumer.commands.dlq",
     "consumer.commands.demo",
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (exit status 2).
+
+    Sub-command parsers are made of the same class, so every command reports bad input
+    the same way: the command, what is wrong, and where to read the usage.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sqla-audit",
         description="Audit log for SQLAlchemy applications: consume, store and query changes.",
     )

@@ -130,11 +130,23 @@ def _require_text(name: str, value: object) -> str:
 
 
 def _require_instant(name: str, value: object) -> dt.datetime:
+    """``value`` if it is an aware datetime that exists in UTC (years 1 to 9999 there)."""
     if not isinstance(value, dt.datetime) or value.tzinfo is None:
         raise InvalidQuery(
             f"{name} must be a timezone-aware datetime (UTC or with an offset), got {value!r}"
         )
+    try:
+        value.astimezone(dt.UTC)
+    except OverflowError:
+        raise InvalidQuery(
+            f"{name} ({value.isoformat()}) is outside the supported range, "
+            "0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z"
+        ) from None
     return value
+
+
+def _optional_instant(name: str, value: object) -> dt.datetime | None:
+    return None if value is None else _require_instant(name, value)
 
 
 def _page_size(value: object) -> int:
@@ -206,8 +218,8 @@ class AuditQuery:
         return self.store.history(
             _require_text("table", table),
             _require_text("record_id", record_id),
-            since=since,
-            until=until,
+            since=_optional_instant("since", since),
+            until=_optional_instant("until", until),
             limit=limit,
             page=page,
         )
@@ -314,7 +326,7 @@ class AuditQuery:
         return self.store.by_actor(
             _require_text("actor_id", actor_id),
             since=_require_instant("since", since),
-            until=until,
+            until=_optional_instant("until", until),
             limit=limit,
             page=page,
         )

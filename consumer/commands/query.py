@@ -60,6 +60,7 @@ EXIT_STORE: Final = 3
 
 _DURATION: Final = re.compile(r"^(\d{1,6})([smhd])$")
 _UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_OUT_OF_RANGE: Final = "outside the supported range, 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z"
 
 
 # --------------------------------------------------------------------------- argument types
@@ -81,7 +82,10 @@ def parse_instant(text: str) -> dt.datetime:
             f"{text!r} has no timezone; add Z for UTC or an offset such as +02:00 "
             "(e.g. 2026-01-01T00:00:00Z)"
         )
-    return parsed.astimezone(dt.UTC)
+    try:
+        return parsed.astimezone(dt.UTC)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text!r} is {_OUT_OF_RANGE}") from None
 
 
 def parse_since(text: str, *, now: Callable[[], dt.datetime] | None = None) -> dt.datetime:
@@ -91,7 +95,10 @@ def parse_since(text: str, *, now: Callable[[], dt.datetime] | None = None) -> d
         return parse_instant(text)
     amount = dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
     current = now() if now is not None else dt.datetime.now(dt.UTC)
-    return current - amount
+    try:
+        return current - amount
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text!r} back from now is {_OUT_OF_RANGE}") from None
 
 
 def parse_limit(text: str) -> int:
@@ -251,9 +258,18 @@ def _as_of(args: argparse.Namespace, query: AuditQuery) -> int:
     return EXIT_FOUND
 
 
+def _window_start(until: dt.datetime) -> dt.datetime:
+    """The default start of an ``actor`` window: :data:`DEFAULT_ACTOR_WINDOW` before
+    ``until``, or the earliest representable time when that would be earlier."""
+    earliest = dt.datetime.min.replace(tzinfo=dt.UTC)
+    if until - earliest <= DEFAULT_ACTOR_WINDOW:
+        return earliest
+    return until - DEFAULT_ACTOR_WINDOW
+
+
 def _actor(args: argparse.Namespace, query: AuditQuery) -> int:
     until: dt.datetime | None = args.until
-    since: dt.datetime = args.since or (until or dt.datetime.now(dt.UTC)) - DEFAULT_ACTOR_WINDOW
+    since: dt.datetime = args.since or _window_start(until or dt.datetime.now(dt.UTC))
     records = query.iter_by_actor(
         args.actor_id,
         since=since,

@@ -24,6 +24,7 @@ import base64
 import binascii
 import datetime as dt
 import json
+import re
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -80,17 +81,32 @@ def encode_page_token(cursor: Cursor) -> str:
 
 
 def decode_page_token(token: str | None) -> Cursor | None:
-    """Parse a token from :func:`encode_page_token`; :class:`InvalidQuery` if it is not one."""
+    """Parse a token from :func:`encode_page_token`; :class:`InvalidQuery` if it is not one.
+
+    Only the exact form :func:`encode_page_token` writes is accepted: URL-safe base64 of
+    ``[millis,"uuid"]``, with ``millis`` an integer inside the range of event times a store
+    can hold (years 1 to 9999 UTC) and the UUID in its canonical text. The token is matched,
+    never parsed as general JSON, so no input can recurse or overflow.
+    """
     if token is None:
         return None
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        millis, event_id = json.loads(raw)
-        if not isinstance(millis, int) or isinstance(millis, bool):
-            raise TypeError("millis")
-        return Cursor(millis, uuid.UUID(event_id))
-    except (binascii.Error, ValueError, TypeError, AttributeError) as exc:
-        raise InvalidQuery(f"invalid page token {token!r}") from exc
+    match = None
+    if len(token) <= 96 and token.isascii():  # a real token has at most 76 characters
+        try:
+            raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        match = re.fullmatch(
+            rb'\[(0|-?[1-9][0-9]{0,14}),"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-'
+            rb'[0-9a-f]{12})"\]',
+            raw,
+        )
+    lowest = to_micros(dt.datetime.min.replace(tzinfo=dt.UTC)) // 1000
+    highest = to_micros(dt.datetime.max.replace(tzinfo=dt.UTC)) // 1000
+    if match is None or not lowest <= int(match.group(1)) <= highest:
+        shown = repr(token[:40]) + ("..." if len(token) > 40 else "")
+        raise InvalidQuery(f"invalid page token {shown}: pass a token printed by a previous page")
+    return Cursor(int(match.group(1)), uuid.UUID(match.group(2).decode("ascii")))
 
 
 def check_window(since: dt.datetime | None, until: dt.datetime | None, limit: int) -> None:
