@@ -22,6 +22,11 @@ delete           insert           update from the deleted row to the new one
                                   (nothing when equal)
 ===============  ===============  ===================================================
 
+The later change's after image wins only for the columns it changed; every other column
+keeps the value of the earlier after image. A flush reports the session's value of a column
+it did not write, which is stale after a bulk UPDATE with ``synchronize_session=False``: the
+bulk change of that column survives.
+
 A coalesced change keeps the position of the row's first change (its ``sequence``), the
 actor, request id and ``occurred_at`` of its last change, and merged metadata. Masked
 columns cannot be compared, so they count as changed when any step changed them.
@@ -80,10 +85,32 @@ def _merge_names(*groups: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(name for group in groups for name in group))
 
 
+def _layered_after(first: RowChange, then: RowChange) -> Mapping[str, JSONValue]:
+    """The row after ``first`` then ``then``: ``then`` wins only for the columns it changed.
+
+    A column ``then`` did not change holds, in ``then``'s images, what its source believed
+    (a flush's value of a column it did not write is the session's, stale after a bulk
+    UPDATE with ``synchronize_session=False``); the earlier change's after image has the
+    value the database holds, since every captured change in between is folded into it.
+    """
+    base = first.after
+    later = then.after or {}
+    if not base:
+        return later
+    changed = set(then.changed_columns)
+    if all(name in changed or name not in base for name in later):
+        return later
+    merged = dict(later)
+    for name, value in base.items():
+        if name in merged and name not in changed:
+            merged[name] = value
+    return merged
+
+
 def _net_update(first: RowChange, then: RowChange) -> RowChange | None:
     """``first`` (update or delete) followed by ``then`` (update or insert) as one update."""
     before = first.before or {}
-    after = then.after or {}
+    after = _layered_after(first, then)
     stepped = set(first.changed_columns) | set(then.changed_columns)
     changed = []
     for name in dict.fromkeys([*after, *before]):
@@ -101,6 +128,7 @@ def _net_update(first: RowChange, then: RowChange) -> RowChange | None:
         then,
         operation=Operation.UPDATE,
         before=first.before,
+        after=after,
         changed_columns=tuple(changed),
         previous_record_id=original_id if moved else None,
         previous_primary_key=original_key if moved else None,
@@ -125,11 +153,13 @@ def coalesce(first: RowChange, then: RowChange) -> RowChange | None:
     if a is Operation.INSERT:
         if b is Operation.DELETE:
             return None
+        after = _layered_after(first, then)
         return replace(
             then,
             operation=Operation.INSERT,
             before=None,
-            changed_columns=tuple(then.after or ()),
+            after=after,
+            changed_columns=tuple(after),
             previous_record_id=None,
             previous_primary_key=None,
             masked_columns=then.masked_columns,

@@ -39,7 +39,12 @@ placeholders, never bound values). Reasons: ``max_bulk_rows`` (more rows than th
 insert under READ COMMITTED), ``primary_key_updated`` (an UPDATE assigning a key column:
 old and new rows cannot be paired), ``keys_unknown`` (an INSERT whose keys the database
 generates, on a dialect without RETURNING or with the application's own RETURNING),
-``upsert`` (an upsert that cannot be itemized safely).
+``upsert`` (an upsert that cannot be itemized safely), ``keys_unmatched`` (an INSERT naming
+its keys, some of whose rows cannot be read back by the key given).
+
+Keys given in an INSERT's or UPDATE's parameters are converted by their column's type before
+they are read (``"07"`` for an Integer key is ``7``, as the database stores it); a row read
+back is paired with the key given when equal or equal as text.
 
 Isolation. The first read and the statement run in the same transaction. On PostgreSQL and
 MariaDB the read locks the rows it returns (``FOR UPDATE``), so they cannot change in
@@ -60,7 +65,9 @@ a Session or a Connection -- write them against the mapped class; the legacy
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import logging
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -93,6 +100,7 @@ REASON_UNMATCHED: Final = "unmatched_rows"
 REASON_KEY_UPDATED: Final = "primary_key_updated"
 REASON_KEYS_UNKNOWN: Final = "keys_unknown"
 REASON_UPSERT: Final = "upsert"
+REASON_KEYS_UNMATCHED: Final = "keys_unmatched"
 
 _MISSING: Final[Any] = object()
 
@@ -168,6 +176,38 @@ def _plain_value(value: Any) -> Any:
         return value.effective_value
     if isinstance(value, ClauseElement) or value is None:
         return _MISSING
+    return value
+
+
+def _coerce_key_value(value: Any, column: sa.Column[Any]) -> Any:
+    """``value`` as the column's type stores it: ``"07"``, ``" 8"``, ``"9.0"`` -> ``7, 8, 9``.
+
+    Keys given in a statement's parameters are matched with the keys read back, and read
+    with binds of the column's type (PostgreSQL refuses ``integer = varchar``). A value
+    that is already of the type, or that cannot be converted, is returned unchanged.
+    """
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        return value
+    if value is None or isinstance(value, (python_type, bool)):
+        return value
+    try:
+        if python_type is int:
+            number = decimal.Decimal(value.strip() if isinstance(value, str) else value)
+            if number.is_finite() and number == number.to_integral_value():
+                return int(number)
+            return value
+        if python_type is decimal.Decimal and isinstance(value, str | int | float):
+            return decimal.Decimal(value.strip() if isinstance(value, str) else repr(value))
+        if python_type is str and isinstance(value, int | decimal.Decimal | uuid.UUID):
+            return str(value)
+        if python_type is uuid.UUID and isinstance(value, str):
+            return uuid.UUID(value)
+        if python_type in (dt.date, dt.datetime) and isinstance(value, str):
+            return python_type.fromisoformat(value)
+    except (ValueError, TypeError, ArithmeticError):
+        return value
     return value
 
 
@@ -552,6 +592,7 @@ class BulkCapturer:
                 if isinstance(column, sa.Column):
                     names += [column.key, column.name]
             lookups.append(names)
+        columns = [spec.column for spec in plan.primary_key]
         keys: list[Key] = []
         for row in rows:
             by_name = {
@@ -568,7 +609,7 @@ class BulkCapturer:
                 if value is _MISSING:
                     return None
                 key.append(value)
-            keys.append(tuple(key))
+            keys.append(tuple(_coerce_key_value(v, c) for v, c in zip(key, columns, strict=True)))
         return list(dict.fromkeys(keys))
 
     def _update_by_keys(self, job: _Job, call: Call) -> Result[Any]:
@@ -586,6 +627,15 @@ class BulkCapturer:
         for key in sorted(before, key=self._sort_key):
             if key in after:
                 self._updated(job, before[key], after[key])
+        count = _rowcount(result, job.connection)
+        if (
+            count is not None
+            and count > len(before)
+            and job.connection.dialect.supports_sane_multi_rowcount
+        ):
+            self._marker(
+                job, reason=REASON_UNMATCHED, rows=count, itemized=len(job.changes), columns=names
+            )
         return result
 
     # -- INSERT ------------------------------------------------------------------------------
@@ -692,22 +742,37 @@ class BulkCapturer:
             self._marker(job, reason=REASON_MAX_ROWS, rows=len(keys))
             return result
         after = self._read_keys(job, keys, lock=False)
-        for key in keys:
-            raw = after.get(self._db_key(job, key, after))
-            if raw is not None:
-                self._inserted(job, raw)
+        matched, missing = self._match_keys(keys, after)
+        for found in matched:
+            self._inserted(job, after[found])
+        if missing:
+            self._marker(
+                job, reason=REASON_KEYS_UNMATCHED, rows=count or len(keys), itemized=len(matched)
+            )
         return result
 
     @staticmethod
-    def _db_key(job: _Job, key: Key, found: Mapping[Key, Raw]) -> Key:
-        """Match a key as given (``"7"``, a str UUID...) to the key the database returned."""
-        if key in found or len(found) == 0:
-            return key
-        text = tuple(str(value) for value in key)
-        for candidate in found:
-            if tuple(str(value) for value in candidate) == text:
-                return candidate
-        return key
+    def _match_keys(keys: Sequence[Key], found: Mapping[Key, Raw]) -> tuple[list[Key], int]:
+        """The keys of ``found`` in the order of the given ``keys``, and how many are missing.
+
+        A given key matches the database's key when equal (after type coercion) or equal as
+        text (``"7"``, a str UUID); rows read by key but matched to none still belong to the
+        statement (the database found them by its own comparison) and come last, in key
+        order; the count of given keys no row stands for is what is left unitemized.
+        """
+        matched: dict[Key, None] = {}
+        by_text: dict[tuple[str, ...], Key] | None = None
+        for key in keys:
+            if key in found:
+                matched[key] = None
+                continue
+            if by_text is None:
+                by_text = {tuple(str(v) for v in candidate): candidate for candidate in found}
+            candidate = by_text.get(tuple(str(v) for v in key))
+            if candidate is not None:
+                matched[candidate] = None
+        extra = sorted((key for key in found if key not in matched), key=BulkCapturer._sort_key)
+        return [*matched, *extra], max(len(keys) - len(found), 0)
 
     def _insert_returning_keys(self, job: _Job, call: Call) -> tuple[Result[Any], list[Key]]:
         """Run the INSERT with RETURNING of its key columns; give the caller a keyless result."""
@@ -734,22 +799,23 @@ class BulkCapturer:
         before = self._read_keys(job, keys, lock=True)
         result = call.invoke()
         after = self._read_keys(job, keys, lock=False)
-        for key in keys:
-            found = self._db_key(job, key, after)
-            raw = after.get(found)
-            if raw is None:
-                continue
+        matched, missing = self._match_keys(keys, after)
+        for found in matched:
+            raw = after[found]
             previous = before.get(found)
             if previous is None:
                 self._inserted(job, raw)
             else:
                 self._updated(job, previous, raw)
+        if missing:
+            self._marker(job, reason=REASON_KEYS_UNMATCHED, rows=count, itemized=len(job.changes))
         return result
 
 
 __all__ = [
     "MAX_STATEMENT_TEXT",
     "REASON_KEYS_UNKNOWN",
+    "REASON_KEYS_UNMATCHED",
     "REASON_KEY_UPDATED",
     "REASON_MAX_ROWS",
     "REASON_UNMATCHED",

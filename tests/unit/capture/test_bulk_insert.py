@@ -13,7 +13,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from sqla_audit.bulk import REASON_KEYS_UNKNOWN, REASON_UPSERT
+from sqla_audit.bulk import REASON_KEYS_UNKNOWN, REASON_KEYS_UNMATCHED, REASON_UPSERT
 from sqla_audit.events import MARKER_METADATA_KEY
 from sqla_audit.publishers.memory import InMemoryPublisher
 
@@ -223,3 +223,75 @@ def test_insert_then_bulk_delete_in_one_transaction_yields_nothing(
         session.execute(insert(Country), [{"code": "A", "name": "a"}, {"code": "B", "name": "b"}])
         session.execute(sa.delete(Country).where(Country.code == "A"))
     assert [(e.operation.value, e.record_id) for e in published.events] == [("insert", "B")]
+
+
+@pytest.mark.parametrize("key", ["07", " 7", "7.0", "7.00", 7.0])
+def test_key_the_database_normalises_is_itemized(
+    maker: sessionmaker[Session], published: InMemoryPublisher, key: Any
+) -> None:
+    """insert(Model).values(id=<text or float of 7>) on an Integer key yields row 7's insert."""
+    with maker.begin() as session:
+        session.execute(insert(User).values(id=key, display_name="a"))
+    assert _inserts(published) == [("7", _user(7, "a"))]
+
+
+def test_executemany_keys_the_database_normalises_are_itemized(
+    maker: sessionmaker[Session], published: InMemoryPublisher
+) -> None:
+    """insert(Model) with key texts "08" and "09" yields the inserts of rows 8 and 9, in order."""
+    with maker.begin() as session:
+        session.execute(
+            insert(User), [{"id": "09", "display_name": "b"}, {"id": "08", "display_name": "a"}]
+        )
+    assert _inserts(published) == [("9", _user(9, "b")), ("8", _user(8, "a"))]
+
+
+def test_upsert_with_normalised_keys_is_itemized(
+    maker: sessionmaker[Session], published: InMemoryPublisher
+) -> None:
+    """An upsert naming keys as text yields the update of the existing row and the new insert."""
+    seed(maker, published, User(id=1, display_name="old"))
+    statement = sqlite.insert(User).values(
+        [{"id": "01", "display_name": "new"}, {"id": "02", "display_name": "two"}]
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[User.id], set_={"name": statement.excluded.name}
+    )
+    with maker.begin() as session:
+        session.execute(statement)
+    assert [(e.operation.value, e.record_id) for e in published.events] == [
+        ("update", "1"),
+        ("insert", "2"),
+    ]
+
+
+class Moved(OtherBase):
+    """A table whose trigger moves each inserted row to another key."""
+
+    __tablename__ = "moved"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    note: Mapped[str] = mapped_column(sa.String(20))
+
+
+def test_inserted_row_not_found_by_its_key_gives_a_marker(
+    engine: Engine, maker: sessionmaker[Session], published: InMemoryPublisher
+) -> None:
+    """A bulk INSERT row that cannot be read back by its given key is reported by a marker."""
+    OtherBase.metadata.create_all(engine, tables=[Moved.__table__])
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER move_it AFTER INSERT ON moved "
+            "BEGIN UPDATE moved SET id = NEW.id + 1000 WHERE id = NEW.id; END"
+        )
+    with maker.begin() as session:
+        session.execute(insert(Moved), [{"id": 1, "note": "a"}, {"id": 2, "note": "b"}])
+    (marker,) = published.events
+    assert marker.is_marker
+    description = marker.metadata[MARKER_METADATA_KEY]
+    assert isinstance(description, dict)
+    assert (description["reason"], description["rows"], description["itemized"]) == (
+        REASON_KEYS_UNMATCHED,
+        2,
+        0,
+    )

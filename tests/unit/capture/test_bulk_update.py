@@ -485,3 +485,52 @@ def test_after_image_keeps_the_new_encoding_of_an_equal_value() -> None:
     finally:
         uninstall_audit(local_maker)
         engine.dispose()
+
+
+@pytest.mark.parametrize("synchronize", ["auto", "evaluate", "fetch", False])
+def test_bulk_update_survives_a_later_flush_of_a_loaded_object(
+    maker: sessionmaker[Session], published: InMemoryPublisher, synchronize: str | bool
+) -> None:
+    """A bulk UPDATE, then a flush of another column of the loaded row: both changes are kept."""
+    _seed_users(maker, published, 3)
+    with maker.begin() as session:
+        user = session.get(User, 3)
+        assert user is not None
+        session.execute(
+            update(User)
+            .where(User.id == 3)
+            .values(login_count=700)
+            .execution_options(synchronize_session=synchronize)
+        )
+        user.email = "later@x"
+    with maker() as session:
+        assert session.scalar(select(User.login_count).where(User.id == 3)) == 700
+    (event,) = published.events
+    assert (event.before, event.after, event.changed_columns) == (
+        _row(3),
+        _row(3, email="later@x", login_count=700),
+        ("email", "login_count"),
+    )
+
+
+@pytest.mark.parametrize("synchronize", ["auto", "evaluate", "fetch", False])
+def test_insert_then_bulk_update_then_flush_keeps_the_bulk_value(
+    maker: sessionmaker[Session], published: InMemoryPublisher, synchronize: str | bool
+) -> None:
+    """A flushed insert, a bulk UPDATE, then a flush of another column: one insert, final row."""
+    with maker.begin() as session:
+        user = User(id=5, display_name="u5", email="u5@x", bio="bio5")
+        session.add(user)
+        session.flush()
+        session.execute(
+            update(User)
+            .where(User.id == 5)
+            .values(login_count=9)
+            .execution_options(synchronize_session=synchronize)
+        )
+        user.email = "later@x"
+    (event,) = published.events
+    assert (event.operation.value, event.after) == (
+        "insert",
+        _row(5, email="later@x", login_count=9),
+    )
