@@ -15,8 +15,16 @@ Per-model options live on the mapped class, as ``__audit__``::
 Names in ``exclude`` and ``mask`` may be attribute names or column names. They are checked
 against the mapper's columns when the model is first planned (at install time for the
 models passed as ``models=``, else on the first flush that touches the model) and unknown
-names raise :class:`ConfigurationError`. ``__audit__`` is inherited like any class
-attribute; a subclass may override it.
+names raise :class:`ConfigurationError`.
+
+Inheritance. Options are merged along the MRO: ``exclude`` and ``mask`` accumulate (a
+subclass's ``__audit__`` adds to its ancestors' lists and can never drop a name from them),
+and ``enabled`` is taken from the nearest class that sets it. A mask or exclusion holds for
+the *table column*: every mapper that writes the column -- the root and its single-table and
+joined subclasses -- masks or excludes it, whichever class declared it. A column masked by one
+class and excluded by another of the same hierarchy is refused with
+:class:`ConfigurationError`. Under concrete-table inheritance each class writes its own table
+(and events name it); the names inherited along the MRO apply to its own columns.
 
 A :class:`ModelPlan` is the compiled form of one mapper: which table its events name, which
 columns are audited under which *column* names (events use column names, not attribute
@@ -229,11 +237,9 @@ class AssociationPlan:
     child_pairs: tuple[tuple[sa.ColumnElement[Any], sa.Column[Any]], ...]
 
 
-def _read_options(mapper: Mapper[Any]) -> Mapping[str, Any]:
-    options = getattr(mapper.class_, AUDIT_ATTRIBUTE, None)
-    if options is None:
-        return {}
-    where = f"{mapper.class_.__qualname__}.{AUDIT_ATTRIBUTE}"
+def _validated_options(klass: type, options: Any) -> Mapping[str, Any]:
+    """``klass``'s own ``__audit__`` after checking its shape."""
+    where = f"{klass.__qualname__}.{AUDIT_ATTRIBUTE}"
     if not isinstance(options, Mapping):
         raise ConfigurationError(f"{where} must be a dict, got {type(options).__name__}")
     unknown = set(options) - _AUDIT_KEYS
@@ -252,8 +258,41 @@ def _read_options(mapper: Mapper[Any]) -> Mapping[str, Any]:
     return options
 
 
+@dataclass(frozen=True, slots=True)
+class _Declared:
+    """The ``__audit__`` options of a class merged along its MRO.
+
+    ``enabled`` is the nearest declaration's; ``exclude`` and ``mask`` accumulate, as
+    ``(name, declaring class)`` pairs, so a subclass can add to them but never drop one.
+    """
+
+    enabled: bool
+    exclude: tuple[tuple[str, type], ...]
+    mask: tuple[tuple[str, type], ...]
+
+
+def _declared(klass: type) -> _Declared:
+    enabled = True
+    exclude: list[tuple[str, type]] = []
+    mask: list[tuple[str, type]] = []
+    for ancestor in reversed(klass.__mro__):
+        options = vars(ancestor).get(AUDIT_ATTRIBUTE)
+        if options is None:
+            continue
+        options = _validated_options(ancestor, options)
+        enabled = options.get("enabled", enabled)
+        exclude.extend((name, ancestor) for name in options.get("exclude", ()))
+        mask.extend((name, ancestor) for name in options.get("mask", ()))
+    return _Declared(enabled=enabled, exclude=tuple(exclude), mask=tuple(mask))
+
+
 def _entity_table(mapper: Mapper[Any]) -> sa.Table:
-    local = mapper.base_mapper.local_table
+    """The table an event of ``mapper`` names: the root table of its inheritance, except
+    under concrete-table inheritance, where each concrete class writes its own table."""
+    root = mapper
+    while root.inherits is not None and not root.concrete:
+        root = root.inherits
+    local = root.local_table
     if isinstance(local, sa.Table):
         return local
     for table in mapper.tables:
@@ -296,19 +335,11 @@ def _column_specs(mapper: Mapper[Any]) -> list[tuple[ColumnProperty[Any], sa.Col
     return out
 
 
-def plan_model(mapper: Mapper[Any], config: AuditConfig) -> ModelPlan:
-    """Compile and validate the audit plan of ``mapper``.
-
-    Raises :class:`ConfigurationError` for unknown names in ``__audit__``, an excluded or
-    masked primary-key column, or (with ``unknown_types="error"``) a column whose type the
-    codec cannot restore.
-    """
-    options = _read_options(mapper)
-    where = mapper.class_.__qualname__
-    table = _entity_table(mapper)
-    if options.get("enabled", True) is False or not config.table_enabled(table):
-        return ModelPlan(mapper=mapper, enabled=False)
-
+def _naming(
+    mapper: Mapper[Any],
+) -> tuple[list[tuple[ColumnProperty[Any], sa.Column[Any]]], dict[str, str], dict[str, str]]:
+    """The mapper's stored columns, the event name of each attribute, and every name
+    ``__audit__`` may use for an attribute (attribute key, event name, column names)."""
     pairs = _column_specs(mapper)
     naming: dict[str, str] = {}
     used: set[str] = set()
@@ -318,7 +349,6 @@ def plan_model(mapper: Mapper[Any], config: AuditConfig) -> ModelPlan:
             name = f"{column.table.name}.{column.name}"
         used.add(name)
         naming[prop.key] = name
-
     by_any_name: dict[str, str] = {}
     for prop, _column in pairs:
         by_any_name[prop.key] = prop.key
@@ -326,25 +356,88 @@ def plan_model(mapper: Mapper[Any], config: AuditConfig) -> ModelPlan:
         for col in prop.columns:
             if isinstance(col, sa.Column):
                 by_any_name.setdefault(col.name, prop.key)
+    return pairs, naming, by_any_name
 
-    def resolve(names: Iterable[str], option: str) -> set[str]:
-        keys: set[str] = set()
-        for name in names:
-            if name not in by_any_name:
-                known = ", ".join(sorted(naming.values()))
-                raise ConfigurationError(
-                    f"{where}.{AUDIT_ATTRIBUTE}[{option!r}] names unknown column {name!r}; "
-                    f"columns: {known}"
-                )
-            keys.add(by_any_name[name])
-        return keys
 
-    excluded = resolve(options.get("exclude", ()), "exclude")
-    masked = resolve(options.get("mask", ()), "mask")
-    if excluded & masked:
+def protected_columns(
+    mapper: Mapper[Any],
+) -> tuple[dict[sa.Column[Any], type], dict[sa.Column[Any], type]]:
+    """Every table column masked, and every one excluded, anywhere in ``mapper``'s hierarchy.
+
+    Each maps to the class whose ``__audit__`` declared it. Options accumulate along each
+    class's MRO, and a declaration holds for the *table column*: every mapper of the
+    inheritance hierarchy that writes that column (the root, single-table and joined
+    subclasses) masks or excludes it too. A column both masked and excluded somewhere in
+    the hierarchy is refused, and so is a name that matches no column of the mapper whose
+    options carry it (a name inherited from a mapped ancestor that a concrete subclass
+    lacks is the ancestor's, already checked there).
+    """
+    members = list(mapper.base_mapper.self_and_descendants)
+    mapped = {member.class_ for member in members}
+    masked: dict[sa.Column[Any], type] = {}
+    excluded: dict[sa.Column[Any], type] = {}
+    for member in members:
+        declared = _declared(member.class_)
+        if not declared.exclude and not declared.mask:
+            continue
+        _pairs, naming, by_any_name = _naming(member)
+        for option, names, found in (
+            ("exclude", declared.exclude, excluded),
+            ("mask", declared.mask, masked),
+        ):
+            for name, declarer in names:
+                key = by_any_name.get(name)
+                if key is None:
+                    if declarer is member.class_ or declarer not in mapped:
+                        of = (
+                            "" if declarer is member.class_ else f" of {member.class_.__qualname__}"
+                        )
+                        known = ", ".join(sorted(naming.values()))
+                        raise ConfigurationError(
+                            f"{declarer.__qualname__}.{AUDIT_ATTRIBUTE}[{option!r}] names "
+                            f"unknown column {name!r}{of}; columns: {known}"
+                        )
+                    continue
+                for col in member.get_property(key).columns:
+                    if isinstance(col, sa.Column):
+                        found.setdefault(col, declarer)
+    for col in masked.keys() & excluded.keys():
+        mask_by, exclude_by = masked[col].__qualname__, excluded[col].__qualname__
+        if mask_by == exclude_by:
+            raise ConfigurationError(
+                f"{mask_by}.{AUDIT_ATTRIBUTE}: [{col.name!r}] both excluded and masked"
+            )
         raise ConfigurationError(
-            f"{where}.{AUDIT_ATTRIBUTE}: {sorted(excluded & masked)} both excluded and masked"
+            f"column {col.table.name}.{col.name} is masked by {mask_by}.{AUDIT_ATTRIBUTE} and "
+            f"excluded by {exclude_by}.{AUDIT_ATTRIBUTE}; both classes write that column, and "
+            "a column is either masked or excluded for every class that writes it: declare "
+            "one of them (a subclass cannot relax or change its ancestors' choice)"
         )
+    return masked, excluded
+
+
+def plan_model(mapper: Mapper[Any], config: AuditConfig) -> ModelPlan:
+    """Compile and validate the audit plan of ``mapper``.
+
+    Raises :class:`ConfigurationError` for unknown names in ``__audit__``, an excluded or
+    masked primary-key column, or (with ``unknown_types="error"``) a column whose type the
+    codec cannot restore.
+    """
+    where = mapper.class_.__qualname__
+    table = _entity_table(mapper)
+    if not _declared(mapper.class_).enabled or not config.table_enabled(table):
+        return ModelPlan(mapper=mapper, enabled=False)
+
+    pairs, naming, _by_any_name = _naming(mapper)
+    masked_columns, excluded_columns = protected_columns(mapper)
+    excluded: set[str] = set()
+    masked: set[str] = set()
+    for prop, _column in pairs:
+        stored = [col for col in prop.columns if isinstance(col, sa.Column)]
+        if any(col in excluded_columns for col in stored):
+            excluded.add(prop.key)
+        elif any(col in masked_columns for col in stored):
+            masked.add(prop.key)
 
     pk_keys = [mapper.get_property_by_column(col).key for col in mapper.primary_key]
     for key in pk_keys:
