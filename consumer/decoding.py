@@ -18,6 +18,10 @@ in order:
    :meth:`ChangeEvent.from_dict <sqla_audit.events.ChangeEvent.from_dict>` including its
    ``schema_version``.
 
+A payload (the event or bundle, after unwrapping and fetching) is at most
+:data:`~sqla_audit.wire_limits.MAX_PAYLOAD_BYTES`; an offloaded one is measured before it is
+parsed.
+
 Anything else raises :class:`~sqla_audit.errors.DecodeError` (permanent: the message is
 parked for the dead-letter queue and never retried here). A pointer whose object cannot be
 fetched *right now* raises :class:`~sqla_audit.errors.TransportError` (retryable); one whose
@@ -33,6 +37,7 @@ from typing import Any, Final, Protocol
 from sqla_audit.errors import DecodeError
 from sqla_audit.events import ChangeEvent
 from sqla_audit.offload_pointer import POINTER_CLASS, parse_pointer
+from sqla_audit.wire_limits import MAX_PAYLOAD_BYTES
 
 #: Largest number of events accepted in one bundled message body.
 MAX_EVENTS_PER_MESSAGE: Final = 1000
@@ -55,11 +60,24 @@ class PayloadFetcher(Protocol):
         ...
 
 
+def _check_size(payload: str | bytes, what: str) -> None:
+    """Refuse a payload above :data:`MAX_PAYLOAD_BYTES` (UTF-8) before parsing it."""
+    size = len(payload)
+    if size * 4 > MAX_PAYLOAD_BYTES and isinstance(payload, str):
+        size = len(payload.encode("utf-8", "surrogatepass"))  # only near the limit
+    if size > MAX_PAYLOAD_BYTES:
+        raise DecodeError(
+            f"{what} is {size} bytes, above the {MAX_PAYLOAD_BYTES}-byte payload limit"
+        )
+
+
 def _loads(text: str | bytes, what: str) -> Any:
     try:
         return json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise DecodeError(f"{what} is not JSON: {exc}") from exc
+    except RecursionError as exc:  # nested deeper than the parser can follow
+        raise DecodeError(f"{what} is not JSON this reader can parse: {exc}") from exc
 
 
 def unwrap_sns(body: str | bytes) -> tuple[str | bytes, Any]:
@@ -100,9 +118,12 @@ class Decoder:
                     "client is configured"
                 )
             payload = self._fetcher.fetch(pointer)
+            _check_size(payload, "offloaded payload")
             data = _loads(payload, "offloaded payload")
             if _pointer_of(payload, data) is not None:
                 raise DecodeError("offloaded payload is itself a pointer")
+        else:
+            _check_size(payload, "payload")
         if isinstance(data, list):
             if not data:
                 raise DecodeError("message holds an empty list of events")

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
+import re
 import threading
 import time
 import uuid
@@ -30,6 +32,15 @@ from typing import Any, Final
 
 from sqla_audit.errors import DecodeError, UnsupportedSchemaVersion
 from sqla_audit.serialization import JSONValue
+from sqla_audit.wire_limits import (
+    MAX_EVENT_TIME,
+    MAX_IDENTIFIER_CHARS,
+    MAX_NAME_CHARS,
+    MAX_RECORD_ID_CHARS,
+    MAX_SEQUENCE,
+    MAX_VALUE_DEPTH,
+    MIN_EVENT_TIME,
+)
 
 SCHEMA_VERSION: Final = 1
 
@@ -61,14 +72,23 @@ class Actor:
 
     @classmethod
     def from_dict(cls, data: Any) -> Actor | None:
+        """Validate and build an actor (``None`` for ``null``); :class:`DecodeError` says why."""
         if data is None:
             return None
-        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
-            raise DecodeError(f"actor must be an object with a string 'id', got {data!r}")
-        attributes = data.get("attributes") or {}
-        if not isinstance(attributes, dict):
-            raise DecodeError("actor.attributes must be an object")
-        return cls(id=data["id"], attributes=attributes)
+        if type(data) is not dict or type(data.get("id")) is not str:
+            raise DecodeError(
+                f"invalid change event: actor must be an object with a string 'id', "
+                f"got {_preview(data)}"
+            )
+        identity = _checked_text(data, "id", "actor.id", MAX_IDENTIFIER_CHARS)
+        attributes = data.get("attributes")
+        if attributes is None:
+            attributes = {}
+        elif type(attributes) is not dict:
+            raise _invalid("actor.attributes", f"must be an object, got {_preview(attributes)}")
+        else:
+            _check_row(attributes, "actor.attributes")
+        return cls(id=identity, attributes=attributes)
 
 
 # --------------------------------------------------------------------------- ids and time
@@ -221,6 +241,136 @@ def split_record_id(record_id: str, arity: int) -> list[str]:
     return [_unescape(p) for p in parts]
 
 
+# --------------------------------------------------------------------------- strict decode
+
+_OPERATIONS: Final = {op.value: op for op in Operation}
+
+#: A lone (unpaired) UTF-16 surrogate: not a Unicode scalar value, so no UTF-8 text -- and
+#: no store -- can hold it. Valid producers encode such text losslessly as a tagged value.
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _preview(value: Any) -> str:
+    """A short description of a rejected value for an error message."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _invalid(field: str, reason: str) -> DecodeError:
+    return DecodeError(f"invalid change event: {field} {reason}")
+
+
+def _surrogate_error(field: str) -> DecodeError:
+    return _invalid(field, "contains a lone surrogate (text that is not valid Unicode)")
+
+
+def _text_ok(text: str) -> bool:
+    """True if ``text`` holds no lone surrogate (ASCII text, the common case, is checked in C)."""
+    return text.isascii() or _SURROGATE.search(text) is None
+
+
+def _check_keys(row: dict[Any, Any], field: str) -> None:
+    """Every key of ``row`` is a string of valid Unicode (checked in one joined string)."""
+    try:
+        keys = "".join(row)
+    except TypeError:
+        bad = next(key for key in row if type(key) is not str)
+        raise _invalid(field, f"has a non-string key {_preview(bad)}") from None
+    if not keys.isascii() and _SURROGATE.search(keys) is not None:
+        raise _surrogate_error(field)
+
+
+def _check_items(container: dict[Any, Any] | list[Any], field: str, depth: int) -> None:
+    """Check the values of an object or array that has ``depth`` containers around it
+    (a row is depth 0). Scalars, nearly every value, are checked inline; only nested
+    containers recurse."""
+    if type(container) is dict:
+        _check_keys(container, field)
+        items: Any = container.values()
+    else:
+        items = container
+    for item in items:
+        kind = type(item)
+        if kind is str:
+            if not item.isascii() and _SURROGATE.search(item) is not None:
+                raise _surrogate_error(field)
+        elif kind is dict or kind is list:
+            if depth >= MAX_VALUE_DEPTH:
+                raise _invalid(field, f"is nested more than {MAX_VALUE_DEPTH} levels deep")
+            _check_items(item, field, depth + 1)
+        elif kind is float:
+            if not math.isfinite(item):
+                raise _invalid(field, f"holds a non-finite number {item!r} (not JSON)")
+        elif item is not None and kind is not int and kind is not bool:
+            raise _invalid(field, f"holds a {kind.__name__}, which is not a JSON value")
+
+
+def _check_row(row: dict[Any, Any], field: str) -> None:
+    """Check an object of column (or attribute, or metadata) values at any depth."""
+    _check_items(row, field, 0)
+
+
+def _checked_text(data: dict[str, Any], key: str, field: str, limit: int) -> str:
+    """``data[key]``: a non-empty string of at most ``limit`` characters, valid Unicode."""
+    value = data.get(key)
+    if type(value) is not str or not value:
+        raise _invalid(field, f"must be a non-empty string, got {_preview(value)}")
+    if len(value) > limit:
+        raise _invalid(field, f"is {len(value)} characters long (at most {limit})")
+    if not _text_ok(value):
+        raise _surrogate_error(field)
+    return value
+
+
+def _optional_text(data: dict[str, Any], field: str, limit: int) -> str | None:
+    if data.get(field) is None:
+        return None
+    return _checked_text(data, field, field, limit)
+
+
+def _names(value: Any, field: str) -> tuple[str, ...]:
+    """A list of column names: each a non-empty, valid, bounded string."""
+    if type(value) is not list:
+        raise _invalid(field, f"must be a list of strings, got {_preview(value)}")
+    for name in value:
+        if type(name) is not str or not name or len(name) > MAX_NAME_CHARS:
+            raise _invalid(
+                field,
+                f"must hold non-empty strings of at most {MAX_NAME_CHARS} characters, "
+                f"got {_preview(name)}",
+            )
+        if not _text_ok(name):
+            raise _surrogate_error(field)
+    return tuple(value)
+
+
+def _uuid(data: dict[str, Any], field: str) -> uuid.UUID:
+    value = data[field]
+    if type(value) is not str:
+        raise _invalid(field, f"must be a UUID string, got {_preview(value)}")
+    try:
+        return uuid.UUID(value)
+    except ValueError as exc:
+        raise _invalid(field, f"is not a UUID: {_preview(value)}") from exc
+
+
+def _timestamp(data: dict[str, Any], field: str) -> dt.datetime:
+    text = data[field]
+    if type(text) is not str:
+        raise _invalid(field, f"must be a timestamp string, got {_preview(text)}")
+    try:
+        value = parse_timestamp(text)
+    except (ValueError, OverflowError) as exc:
+        raise _invalid(field, f"is not a valid UTC timestamp: {exc}") from exc
+    if not MIN_EVENT_TIME <= value < MAX_EVENT_TIME:
+        raise _invalid(
+            field,
+            f"{text!r} is outside the supported range "
+            f"[{MIN_EVENT_TIME.isoformat()}, {MAX_EVENT_TIME.isoformat()})",
+        )
+    return value
+
+
 # --------------------------------------------------------------------------- the envelope
 
 #: One encoder for every event (``json.dumps`` with options builds a new one per call).
@@ -337,71 +487,84 @@ class ChangeEvent:
 
     @classmethod
     def from_dict(cls, data: Any) -> ChangeEvent:
-        """Validate and build an event; :class:`DecodeError` explains what is wrong."""
-        if not isinstance(data, dict):
+        """Validate and build an event; :class:`DecodeError` names the field and the reason.
+
+        Strict: every field has its documented JSON type, integers and timestamps are in
+        the range every store holds, strings are valid Unicode (no lone surrogates, in
+        values and keys at any depth), names and nesting within the bounds of
+        :mod:`sqla_audit.wire_limits`.
+        """
+        if type(data) is not dict:
             raise DecodeError(f"a change event is a JSON object, got {type(data).__name__}")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            if isinstance(version, int) and not isinstance(version, bool):
+        if type(version) is not int or version != SCHEMA_VERSION:
+            if type(version) is int:
                 raise UnsupportedSchemaVersion(
                     f"schema_version {version} is not supported (this reader knows "
                     f"{SCHEMA_VERSION})"
                 )
-            raise DecodeError(f"missing or invalid schema_version: {version!r}")
+            raise DecodeError(f"missing or invalid schema_version: {_preview(version)}")
         missing = [name for name in _REQUIRED if name not in data]
         if missing:
             raise DecodeError(f"change event lacks field(s): {', '.join(missing)}")
-        try:
-            before = data["before"]
-            after = data["after"]
-            for name, row in (("before", before), ("after", after), ("primary_key", None)):
-                value = row if name != "primary_key" else data["primary_key"]
-                if value is not None and not isinstance(value, dict):
-                    raise DecodeError(f"{name} must be an object or null")
-            operation = Operation(data["operation"])
-            if operation is Operation.INSERT and after is None:
-                raise DecodeError("an insert event needs 'after'")
-            if operation is Operation.DELETE and before is None:
-                raise DecodeError("a delete event needs 'before'")
-            if operation is Operation.UPDATE and (before is None or after is None):
-                raise DecodeError("an update event needs 'before' and 'after'")
-            sequence = data["sequence"]
-            if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 0:
-                raise DecodeError("sequence must be a non-negative integer")
-            for name in ("service", "table", "record_id"):
-                if not isinstance(data[name], str) or not data[name]:
-                    raise DecodeError(f"{name} must be a non-empty string")
-            changed = data["changed_columns"]
-            if not isinstance(changed, list) or not all(isinstance(c, str) for c in changed):
-                raise DecodeError("changed_columns must be a list of strings")
-            metadata = data.get("metadata") or {}
-            if not isinstance(metadata, dict):
-                raise DecodeError("metadata must be an object")
-            return cls(
-                schema_version=SCHEMA_VERSION,
-                event_id=uuid.UUID(data["event_id"]),
-                occurred_at=parse_timestamp(data["occurred_at"]),
-                committed_at=parse_timestamp(data["committed_at"]),
-                service=data["service"],
-                table=data["table"],
-                record_id=data["record_id"],
-                previous_record_id=data.get("previous_record_id"),
-                primary_key=data["primary_key"],
-                operation=operation,
-                before=before,
-                after=after,
-                changed_columns=tuple(changed),
-                masked_columns=tuple(data.get("masked_columns") or ()),
-                actor=Actor.from_dict(data.get("actor")),
-                request_id=data.get("request_id"),
-                transaction_id=uuid.UUID(data["transaction_id"]),
-                sequence=sequence,
-                metadata=metadata,
+        operation_text = data["operation"]
+        if type(operation_text) is not str or operation_text not in _OPERATIONS:
+            raise _invalid(
+                "operation",
+                f"must be one of insert, update, delete, got {_preview(operation_text)}",
             )
-        except DecodeError:
-            raise
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise DecodeError(f"invalid change event: {exc}") from exc
+        operation = _OPERATIONS[operation_text]
+        primary_key = data["primary_key"]
+        if type(primary_key) is not dict:
+            raise _invalid("primary_key", f"must be an object, got {_preview(primary_key)}")
+        _check_row(primary_key, "primary_key")
+        before = data["before"]
+        after = data["after"]
+        for name, row in (("before", before), ("after", after)):
+            if row is not None:
+                if type(row) is not dict:
+                    raise _invalid(name, f"must be an object or null, got {_preview(row)}")
+                _check_row(row, name)
+        if operation is Operation.INSERT and after is None:
+            raise DecodeError("an insert event needs 'after'")
+        if operation is Operation.DELETE and before is None:
+            raise DecodeError("a delete event needs 'before'")
+        if operation is Operation.UPDATE and (before is None or after is None):
+            raise DecodeError("an update event needs 'before' and 'after'")
+        sequence = data["sequence"]
+        if type(sequence) is not int or not 0 <= sequence <= MAX_SEQUENCE:
+            raise _invalid(
+                "sequence", f"must be an integer from 0 to {MAX_SEQUENCE}, got {_preview(sequence)}"
+            )
+        metadata = data.get("metadata")
+        if metadata is None:
+            metadata = {}
+        elif type(metadata) is not dict:
+            raise _invalid("metadata", f"must be an object, got {_preview(metadata)}")
+        else:
+            _check_row(metadata, "metadata")
+        masked = data.get("masked_columns")
+        return cls(
+            schema_version=SCHEMA_VERSION,
+            event_id=_uuid(data, "event_id"),
+            occurred_at=_timestamp(data, "occurred_at"),
+            committed_at=_timestamp(data, "committed_at"),
+            service=_checked_text(data, "service", "service", MAX_NAME_CHARS),
+            table=_checked_text(data, "table", "table", MAX_NAME_CHARS),
+            record_id=_checked_text(data, "record_id", "record_id", MAX_RECORD_ID_CHARS),
+            previous_record_id=_optional_text(data, "previous_record_id", MAX_RECORD_ID_CHARS),
+            primary_key=primary_key,
+            operation=operation,
+            before=before,
+            after=after,
+            changed_columns=_names(data["changed_columns"], "changed_columns"),
+            masked_columns=() if masked is None else _names(masked, "masked_columns"),
+            actor=Actor.from_dict(data.get("actor")),
+            request_id=_optional_text(data, "request_id", MAX_IDENTIFIER_CHARS),
+            transaction_id=_uuid(data, "transaction_id"),
+            sequence=sequence,
+            metadata=metadata,
+        )
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ChangeEvent:

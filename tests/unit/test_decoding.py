@@ -7,6 +7,7 @@ import json
 import pytest
 
 from consumer.decoding import MAX_EVENTS_PER_MESSAGE, Decoder, S3Pointer
+from sqla_audit.wire_limits import MAX_PAYLOAD_BYTES
 from consumer.testing import make_event
 from sqla_audit.errors import DecodeError, TransportError, UnsupportedSchemaVersion
 from sqla_audit.offload_pointer import make_pointer
@@ -141,3 +142,19 @@ def test_unknown_schema_version_is_reported_as_such() -> None:
     """A future schema_version raises UnsupportedSchemaVersion (a DecodeError)."""
     with pytest.raises(UnsupportedSchemaVersion, match="schema_version 2"):
         Decoder().decode(_with(schema_version=2))
+
+
+def test_oversized_payload_is_a_decode_error() -> None:
+    """A payload above MAX_PAYLOAD_BYTES is refused before it is parsed, inline or offloaded."""
+    huge = _with(after={"id": "1", "blob": "x" * MAX_PAYLOAD_BYTES})
+    with pytest.raises(DecodeError, match="payload"):
+        Decoder().decode(huge)
+    fetcher = DictFetcher({("bucket", "big"): huge.encode()})
+    with pytest.raises(DecodeError, match="payload"):
+        Decoder(fetcher).decode(make_pointer("bucket", "big"))
+
+
+def test_pathologically_nested_body_is_a_decode_error() -> None:
+    """JSON nested deeper than the parser's recursion limit is a DecodeError, not a crash."""
+    with pytest.raises(DecodeError, match="not JSON"):
+        Decoder().decode("[" * 100_000 + "]" * 100_000)

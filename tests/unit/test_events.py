@@ -227,3 +227,108 @@ def test_assert_valid_event_explains_schema_violations() -> None:
     data["sequence"] = "first"
     with pytest.raises(AssertionError, match="sequence"):
         assert_valid_event(data)
+
+
+# --------------------------------------------------------------------------- strict decode
+
+
+def _wire(**overrides: Any) -> dict[str, Any]:
+    data = json.loads(_event().to_json())
+    data.update(overrides)
+    return data
+
+
+def _deep(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"sequence": 2**70}, "sequence"),
+        ({"sequence": 2**31}, "sequence"),
+        ({"sequence": True}, "sequence"),
+        ({"sequence": 1.0}, "sequence"),
+        ({"schema_version": True}, "schema_version"),
+        ({"previous_record_id": {"id": 1}}, "previous_record_id"),
+        ({"previous_record_id": ""}, "previous_record_id"),
+        ({"request_id": ["a"]}, "request_id"),
+        ({"request_id": 7}, "request_id"),
+        ({"masked_columns": "secret"}, "masked_columns"),
+        ({"masked_columns": [1]}, "masked_columns"),
+        ({"masked_columns": {}}, "masked_columns"),
+        ({"changed_columns": ["a", None]}, "changed_columns"),
+        ({"metadata": []}, "metadata"),
+        ({"metadata": "x"}, "metadata"),
+        ({"metadata": 0}, "metadata"),
+        ({"primary_key": None}, "primary_key"),
+        ({"primary_key": [1]}, "primary_key"),
+        ({"actor": {"id": "a", "attributes": []}}, "actor.attributes"),
+        ({"actor": {"id": "a", "attributes": "x"}}, "actor.attributes"),
+        ({"actor": {"id": ""}}, "actor.id"),
+        ({"actor": {"id": 7}}, "actor"),
+        ({"actor": "alice"}, "actor"),
+        ({"event_id": 12}, "event_id"),
+        ({"transaction_id": None}, "transaction_id"),
+        ({"occurred_at": 0}, "occurred_at"),
+        ({"committed_at": "9999-12-31T23:00:00-05:00"}, "committed_at"),
+        ({"committed_at": "0001-01-01T00:00:00+01:00"}, "committed_at"),
+        ({"occurred_at": "1969-12-31T23:59:59.999999Z"}, "occurred_at"),
+        ({"committed_at": "9999-06-01T00:00:00.000000Z"}, "committed_at"),
+        ({"table": "users\ud800"}, "table"),
+        ({"service": "\udfff"}, "service"),
+        ({"record_id": "1\ud800"}, "record_id"),
+        ({"previous_record_id": "\ud800"}, "previous_record_id"),
+        ({"request_id": "r\udc00"}, "request_id"),
+        ({"changed_columns": ["na\ud800me"]}, "changed_columns"),
+        ({"masked_columns": ["\ud800"]}, "masked_columns"),
+        ({"after": {"id": 1, "name": "b\ud800"}}, "after"),
+        ({"after": {"id": 1, "n\ud800": "b"}}, "after"),
+        ({"before": {"id": 1, "doc": {"a": ["x", "\ud800"]}}}, "before"),
+        ({"primary_key": {"id": "\ud800"}}, "primary_key"),
+        ({"metadata": {"k": {"deep": "\udbff"}}}, "metadata"),
+        ({"actor": {"id": "\ud800"}}, "actor"),
+        ({"actor": {"id": "a", "attributes": {"r": ["\ud800"]}}}, "actor"),
+        ({"after": {"id": 1, "x": float("nan")}}, "after"),
+        ({"after": {"id": 1, "x": float("inf")}}, "after"),
+        ({"after": {"id": 1, "doc": _deep(200)}}, "after"),
+        ({"metadata": {"m": _deep(200)}}, "metadata"),
+        ({"table": "t" * 100_000}, "table"),
+        ({"service": "s" * 100_000}, "service"),
+        ({"record_id": "1" * 100_000}, "record_id"),
+        ({"actor": {"id": "a" * 100_000}}, "actor"),
+        ({"request_id": "r" * 100_000}, "request_id"),
+    ],
+)
+def test_values_no_store_can_hold_are_decode_errors(overrides: dict[str, Any], field: str) -> None:
+    """Wrong types, out-of-range numbers and times, lone surrogates and oversize names are
+    DecodeErrors that name the field."""
+    with pytest.raises(DecodeError, match=field.replace(".", r"\.")):
+        ChangeEvent.from_dict(_wire(**overrides))
+
+
+def test_strict_decode_accepts_the_edges_of_every_range() -> None:
+    """Values at the documented limits, astral characters and null optionals decode."""
+    from sqla_audit import wire_limits  # noqa: PLC0415
+
+    event = ChangeEvent.from_dict(
+        _wire(
+            sequence=wire_limits.MAX_SEQUENCE,
+            table="t" * wire_limits.MAX_NAME_CHARS,
+            record_id="😀" * wire_limits.MAX_RECORD_ID_CHARS,
+            previous_record_id=None,
+            request_id=None,
+            masked_columns=None,
+            metadata=None,
+            actor={"id": "a", "attributes": None},
+            after={"id": 1, "name": "b 😀 \u2028", "doc": _deep(wire_limits.MAX_VALUE_DEPTH)},
+            committed_at="1970-01-01T00:00:00.000000Z",
+            occurred_at="9998-12-31T23:59:59.999999Z",
+        )
+    )
+    assert event.sequence == wire_limits.MAX_SEQUENCE
+    assert event.masked_columns == ()
+    assert event.metadata == {}
