@@ -7,10 +7,10 @@ import json
 import pytest
 
 from consumer.decoding import MAX_EVENTS_PER_MESSAGE, Decoder, S3Pointer
-from sqla_audit.wire_limits import MAX_PAYLOAD_BYTES
 from consumer.testing import make_event
 from sqla_audit.errors import DecodeError, TransportError, UnsupportedSchemaVersion
 from sqla_audit.offload_pointer import make_pointer
+from sqla_audit.wire_limits import MAX_PAYLOAD_BYTES
 
 
 def sns(message: str, kind: str = "Notification") -> str:
