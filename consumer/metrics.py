@@ -45,7 +45,9 @@ log = logging.getLogger(__name__)
 #: Outcomes a message can have.
 OUTCOMES = ("acked", "released", "rejected")
 #: Kinds of failure counted in ``failures_total``.
-FAILURE_KINDS = ("decode", "store", "rejected", "transport", "internal")
+#: ``decode``, ``rejected`` and ``conflict`` count rejected messages by cause (undecodable,
+#: refused by the store, a conflicting duplicate event id).
+FAILURE_KINDS = ("decode", "store", "rejected", "conflict", "transport", "internal")
 
 
 class WorkerMetrics:
@@ -72,7 +74,8 @@ class WorkerMetrics:
         )
         self.failures = Counter(
             f"{prefix}_failures",
-            "Failures by kind: decode, store, rejected, transport, internal.",
+            "Failures by kind: decode, rejected and conflict (messages rejected), store "
+            "(failed writes during an outage), transport, internal.",
             ["kind"],
             registry=self.registry,
         )
@@ -90,6 +93,11 @@ class WorkerMetrics:
         self.backoff_seconds = Gauge(
             f"{prefix}_backoff_seconds",
             "Current pause after store failures (0 while the store is healthy).",
+            registry=self.registry,
+        )
+        self.oldest_in_flight_seconds = Gauge(
+            f"{prefix}_oldest_in_flight_seconds",
+            "Age of the oldest message received and not yet settled (0 when none is held).",
             registry=self.registry,
         )
         for outcome in OUTCOMES:

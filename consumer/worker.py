@@ -4,35 +4,42 @@ Per-message outcomes (the AWS Powertools batch-processor model):
 
 * **acked** -- every record of the message is written (or it needed none: an update that
   changed nothing). Only then is it deleted from the queue.
-* **released** -- the store is unavailable (a retryable error), or the worker is shutting
-  down. The message becomes visible again after the current backoff delay (0 on shutdown),
-  so a store outage costs a pause, never a message.
-* **rejected** -- the message can never be processed (not JSON, an unknown
-  ``schema_version``, missing fields, a foreign SNS notification, or a record the store
-  refuses for good). It is logged with its id and handed to the source, which moves it to
-  the dead-letter queue or leaves it to the queue's redrive policy. It never holds up the
-  valid messages of its batch.
+* **rejected** -- the message can never be processed: it cannot be decoded (not JSON, an
+  unknown ``schema_version``, missing or invalid fields, a foreign SNS notification), or the
+  store refuses one of its records for good (:class:`~consumer.sinks.base.RecordRejected`,
+  a conflicting duplicate included). It is logged with its id and a reason and handed to
+  the source, which moves it to the dead-letter queue, leaves it to the queue's redrive
+  policy, or (the outbox) parks its row. It never holds up the valid messages of its batch.
+* **released** -- only when the worker stops while holding it, or when an offloaded payload
+  cannot be read right now; the message becomes visible again (at once on shutdown).
 
 A batch is written with one ``store.write`` call, so the store can keep many requests in
 flight. If the store refuses a record permanently, the batch is split and written message
 by message to find the culprit; a retryable failure is not split (when the store is down,
-every write would fail anyway).
+every write would fail anyway). A write that raised may have stored some records: writing
+them again is harmless, stores are idempotent by event id.
 
-Store outages: the first retryable failure starts a shared, capped exponential backoff;
-every poller waits it out before receiving again, and the first success resets it. The
-worker never exits because of the store, the queue or a bad message.
+Store outages (a retryable error): the batch is *held*, never released, so an outage costs
+no delivery attempt. Every poller stops receiving while a batch is held for an outage; the
+holders probe the store by retrying their batch's write after a capped exponential backoff
+(``max_probe_interval``, 1 s by default, so the worker resumes within about a second of the
+store's return), the housekeeping thread keeps the held messages invisible, and the first
+write that succeeds ends the outage: every poller resumes at full speed. The worker never
+exits because of the store, the queue or a bad message.
 
-Long batches: a housekeeping thread extends the visibility of batches still being
-processed once half of the visibility timeout has passed.
+Long batches: the housekeeping thread extends the visibility of batches still held once
+half of the visibility timeout has passed, logs a warning naming the message ids of any
+batch held longer than ``stall_warning_seconds`` (again each time its age doubles), and
+keeps the ``oldest_in_flight_seconds`` gauge.
 
 Shutdown (:meth:`Worker.stop`, called from SIGTERM/SIGINT handlers): pollers stop
-receiving, batches being processed finish, messages received after the stop are released
-with visibility 0, and :meth:`Worker.run` returns within ``shutdown_timeout`` seconds.
+receiving, batches being processed finish, messages received after the stop -- and batches
+held for a store outage -- are released with visibility 0 (for an outage, the one case that
+costs a delivery attempt), and :meth:`Worker.run` returns within ``shutdown_timeout``.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -40,69 +47,29 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from consumer.backoff import Backoff
 from consumer.decoding import Decoder
 from consumer.differ import NestedDiff, records_for_event
+from consumer.inflight import InFlight
 from consumer.metrics import WorkerMetrics
 from consumer.records import AuditRecord
+from consumer.sinks import base as sinks_base
 from consumer.sinks.base import AuditStore
-from consumer.sources.base import Message, MessageSource
+from consumer.sources.base import Message, MessageSource, clean_reason
 from sqla_audit.errors import DecodeError, PermanentError, RetryableError
 
 log = logging.getLogger(__name__)
 
+#: How often a poller looks again whether a store outage is over.
+_OUTAGE_POLL_SECONDS = 0.05
 
-class Backoff:
-    """A capped exponential backoff shared by all pollers of a worker.
 
-    ``failure`` starts or lengthens a pause (only once per pause, however many pollers
-    report the same outage); ``success`` ends it.
-    """
-
-    def __init__(
-        self,
-        initial: float = 0.5,
-        maximum: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if initial <= 0 or maximum < initial:
-            raise ValueError("backoff needs 0 < initial <= maximum")
-        self.initial = initial
-        self.maximum = maximum
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._delay = 0.0
-        self._until = 0.0
-
-    @property
-    def delay(self) -> float:
-        """The current pause length; 0 when healthy."""
-        with self._lock:
-            return self._delay
-
-    @property
-    def active(self) -> bool:
-        with self._lock:
-            return self._delay > 0
-
-    def failure(self) -> float:
-        """Record a failure; returns the pause now in force."""
-        with self._lock:
-            now = self._clock()
-            if self._delay and now < self._until:
-                return self._delay  # the same outage, reported by another poller
-            self._delay = self.initial if not self._delay else min(self._delay * 2, self.maximum)
-            self._until = now + self._delay
-            return self._delay
-
-    def success(self) -> None:
-        with self._lock:
-            self._delay = 0.0
-            self._until = 0.0
-
-    def remaining(self) -> float:
-        """Seconds left in the current pause."""
-        with self._lock:
-            return max(0.0, self._until - self._clock()) if self._delay else 0.0
+def _reject_kind(exc: PermanentError) -> str:
+    """The metric label of a store refusal: ``conflict`` for a conflicting duplicate."""
+    conflict = getattr(sinks_base, "RecordConflict", None)
+    if isinstance(conflict, type) and isinstance(exc, conflict):
+        return "conflict"
+    return "rejected"
 
 
 @dataclass(slots=True)
@@ -127,12 +94,6 @@ class _Decoded:
     skipped: int
 
 
-@dataclass(slots=True)
-class _Active:
-    messages: Sequence[Message]
-    extended_at: float
-
-
 class Worker:
     """Consumes a :class:`MessageSource` into an :class:`AuditStore` with several pollers."""
 
@@ -148,6 +109,8 @@ class Worker:
         visibility_timeout: int = 60,
         max_backoff: float = 30.0,
         initial_backoff: float = 0.5,
+        max_probe_interval: float = 1.0,
+        stall_warning_seconds: float = 30.0,
         shutdown_timeout: float = 30.0,
         metrics: WorkerMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -155,6 +118,8 @@ class Worker:
     ) -> None:
         if concurrency < 1 or batch_size < 1:
             raise ValueError("concurrency and batch_size must be at least 1")
+        if max_probe_interval <= 0 or stall_warning_seconds <= 0:
+            raise ValueError("max_probe_interval and stall_warning_seconds must be positive")
         self.source = source
         self.store = store
         self.decoder = decoder or Decoder()
@@ -166,13 +131,18 @@ class Worker:
         self.metrics = metrics or WorkerMetrics()
         #: the nested-detail function (``None``: :func:`consumer.differ.nested_detail`)
         self.nested_diff = nested_diff
-        self.backoff = Backoff(min(initial_backoff, max_backoff), max_backoff, clock)
+        #: pause between two probes of a store that is down (``max_backoff`` and
+        #: ``max_probe_interval`` both cap it)
+        probe_cap = min(max_backoff, max_probe_interval)
+        self.backoff = Backoff(min(initial_backoff, probe_cap), probe_cap, clock)
+        self.in_flight = InFlight(visibility_timeout, stall_warning_seconds)
+        self._transport_backoff_cap = max_backoff
         self._clock = clock
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._active: dict[int, _Active] = {}
-        self._active_lock = threading.Lock()
-        self._batch_ids = itertools.count()
+        self._holders = 0  # batches held for a store outage
+        self._holders_lock = threading.Lock()
+        self._outage_started = 0.0
         self._running = False
 
     # -- one batch ---------------------------------------------------------------------------
@@ -190,66 +160,109 @@ class Worker:
         return _Decoded(message, records, len(events) - skipped, skipped)
 
     def _reject(self, result: BatchResult, message: Message, kind: str, reason: str) -> None:
+        reason = clean_reason(reason)
         self.metrics.failures.labels(kind).inc()
         log.warning(
-            "rejected message %s (delivery %d): %s",
+            "rejected message %s (delivery %d, %s): %s",
             message.message_id,
             message.receive_count,
+            kind,
             reason,
             extra={"message_id": message.message_id, "reason": reason, "kind": kind},
         )
         result.rejected.append((message, reason))
 
     def _store_failed(self, exc: BaseException) -> None:
+        """Count a failed write; the first one of an outage is logged as a warning."""
         self.metrics.failures.labels("store").inc()
+        starting = not self.backoff.active
         delay = self.backoff.failure()
         self.metrics.backoff_seconds.set(delay)
-        log.warning(
-            "store unavailable, backing off %.1fs: %s",
-            delay,
-            exc,
-            extra={"backoff_seconds": delay, "error": str(exc)},
-        )
+        if starting:
+            self._outage_started = self._clock()
+            log.warning(
+                "store unavailable: holding in-flight messages, receiving nothing, probing "
+                "the store every %.1fs at most: %s",
+                self.backoff.maximum,
+                exc,
+                extra={"backoff_seconds": delay, "error": str(exc)},
+            )
+        else:
+            log.debug("store still unavailable, next probe in %.1fs: %s", delay, exc)
 
-    def _write(self, items: Sequence[_Decoded], result: BatchResult) -> None:
-        """Write the records of ``items`` and sort the messages into the result."""
+    def _store_answered(self) -> None:
+        """The store answered a write (stored, or refused a record): any outage is over."""
+        if self.backoff.active:
+            self.backoff.success()
+            self.metrics.backoff_seconds.set(0)
+            log.info(
+                "store available again after %.1fs; resuming",
+                max(0.0, self._clock() - self._outage_started),
+            )
+
+    def _write(self, items: Sequence[_Decoded], result: BatchResult) -> list[_Decoded]:
+        """Write the records of ``items`` and sort the messages into the result; returns the
+        items the store could not take now (an outage), which the caller holds."""
         records = [record for item in items for record in item.records]
         try:
             if records:
                 self.store.write(records)
         except RetryableError as exc:
             self._store_failed(exc)
-            result.released.extend(item.message for item in items)
-            return
+            return list(items)
         except PermanentError as exc:
+            self._store_answered()
             if len(items) > 1:  # find the message the store refuses
-                for item in items:
-                    self._write([item], result)
-                return
-            self._reject(result, items[0].message, "rejected", f"store refused a record: {exc}")
-            return
+                return [held for item in items for held in self._write([item], result)]
+            reason = f"store refused a record: {exc}"
+            self._reject(result, items[0].message, _reject_kind(exc), reason)
+            return []
         except Exception as exc:  # an unexpected store error: treat it as an outage
-            log.exception("unexpected error from the store")
+            if not self.backoff.active:
+                log.exception("unexpected error from the store")
             self.metrics.failures.labels("internal").inc()
             self._store_failed(exc)
-            result.released.extend(item.message for item in items)
-            return
+            return list(items)
         self._written(items, result)
+        return []
 
     def _written(self, items: Sequence[_Decoded], result: BatchResult) -> None:
         for item in items:
             result.acked.append(item.message)
             result.written += item.events
             result.skipped += item.skipped
-        if any(item.records for item in items) and self.backoff.active:
-            self.backoff.success()
-            self.metrics.backoff_seconds.set(0)
-            log.info("store available again")
+        if any(item.records for item in items):
+            self._store_answered()
+
+    def _write_holding(self, key: int, items: Sequence[_Decoded], result: BatchResult) -> None:
+        """Write ``items``; through a store outage, hold what could not be written and probe
+        until the store takes it (or the worker stops: then release it at once)."""
+        held = self._write(items, result)
+        if not held:
+            return
+        self.in_flight.set_state(key, "store unavailable")
+        with self._holders_lock:
+            self._holders += 1
+        try:
+            while held:
+                self._stop.wait(max(self.backoff.remaining(), 0.01))
+                if self._stop.is_set():
+                    result.released.extend(item.message for item in held)
+                    return
+                held = self._write(held, result)
+        finally:
+            with self._holders_lock:
+                self._holders -= 1
+            self.in_flight.set_state(key, "writing")
 
     def process(self, messages: Sequence[Message]) -> BatchResult:
-        """Handle one batch and settle every message with the source. Never raises."""
+        """Handle one batch and settle every message with the source. Never raises.
+
+        Blocks while the store is down (the batch is held and probed, see the module).
+        """
         result = BatchResult()
         started = self._clock()
+        key = self.in_flight.add(messages, started)
         self.metrics.in_flight.inc(len(messages))
         try:
             decoded: list[_Decoded] = []
@@ -266,14 +279,17 @@ class Worker:
                     log.exception("message %s could not be decoded", message.message_id)
                     self._reject(result, message, "decode", f"{type(exc).__name__}: {exc}")
             if decoded:
-                self._write(decoded, result)
+                self._write_holding(key, decoded, result)
         except Exception:  # a bug: keep the messages for redelivery, keep the worker alive
             log.exception("unexpected error while processing a batch")
             self.metrics.failures.labels("internal").inc()
             settled = {id(m) for m in result.acked} | {id(m) for m, _ in result.rejected}
             result.released = [m for m in messages if id(m) not in settled]
-        self._settle(result)
-        self.metrics.in_flight.dec(len(messages))
+        try:
+            self._settle(result)
+        finally:
+            self.in_flight.remove(key)
+            self.metrics.in_flight.dec(len(messages))
         self.metrics.batch_seconds.observe(max(0.0, self._clock() - started))
         return result
 
@@ -301,12 +317,16 @@ class Worker:
 
     # -- the pollers -----------------------------------------------------------------------------
 
+    def _store_down(self) -> bool:
+        """True while a batch is held for a store outage: nobody receives then."""
+        with self._holders_lock:
+            return self._holders > 0
+
     def _poll(self) -> None:
         transport_delay = 0.5
         while not self._stop.is_set():
-            pause = self.backoff.remaining()
-            if pause > 0:
-                self._stop.wait(pause)
+            if self._store_down():
+                self._stop.wait(_OUTAGE_POLL_SECONDS)
                 continue
             try:
                 messages = self.source.receive(self.batch_size, self.wait_seconds)
@@ -314,7 +334,7 @@ class Worker:
                 self.metrics.failures.labels("transport").inc()
                 log.warning("receive failed, retrying in %.1fs: %s", transport_delay, exc)
                 self._stop.wait(transport_delay)
-                transport_delay = min(transport_delay * 2, self.backoff.maximum)
+                transport_delay = min(transport_delay * 2, self._transport_backoff_cap)
                 continue
             transport_delay = 0.5
             if not messages:
@@ -322,14 +342,7 @@ class Worker:
             if self._stop.is_set():
                 self._release_on_stop(messages)
                 break
-            batch_id = next(self._batch_ids)
-            with self._active_lock:
-                self._active[batch_id] = _Active(messages, self._clock())
-            try:
-                self.process(messages)
-            finally:
-                with self._active_lock:
-                    del self._active[batch_id]
+            self.process(messages)
 
     def _release_on_stop(self, messages: Sequence[Message]) -> None:
         try:
@@ -339,24 +352,31 @@ class Worker:
             log.warning("could not release %d message(s) on shutdown: %s", len(messages), exc)
 
     def _housekeep(self) -> None:
-        """Extend the visibility of batches that run longer than half the timeout."""
-        interval = max(0.2, min(5.0, self.visibility_timeout / 4))
-        while not self._stop.wait(interval) or self._active:
-            due: list[_Active] = []
+        """Extend the visibility of held batches, warn about slow ones, export their age."""
+        interval = max(
+            0.05, min(5.0, self.visibility_timeout / 4, self.in_flight.stall_seconds / 2)
+        )
+        while not self._stop.wait(interval) or self.in_flight:
             now = self._clock()
-            with self._active_lock:
-                for active in self._active.values():
-                    if now - active.extended_at >= self.visibility_timeout / 2:
-                        active.extended_at = now
-                        due.append(active)
-            for active in due:
+            for batch in self.in_flight.due_for_extension(now):
                 try:
-                    self.source.extend(active.messages, self.visibility_timeout)
-                    log.info("extended visibility of %d message(s)", len(active.messages))
+                    self.source.extend(batch.messages, self.visibility_timeout)
+                    log.info("extended visibility of %d message(s)", len(batch.messages))
                 except Exception as exc:  # noqa: BLE001 - worst case: a harmless redelivery
                     log.warning("could not extend visibility: %s", exc)
-            if self._stop.is_set() and not self._active:
-                return
+            for batch, age in self.in_flight.stalled(now):
+                log.warning(
+                    "%d message(s) held %.0fs without progress (%s): %s",
+                    len(batch.messages),
+                    age,
+                    batch.state,
+                    ", ".join(batch.message_ids),
+                    extra={"message_ids": batch.message_ids, "held_seconds": round(age, 1)},
+                )
+            self.metrics.oldest_in_flight_seconds.set(self.in_flight.oldest_age(now))
+            if self._stop.is_set() and not self.in_flight:
+                break
+        self.metrics.oldest_in_flight_seconds.set(0)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -416,4 +436,4 @@ class Worker:
         }
 
 
-__all__ = ["Backoff", "BatchResult", "Worker"]
+__all__ = ["Backoff", "BatchResult", "Worker"]  # Backoff: re-exported from consumer.backoff

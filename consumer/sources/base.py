@@ -16,9 +16,13 @@ timeout ends, which is what makes a crash safe: nothing is deleted before it is 
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
+
+#: Longest reject reason handed to a source (SQS message attributes, outbox ``last_error``).
+MAX_REASON_CHARS: Final = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,4 +69,25 @@ class MessageSource(Protocol):
         ...
 
 
-__all__ = ["Message", "MessageSource"]
+def clean_reason(reason: str, limit: int = MAX_REASON_CHARS) -> str:
+    """``reason`` as text every source can keep: surrogates, control characters (but tab
+    and newline) and noncharacters escaped (``\\ud800``, ``\\x00``), at most ``limit``
+    characters.
+
+    A reason often quotes the offending value, and what made a record poison (a lone
+    surrogate, a NUL) is exactly what an SQS message attribute or a PostgreSQL text column
+    refuses: parking the message must not fail for the reason it is parked.
+    """
+    if len(reason) > limit:
+        reason = reason[: limit - 1] + "\u2026"
+    out = []
+    for ch in reason:
+        if ch in "\t\n" or unicodedata.category(ch) not in ("Cs", "Cc", "Cn"):
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape", "backslashreplace").decode("ascii"))
+    text = "".join(out)
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+__all__ = ["MAX_REASON_CHARS", "Message", "MessageSource", "clean_reason"]

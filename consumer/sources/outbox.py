@@ -74,7 +74,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import RootTransaction, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from consumer.sources.base import Message
+from consumer.sources.base import Message, clean_reason
 from sqla_audit.errors import ConfigurationError, TransportError
 from sqla_audit.events import utcnow
 from sqla_audit.outbox import DEFAULT_TABLE_NAME, outbox_table
@@ -300,7 +300,8 @@ class OutboxSource:
                     continue  # ended meanwhile (close)
                 try:
                     self._write(lease, statement, [{"row_id": row, **values} for row in row_ids])
-                except SQLAlchemyError as exc:
+                except (SQLAlchemyError, ValueError) as exc:  # ValueError: text the driver
+                    # cannot encode; either way the lease ends so its rows are not held forever
                     log.warning(
                         "outbox %s of %d row(s) failed; they will be delivered again: %s",
                         what,
@@ -363,8 +364,12 @@ class OutboxSource:
                 self._done(lease, row_ids, forget=False)
 
     def reject(self, messages: Sequence[Message], reason: str) -> None:
-        """Park the rows (``failed_at``, ``last_error``) like the relay parks refused rows."""
-        self._settle(messages, "park", park_statement(self.table), park_values(reason, utcnow()))
+        """Park the rows (``failed_at``, ``last_error``) like the relay parks refused rows.
+
+        The reason is stored as :func:`~consumer.sources.base.clean_reason` makes it (a lone
+        surrogate or a NUL would make the park itself fail on some databases)."""
+        values = park_values(clean_reason(reason), utcnow())
+        self._settle(messages, "park", park_statement(self.table), values)
 
     def extend(self, messages: Sequence[Message], seconds: int) -> None:
         """Nothing to do: a lease keeps its rows until they are settled."""

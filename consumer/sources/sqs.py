@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from consumer.config import SqsConfig
 from consumer.decoding import S3Pointer
-from consumer.sources.base import Message
+from consumer.sources.base import Message, clean_reason
 from sqla_audit.errors import DecodeError, TransportError
 from sqla_audit.limits import SQS_MAX_BATCH_ENTRIES, SQS_MAX_RECEIVE_MESSAGES, SQS_MAX_WAIT_SECONDS
 
@@ -173,13 +173,14 @@ class SqsSource:
         dlq = self.config.dlq_url
         if dlq is None:
             return  # the queue's redrive policy takes it after maxReceiveCount deliveries
+        reason = clean_reason(reason)  # message attributes refuse surrogates and most controls
         for chunk in _chunks(messages):
             entries = [
                 {
                     "Id": str(i),
                     "MessageBody": m.body or "(empty)",
                     "MessageAttributes": {
-                        REASON_ATTRIBUTE: {"DataType": "String", "StringValue": reason[:1000]}
+                        REASON_ATTRIBUTE: {"DataType": "String", "StringValue": reason}
                     },
                 }
                 for i, m in enumerate(chunk)

@@ -138,37 +138,6 @@ def test_rejected_without_dlq_is_left_for_redrive(store: MemoryStore) -> None:
     assert source.dead_letters == [("garbage", "max receive count")]
 
 
-def test_store_outage_releases_and_backs_off(
-    source: MemorySource, store: MemoryStore, worker: Worker
-) -> None:
-    """A retryable store failure deletes nothing and starts the shared backoff."""
-    source.send(make_event().to_json())
-    store.fail_next()
-    result = worker.process(receive_all(source))
-    assert result.acked == []
-    assert len(result.released) == 1
-    assert source.pending == 1
-    assert worker.backoff.active
-    assert not worker.health()["ready"]
-    source.make_visible()
-    result = worker.process(receive_all(source))
-    assert len(result.acked) == 1
-    assert not worker.backoff.active
-    assert len(store.records) == 1
-
-
-def test_unexpected_store_error_is_treated_as_outage(
-    source: MemorySource, store: MemoryStore, worker: Worker
-) -> None:
-    """A store bug (any exception) releases the messages and backs off, never crashes."""
-    source.send(make_event().to_json())
-    store.fail_next(error=RuntimeError("boom"))
-    result = worker.process(receive_all(source))
-    assert len(result.released) == 1
-    assert worker.backoff.active
-    assert counter(worker.metrics, "sqla_audit_consumer_failures_total", kind="internal") == 1
-
-
 class RefusingStore(MemoryStore):
     """Refuses records of one table for good."""
 
