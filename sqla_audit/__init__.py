@@ -24,11 +24,17 @@ if TYPE_CHECKING:
         audit_context,
         current_actor,
         current_request_id,
+        outgoing_headers,
     )
     from sqla_audit.delivery import TransactionalWriter
     from sqla_audit.install import Installation, install_audit, uninstall_audit
     from sqla_audit.middleware import AuditASGIMiddleware, AuditWSGIMiddleware
     from sqla_audit.publishers.memory import InMemoryPublisher
+    from sqla_audit.shutdown import (
+        flush_publishers,
+        install_signal_flush,
+        uninstall_signal_flush,
+    )
 
 __version__ = "0.1.0"
 
@@ -43,8 +49,12 @@ _LAZY = {
     "audit_context": "sqla_audit.context",
     "current_actor": "sqla_audit.context",
     "current_request_id": "sqla_audit.context",
+    "flush_publishers": "sqla_audit.shutdown",
     "install_audit": "sqla_audit.install",
+    "install_signal_flush": "sqla_audit.shutdown",
+    "outgoing_headers": "sqla_audit.context",
     "uninstall_audit": "sqla_audit.install",
+    "uninstall_signal_flush": "sqla_audit.shutdown",
 }
 
 
@@ -77,6 +87,10 @@ __all__ = [
     "audit_context",
     "current_actor",
     "current_request_id",
+    "flush_publishers",
     "install_audit",
+    "install_signal_flush",
+    "outgoing_headers",
     "uninstall_audit",
+    "uninstall_signal_flush",
 ]

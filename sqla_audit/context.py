@@ -29,6 +29,7 @@ from contextvars_extras import ContextVarExt
 from sqla_audit.errors import ConfigurationError
 from sqla_audit.events import Actor
 from sqla_audit.serialization import JSONValue, encode_value
+from sqla_audit.tracing import trace_metadata
 
 #: What callers may pass as an actor: an :class:`Actor`, a string id or an integer id.
 ActorLike: TypeAlias = Actor | str | int
@@ -92,9 +93,20 @@ def _encode_metadata(metadata: Mapping[str, Any]) -> dict[str, JSONValue]:
 
 
 def current_context() -> AuditContext:
-    """The snapshot in effect here (an empty one outside any :func:`audit_context`)."""
+    """The snapshot in effect here (an empty one outside any :func:`audit_context`).
+
+    Inside an OpenTelemetry span its metadata also holds the span's trace and span ids
+    (see :mod:`sqla_audit.tracing`), under whatever the application set itself.
+    """
     value: AuditContext = _current.get()
-    return value
+    tracing = trace_metadata()
+    if tracing is None:
+        return value
+    return AuditContext(
+        actor=value.actor,
+        request_id=value.request_id,
+        metadata=MappingProxyType({**tracing, **value.metadata}),
+    )
 
 
 def current_actor() -> Actor | None:
@@ -105,6 +117,23 @@ def current_actor() -> Actor | None:
 def current_request_id() -> str | None:
     """The request id in effect here, or ``None``."""
     return current_context().request_id
+
+
+#: The header that carries the request id between services (the middlewares' default).
+REQUEST_ID_HEADER: Final = "X-Request-ID"
+
+
+def outgoing_headers(header: str = REQUEST_ID_HEADER) -> dict[str, str]:
+    """Headers that pass the current request id on to a service this one calls.
+
+    ``{"X-Request-ID": "<id>"}`` inside a request (or any :func:`audit_context` with a
+    request id), ``{}`` outside one. The called service's middleware reads the same header,
+    so the changes one user action makes in several services share one request id::
+
+        httpx.post(url, json=body, headers=outgoing_headers())
+    """
+    request_id = current_context().request_id
+    return {} if request_id is None else {header: request_id}
 
 
 def current_metadata() -> Mapping[str, JSONValue]:
@@ -138,7 +167,7 @@ class audit_context:  # lower case: used like a function, ``with audit_context(.
         self._tokens: list[Token[Any]] = []
 
     def _snapshot(self) -> AuditContext:
-        outer = current_context()
+        outer: AuditContext = _current.get()  # without trace ids: those are read at capture
         metadata = outer.metadata
         if self._metadata:
             metadata = MappingProxyType({**outer.metadata, **self._metadata})
@@ -205,6 +234,7 @@ class audit_context:  # lower case: used like a function, ``with audit_context(.
 
 __all__ = [
     "MAX_REQUEST_ID_LENGTH",
+    "REQUEST_ID_HEADER",
     "ActorLike",
     "AuditContext",
     "audit_context",
@@ -213,4 +243,5 @@ __all__ = [
     "current_context",
     "current_metadata",
     "current_request_id",
+    "outgoing_headers",
 ]

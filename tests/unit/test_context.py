@@ -199,3 +199,13 @@ def test_thread_pool_workers_do_not_leak_between_jobs() -> None:
     with ThreadPoolExecutor(max_workers=1) as pool:
         results = [pool.submit(contextvars.copy_context().run, job, n).result() for n in range(3)]
     assert results == [(None, "job-0"), (None, "job-1"), (None, "job-2")]
+
+
+def test_outgoing_headers_pass_the_request_id_on() -> None:
+    """outgoing_headers() carries the current request id, and nothing outside a request."""
+    from sqla_audit import outgoing_headers  # noqa: PLC0415 - the public, lazy export
+
+    assert outgoing_headers() == {}
+    with audit_context(request_id="req-7"):
+        assert outgoing_headers() == {"X-Request-ID": "req-7"}
+        assert outgoing_headers("traceparent-ish") == {"traceparent-ish": "req-7"}
