@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from sqla_audit import install_audit, outgoing_headers, uninstall_audit
 from sqla_audit.middleware import AuditWSGIMiddleware
