@@ -4,8 +4,15 @@ Every store (Cassandra, the embedded SQLite store, the in-memory store) answers 
 few questions with the same semantics, so the query API and the tests do not care which one
 is behind it:
 
-* ``write`` is idempotent: writing a record whose ``event_id`` is already stored rewrites the
-  same row (it never duplicates), which is what makes SQS's at-least-once delivery harmless;
+* ``write`` is idempotent: writing a record whose ``event_id`` is already stored *with the
+  same content* (:func:`content_digest`) changes nothing, which is what makes SQS's
+  at-least-once delivery harmless; the same ``event_id`` with *different* content is a
+  conflict: the first record is kept, the store logs a warning and raises
+  :class:`RecordConflict`;
+* errors: :class:`RecordRejected` (and its :class:`RecordConflict`) concern one record and
+  are permanent -- the worker dead-letters that record's message and writes the others;
+  :class:`~sqla_audit.errors.StoreError` (retryable) means the store itself is unavailable.
+  A ``write`` that raises may have written some of its records; writing them again is safe;
 * ``history`` is one record's changes, newest first (see :mod:`consumer.records` for the
   exact order), with ``since``/``until`` inclusive and keyset paging through an opaque token;
   "state as of t" is ``history(table, record_id, until=t, limit=1)``;
@@ -23,15 +30,25 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import hashlib
 import json
+import logging
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar, runtime_checkable
+from typing import Final, Generic, Protocol, TypeVar, runtime_checkable
 
 from consumer.records import AuditRecord, to_micros
 from sqla_audit.errors import PermanentError
+from sqla_audit.wire_limits import (
+    MAX_EVENT_TIME,
+    MAX_IDENTIFIER_CHARS,
+    MAX_NAME_CHARS,
+    MAX_RECORD_ID_CHARS,
+    MAX_SEQUENCE,
+    MIN_EVENT_TIME,
+)
 
 T = TypeVar("T")
 
@@ -45,6 +62,99 @@ class InvalidQuery(PermanentError, ValueError):
 
 class RecordRejected(PermanentError):
     """The store refused a record for good (too large, invalid): retrying cannot help."""
+
+
+class RecordConflict(RecordRejected):
+    """A record's ``event_id`` is already stored with different content; the first is kept."""
+
+    def __init__(self, message: str, event_id: uuid.UUID) -> None:
+        super().__init__(message)
+        self.event_id = event_id
+
+
+#: ``json.dumps`` options of the canonical content: sorted keys, compact, UTF-8 text, and
+#: no NaN/Infinity (not JSON).
+_CANONICAL: Final = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
+def _check_storable(record: AuditRecord) -> None:
+    """Refuse, as every store would, a record outside :mod:`sqla_audit.wire_limits`."""
+    if type(record.sequence) is not int or not 0 <= record.sequence <= MAX_SEQUENCE:
+        raise ValueError(f"sequence {record.sequence!r} is outside 0..{MAX_SEQUENCE}")
+    for name, value, limit in (
+        ("service", record.service, MAX_NAME_CHARS),
+        ("table", record.table, MAX_NAME_CHARS),
+        ("record_id", record.record_id, MAX_RECORD_ID_CHARS),
+        ("previous_record_id", record.previous_record_id, MAX_RECORD_ID_CHARS),
+        ("actor_id", record.actor_id, MAX_IDENTIFIER_CHARS),
+        ("request_id", record.request_id, MAX_IDENTIFIER_CHARS),
+    ):
+        if value is not None and (not isinstance(value, str) or len(value) > limit):
+            raise ValueError(f"{name} is not a string of at most {limit} characters")
+    for name, moment in (("event_time", record.event_time), ("occurred_at", record.occurred_at)):
+        if not MIN_EVENT_TIME <= moment < MAX_EVENT_TIME:
+            raise ValueError(f"{name} {moment.isoformat()} is outside the supported range")
+
+
+def content_digest(record: AuditRecord) -> bytes:
+    """SHA-256 of the record's canonical content: what tells a redelivery from a conflict.
+
+    The content is every field the event carried -- ids, times in microseconds, names,
+    operation, sequence, actor, request id, previous record id, masked columns, ``before``,
+    ``after`` and ``metadata`` -- as JSON with sorted keys, compact, UTF-8. The field-level
+    ``changes`` are left out: they are derived from ``before``/``after`` by the consumer's
+    differ, whose options may change between deliveries of one event.
+
+    Raises :class:`RecordRejected` for a record no store can hold (a lone surrogate, a
+    non-finite number, a value that is not JSON, a field outside
+    :mod:`sqla_audit.wire_limits`), so every store refuses the same records.
+    """
+    try:
+        _check_storable(record)
+        content = {
+            "table": record.table,
+            "record_id": record.record_id,
+            "event_id": str(record.event_id),
+            "event_time_us": to_micros(record.event_time),
+            "occurred_at_us": to_micros(record.occurred_at),
+            "operation": record.operation.value,
+            "service": record.service,
+            "transaction_id": str(record.transaction_id),
+            "sequence": record.sequence,
+            "actor_id": record.actor_id,
+            "actor_attributes": dict(record.actor_attributes),
+            "request_id": record.request_id,
+            "previous_record_id": record.previous_record_id,
+            "masked_columns": list(record.masked_columns),
+            "before": None if record.before is None else dict(record.before),
+            "after": None if record.after is None else dict(record.after),
+            "metadata": dict(record.metadata),
+        }
+        text = _CANONICAL.encode(content).encode("utf-8")
+    except (ValueError, TypeError, OverflowError, RecursionError, AttributeError) as exc:
+        raise RecordRejected(
+            f"record {record.event_id} cannot be stored: {type(exc).__name__}: {exc}"
+        ) from exc
+    return hashlib.sha256(text).digest()
+
+
+def conflict(record: AuditRecord, log: logging.Logger) -> RecordConflict:
+    """Log a conflicting duplicate (a warning naming the event id) and make its error."""
+    log.warning(
+        "conflicting duplicate of event %s (table %s, record %s): the stored record is "
+        "kept, this one is refused",
+        record.event_id,
+        record.table,
+        record.record_id,
+        extra={"event_id": str(record.event_id)},
+    )
+    return RecordConflict(
+        f"event {record.event_id} is already stored with different content "
+        "(conflicting duplicate; the first record is kept)",
+        record.event_id,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,12 +300,13 @@ class AuditStore(Protocol):
     """Writes audit records idempotently and answers the questions the query side asks."""
 
     def write(self, records: Iterable[AuditRecord]) -> None:
-        """Store the records; idempotent by ``event_id``.
+        """Store the records; idempotent by ``event_id`` and content.
 
-        Returns only when every record is durable. Raises
-        :class:`~sqla_audit.errors.StoreError` (retryable) when the store is unavailable;
-        then some of the records may be written and some not, and writing them all again
-        is safe.
+        Returns only when every record is durable. Raises :class:`RecordRejected` for a
+        record the store refuses for good, :class:`RecordConflict` for a conflicting
+        duplicate (the stored record is kept), and :class:`~sqla_audit.errors.StoreError`
+        (retryable) only when the store is unavailable. After any of them some of the
+        records may be written and some not, and writing them all again is safe.
         """
         ...
 
@@ -239,9 +350,12 @@ __all__ = [
     "Cursor",
     "InvalidQuery",
     "Page",
+    "RecordConflict",
     "RecordRejected",
     "Window",
     "check_window",
+    "conflict",
+    "content_digest",
     "decode_page_token",
     "encode_page_token",
     "paginate",

@@ -1,6 +1,9 @@
 """An in-memory :class:`~consumer.sinks.base.AuditStore` for tests (yours and ours).
 
-Same semantics as the persistent stores: idempotent by ``event_id``, newest first by
+Same semantics as the persistent stores: idempotent by ``event_id`` and content (a
+conflicting duplicate is refused with :class:`~consumer.sinks.base.RecordConflict`, the
+first record kept; a record no store can hold with
+:class:`~consumer.sinks.base.RecordRejected`), newest first by
 ``(event time ms, event_id)``, exact ``since``/``until``, keyset page tokens. Thread-safe.
 ``fail_next`` makes the next writes raise, to exercise a worker's retry path. Departure
 records (a row's key changed, see :mod:`consumer.records`) appear in ``history`` only, like
@@ -10,13 +13,16 @@ in the other stores' companion indexes.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import uuid
 from collections.abc import Iterable
 
 from consumer.records import AuditRecord
-from consumer.sinks.base import Page, Window, paginate
+from consumer.sinks.base import Page, RecordConflict, Window, conflict, content_digest, paginate
 from sqla_audit.errors import StoreError
+
+log = logging.getLogger(__name__)
 
 
 class MemoryStore:
@@ -25,6 +31,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_id: dict[uuid.UUID, AuditRecord] = {}
+        self._digests: dict[uuid.UUID, bytes] = {}
         self._failures: list[BaseException] = []
         self.write_calls = 0
         self.closed = False
@@ -46,13 +53,26 @@ class MemoryStore:
     # -- AuditStore ------------------------------------------------------------------------
 
     def write(self, records: Iterable[AuditRecord]) -> None:
+        """Store every storable, new record; then raise the first refusal, if any."""
         batch = list(records)
         with self._lock:
             self.write_calls += 1
             if self._failures:
                 raise self._failures.pop(0)
-            for record in batch:
-                self._by_id[record.event_id] = record
+        first: RecordConflict | None = None
+        for record in batch:
+            digest = content_digest(record)  # RecordRejected: a record no store can hold
+            with self._lock:
+                stored = self._digests.get(record.event_id)
+                if stored is None:
+                    self._by_id[record.event_id] = record
+                    self._digests[record.event_id] = digest
+                    continue
+            if stored != digest:
+                error = conflict(record, log)
+                first = first or error
+        if first is not None:
+            raise first
 
     def _newest_first(self) -> list[AuditRecord]:
         with self._lock:

@@ -7,6 +7,20 @@ keyset page tokens) in one table with three indexes that play the role of Cassan
 three tables. The file runs in WAL mode so readers (the query side) do not block the
 writer; writes from several threads share one connection behind a lock.
 
+Writes are idempotent by ``event_id`` and content: inside one ``BEGIN IMMEDIATE``
+transaction the store reads which of the batch's event ids are already stored, compares
+their content (:func:`~consumer.sinks.base.content_digest`), inserts the new records with
+``INSERT OR IGNORE`` and refuses a conflicting duplicate with
+:class:`~consumer.sinks.base.RecordConflict` -- the stored record is never replaced. The
+write lock taken by ``BEGIN IMMEDIATE`` makes the read and the inserts one step for every
+process sharing the file.
+
+Errors are classified: a problem of one record (a value SQLite cannot bind, an integer
+outside 64 bits, text that is not valid Unicode, a constraint, "string or blob too big")
+is :class:`~consumer.sinks.base.RecordRejected`; only the database itself failing (locked
+past the timeout, disk I/O, cannot open, disk full) is a retryable
+:class:`~sqla_audit.errors.StoreError`.
+
 The one table holds departure records too (a row's key changed, see
 :mod:`consumer.records`); ``by_actor`` and ``by_transaction`` leave them out, as the
 Cassandra store does by not writing them to its companion tables.
@@ -15,6 +29,7 @@ Cassandra store does by not writing them to its companion tables.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import sqlite3
 import threading
 import uuid
@@ -23,8 +38,19 @@ from pathlib import Path
 from typing import Any, Final
 
 from consumer.records import AuditRecord, record_from_row, record_to_row, to_millis
-from consumer.sinks.base import MAX_PAGE_SIZE, Page, Window, paginate
+from consumer.sinks.base import (
+    MAX_PAGE_SIZE,
+    Page,
+    RecordConflict,
+    RecordRejected,
+    Window,
+    conflict,
+    content_digest,
+    paginate,
+)
 from sqla_audit.errors import ConfigurationError, StoreError
+
+log = logging.getLogger(__name__)
 
 _COLUMNS: Final = (
     "event_id",
@@ -80,7 +106,7 @@ CREATE INDEX IF NOT EXISTS audit_records_by_transaction
 
 _QUOTED: Final = ", ".join('"' + c + '"' for c in _COLUMNS)
 _INSERT: Final = (
-    f"INSERT OR REPLACE INTO audit_records ({_QUOTED}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+    f"INSERT OR IGNORE INTO audit_records ({_QUOTED}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
 )
 _SELECT: Final = f"SELECT {_QUOTED} FROM audit_records"
 
@@ -99,6 +125,37 @@ def _to_params(record: AuditRecord) -> tuple[Any, ...]:
 
 def _from_tuple(values: tuple[Any, ...]) -> AuditRecord:
     return record_from_row(dict(zip(_COLUMNS, values, strict=True)))
+
+
+#: Most event ids looked up in one ``IN (...)`` (below SQLite's bound-parameter limit).
+_LOOKUP_CHUNK: Final = 500
+
+#: ``OperationalError`` texts that concern the record being written, not the database.
+_RECORD_PROBLEMS: Final = ("too big", "too large", "too many sql variables")
+
+
+def _classify(exc: BaseException) -> Exception:
+    """A failed write -> :class:`RecordRejected` (one record) or :class:`StoreError` (outage)."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.ProgrammingError) and "closed" in text.lower():
+        return StoreError(f"SQLite store is closed: {text}")
+    if isinstance(exc, sqlite3.OperationalError):
+        if any(problem in text.lower() for problem in _RECORD_PROBLEMS):
+            return RecordRejected(f"SQLite refused a record: {text}")
+        return StoreError(f"SQLite write failed: {text}")
+    if isinstance(
+        exc,
+        sqlite3.IntegrityError
+        | sqlite3.InterfaceError
+        | sqlite3.DataError
+        | sqlite3.ProgrammingError
+        | OverflowError
+        | UnicodeError
+        | TypeError
+        | ValueError,
+    ):
+        return RecordRejected(f"SQLite refused a record: {type(exc).__name__}: {text}")
+    return StoreError(f"SQLite write failed: {type(exc).__name__}: {text}")
 
 
 class SQLiteStore:
@@ -127,15 +184,52 @@ class SQLiteStore:
     # -- writes ----------------------------------------------------------------------------
 
     def write(self, records: Iterable[AuditRecord]) -> None:
-        params = [_to_params(record) for record in records]
-        if not params:
+        """Insert the new records, skip redeliveries, refuse conflicts (module docstring)."""
+        batch = [(record, content_digest(record)) for record in records]
+        if not batch:
             return
+        try:
+            params = [_to_params(record) for record, _ in batch]
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise RecordRejected(f"SQLite cannot store a record: {exc}") from exc
+        first: RecordConflict | None = None
         with self._lock:
             try:
-                with self._conn:  # one transaction, committed on exit
-                    self._conn.executemany(_INSERT, params)
-            except sqlite3.Error as exc:
-                raise StoreError(f"SQLite write failed: {exc}") from exc
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    stored = self._stored_digests([record.event_id for record, _ in batch])
+                    fresh: list[tuple[Any, ...]] = []
+                    for (record, digest), values in zip(batch, params, strict=True):
+                        known = stored.get(record.event_id)
+                        if known is None:
+                            stored[record.event_id] = digest
+                            fresh.append(values)
+                        elif known != digest:
+                            first = first or conflict(record, log)
+                    self._conn.executemany(_INSERT, fresh)
+                except BaseException:
+                    self._conn.rollback()
+                    raise
+                self._conn.commit()
+            except (sqlite3.Error, OverflowError, UnicodeError, TypeError, ValueError) as exc:
+                raise _classify(exc) from exc
+        if first is not None:
+            raise first
+
+    def _stored_digests(self, event_ids: list[uuid.UUID]) -> dict[uuid.UUID, bytes]:
+        """Content digests of the already stored records among ``event_ids``."""
+        found: dict[uuid.UUID, bytes] = {}
+        unique = list(dict.fromkeys(str(event_id) for event_id in event_ids))
+        for start in range(0, len(unique), _LOOKUP_CHUNK):
+            chunk = unique[start : start + _LOOKUP_CHUNK]
+            marks = ", ".join("?" for _ in chunk)
+            rows = self._conn.execute(
+                f"{_SELECT} WHERE event_id IN ({marks})", tuple(chunk)
+            ).fetchall()
+            for values in rows:
+                record = _from_tuple(values)
+                found[record.event_id] = content_digest(record)
+        return found
 
     # -- reads -----------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,8 +12,10 @@ import pytest
 
 from consumer.differ import records_for_event
 from consumer.query import AuditQuery
+from consumer.sinks.base import RecordRejected
 from consumer.sinks.sqlite import SQLiteStore
 from consumer.testing import make_event, make_record
+from sqla_audit.errors import StoreError
 
 T0 = dt.datetime(2026, 1, 10, 12, 0, 0, tzinfo=dt.UTC)
 
@@ -96,3 +99,48 @@ def test_chunks_grow_when_rows_are_filtered_out(store: SQLiteStore, limits: list
     assert list(page.items) == [record for record, _ in reversed(moves)][:30]
     assert page.next_page is not None
     assert limits == [31, 62]  # half of the first 31 rows were departures
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (sqlite3.OperationalError("database is locked"), StoreError),
+        (sqlite3.OperationalError("disk I/O error"), StoreError),
+        (sqlite3.OperationalError("unable to open database file"), StoreError),
+        (sqlite3.ProgrammingError("Cannot operate on a closed database."), StoreError),
+        (sqlite3.OperationalError("string or blob too big"), RecordRejected),
+        (sqlite3.DataError("string or blob too big"), RecordRejected),
+        (sqlite3.IntegrityError("NOT NULL constraint failed"), RecordRejected),
+        (sqlite3.InterfaceError("Error binding parameter 3"), RecordRejected),
+        (
+            sqlite3.ProgrammingError("Error binding parameter 1: type 'dict' is not supported"),
+            RecordRejected,
+        ),
+        (OverflowError("Python int too large to convert to SQLite INTEGER"), RecordRejected),
+        (UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"), RecordRejected),
+    ],
+)
+def test_write_errors_are_classified(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, error: Exception, kind: type
+) -> None:
+    """A problem of one record is RecordRejected; only the database failing is a StoreError."""
+
+    class Failing:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self._conn = conn
+
+        def executemany(self, sql: str, params: object) -> None:
+            raise error
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._conn, name)
+
+    monkeypatch.setattr(store, "_conn", Failing(store._conn))
+    with pytest.raises(kind) as caught:
+        store.write([make_record(committed_at=T0)])
+    if kind is StoreError:
+        assert not isinstance(caught.value, RecordRejected)
+    else:
+        assert not isinstance(caught.value, StoreError)
+    monkeypatch.undo()
+    store.write([make_record(committed_at=T0, record_id="2")])  # the transaction was ended
