@@ -63,7 +63,13 @@ from sqla_audit.config import (
 )
 from sqla_audit.context import AuditContext, current_context
 from sqla_audit.events import Actor, Operation, make_record_id, utcnow
-from sqla_audit.serialization import MASKED_VALUE, PASSTHROUGH_TYPES, JSONValue, encode_value
+from sqla_audit.serialization import (
+    MASKED_VALUE,
+    PASSTHROUGH_TYPES,
+    JSONValue,
+    encode_mapping,
+    encode_value,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -832,9 +838,7 @@ class Capturer:
             extra = hook(session, change)
             if not extra:
                 return change
-            encoded = {
-                str(key): encode_value(value, fallback="repr") for key, value in extra.items()
-            }
+            encoded = encode_mapping(extra, fallback="repr")
         except Exception as exc:
             logger.exception("audit metadata_hook failed for %s %s", change.table, change.record_id)
             self.report(exc)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import Token
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from contextvars_extras import ContextVarExt
 
 from sqla_audit.errors import ConfigurationError
 from sqla_audit.events import Actor
-from sqla_audit.serialization import JSONValue, encode_value
+from sqla_audit.serialization import JSONValue, encode_mapping, escape_surrogates, is_plain_text
 from sqla_audit.tracing import trace_metadata
 
 #: What callers may pass as an actor: an :class:`Actor`, a string id or an integer id.
@@ -60,8 +61,10 @@ def coerce_actor(value: ActorLike | None) -> Actor | None:
 
     ``bool`` is rejected although it is an ``int``: ``True`` as a user id is a bug.
     """
-    if value is None or isinstance(value, Actor):
+    if value is None:
         return value
+    if isinstance(value, Actor):
+        return _valid_actor(value)
     if isinstance(value, bool):
         raise TypeError("an actor cannot be a bool; pass an id (str or int) or an Actor")
     if isinstance(value, int):
@@ -69,8 +72,20 @@ def coerce_actor(value: ActorLike | None) -> Actor | None:
     if isinstance(value, str):
         if not value:
             raise ValueError("an actor id cannot be empty")
-        return Actor(id=value)
+        return Actor(id=escape_surrogates(value))
     raise TypeError(f"an actor must be an Actor, a str or an int, not {type(value).__name__}")
+
+
+def _valid_actor(actor: Actor) -> Actor:
+    """``actor`` as valid Unicode: surrogates in its id and attribute keys are escaped
+    (:func:`~sqla_audit.serialization.escape_surrogates`) and attribute values holding
+    them are encoded (``utf16`` tag), so the actor can never make an event unpublishable."""
+    text = (
+        json.dumps(actor.attributes, ensure_ascii=False, default=repr) if actor.attributes else ""
+    )
+    if is_plain_text(actor.id) and is_plain_text(text):
+        return actor
+    return Actor(id=escape_surrogates(actor.id), attributes=encode_mapping(actor.attributes))
 
 
 def _check_request_id(value: str | None) -> str | None:
@@ -87,7 +102,7 @@ def _check_request_id(value: str | None) -> str | None:
 
 def _encode_metadata(metadata: Mapping[str, Any]) -> dict[str, JSONValue]:
     try:
-        return {key: encode_value(value, fallback="error") for key, value in metadata.items()}
+        return encode_mapping(metadata, fallback="error")
     except TypeError as exc:  # SerializationError is a TypeError
         raise ConfigurationError(f"audit metadata must be serializable: {exc}") from exc
 

@@ -14,6 +14,11 @@ time          :class:`datetime.time` (naive or aware)      ISO 8601; ``"tz"`` as
 timedelta     :class:`datetime.timedelta`                  ``[days, seconds, microseconds]``
 uuid          :class:`uuid.UUID`                           canonical hyphenated text
 bytes         ``bytes`` / ``bytearray`` / ``memoryview``   standard base64
+utf16         ``str`` holding surrogate code points        standard base64 of its UTF-16-BE
+              (lone surrogates: not valid Unicode, no      code units (``surrogatepass``)
+              UTF-8 form)
+pairs         a ``dict`` with a key holding surrogates     ``[[key, value], ...]``, keys and
+                                                           values encoded, in dict order
 enum          :class:`enum.Enum` member                    encoded ``.value``; ``"name"`` and
                                                            ``"cls"`` (``module:QualName``)
 float         non-finite ``float``                         ``"nan"``, ``"inf"``, ``"-inf"``
@@ -26,6 +31,14 @@ masked        a masked column (value withheld)            ``null``
 ``str``, ``int``, ``bool``, ``None`` and finite ``float`` pass through unchanged; lists
 and tuples become arrays (ARRAY columns come back as lists) and dicts become objects with
 their values encoded, so JSON columns round-trip exactly.
+
+Text that is not valid Unicode. A Python ``str`` may hold surrogate code points
+(U+D800..U+DFFF, e.g. ``"\ud800"`` from ``json.loads`` or ``surrogateescape``); no UTF-8
+text can, so such a value would make the outbox INSERT or the SNS request fail. It travels
+as the ``utf16`` tag instead, at any depth, and decodes to the exact string -- with one
+limit of UTF-16 itself: a high surrogate directly followed by a low one reads back as the
+single character that pair encodes. A dict with such a key becomes the ``pairs`` tag (JSON
+object keys cannot be tagged). Valid text, ASCII above all, pays one ``isascii()`` check.
 
 Fallback policy: a value of a type not listed above is encoded with the ``repr`` tag when
 ``fallback="repr"`` (the default at run time; the value is then readable but not
@@ -41,6 +54,7 @@ import decimal
 import enum
 import importlib
 import math
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -58,8 +72,47 @@ _PASSTHROUGH: Final = (str, int, bool, type(None))
 #: Exact types whose values are their own encoding. Checked with ``type(value) in ...``
 #: before anything else: most column values are of these types, and one set lookup is
 #: cheaper than the ``isinstance`` chain. Subclasses (``IntEnum``, ``StrEnum``, a ``str``
-#: subclass) are not in it and take the chain, which handles them as before.
-PASSTHROUGH_TYPES: Final[frozenset[type]] = frozenset({str, int, bool, type(None)})
+#: subclass) are not in it and take the chain, which handles them as before. ``str`` is
+#: not in it: a string is its own encoding only when it is valid Unicode (see
+#: :func:`is_plain_text`).
+PASSTHROUGH_TYPES: Final[frozenset[type]] = frozenset({int, bool, type(None)})
+
+#: A surrogate code point: a ``str`` holding one has no UTF-8 (nor any Unicode) form.
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def is_plain_text(value: str) -> bool:
+    """True when ``value`` is valid Unicode, so its own encoding (ASCII is checked in C)."""
+    return value.isascii() or _SURROGATE.search(value) is None
+
+
+def escape_surrogates(value: str) -> str:
+    """``value`` with each surrogate code point written as its escape (``\\ud800``, six
+    ASCII characters): valid Unicode, readable, but not reversible.
+
+    The rule for text a tag cannot carry because the envelope needs a plain string there:
+    the actor id and the keys of ``metadata`` and ``actor.attributes``. Valid text is
+    returned unchanged.
+    """
+    if is_plain_text(value):
+        return value
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def encode_mapping(
+    mapping: Mapping[Any, Any], *, fallback: Fallback = "repr"
+) -> dict[str, JSONValue]:
+    """A JSON object of ``mapping``: values encoded, keys as text with surrogates escaped
+    (see :func:`escape_surrogates`). Used for ``metadata`` and actor attributes."""
+    return {
+        escape_surrogates(str(key)): encode_value(item, fallback=fallback)
+        for key, item in mapping.items()
+    }
+
+
+def _encode_utf16(value: str) -> dict[str, JSONValue]:
+    units = value.encode("utf-16-be", "surrogatepass")
+    return {TAG: "utf16", "v": base64.b64encode(units).decode("ascii")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,12 +199,18 @@ def encode_value(value: Any, *, fallback: Fallback = "repr") -> JSONValue:
     """Encode one column value to JSON-safe data, tagging what JSON would lose."""
     plain: JSONValue = value  # typed view of the pass-through case
     kind = type(value)
+    if kind is str:
+        return (
+            plain if value.isascii() or _SURROGATE.search(value) is None else _encode_utf16(value)
+        )
     if kind in PASSTHROUGH_TYPES or (kind is float and math.isfinite(value)):
         return plain
     exact = _EXACT.get(kind)
     if exact is not None:
         return exact(value)
     if isinstance(value, _PASSTHROUGH) and not isinstance(value, enum.Enum):
+        if isinstance(value, str) and not is_plain_text(value):
+            return _encode_utf16(str(value))
         return value
     if isinstance(value, float):
         if math.isfinite(value):
@@ -187,7 +246,10 @@ def encode_value(value: Any, *, fallback: Fallback = "repr") -> JSONValue:
                 raise SerializationError(
                     f"mapping key {raw_key!r} is not a string; JSON objects need string keys"
                 )
-            encoded[str(raw_key)] = encode_value(item, fallback=fallback)
+            key = str(raw_key)
+            if not is_plain_text(key):
+                return _encode_pairs(value, fallback)
+            encoded[key] = encode_value(item, fallback=fallback)
         if TAG in encoded:
             return _tagged("object", encoded)
         return encoded
@@ -206,6 +268,15 @@ def encode_value(value: Any, *, fallback: Fallback = "repr") -> JSONValue:
             "configure the column as excluded, or use fallback='repr'"
         )
     return _tagged("repr", repr(value), type=_qualname(type(value)))
+
+
+def _encode_pairs(value: Mapping[Any, Any], fallback: Fallback) -> JSONValue:
+    """A mapping with a key that is not valid Unicode, as ``[[key, value], ...]``."""
+    pairs: list[JSONValue] = [
+        [encode_value(str(key), fallback=fallback), encode_value(item, fallback=fallback)]
+        for key, item in value.items()
+    ]
+    return _tagged("pairs", pairs)
 
 
 def encode_row(row: Mapping[str, Any], *, fallback: Fallback = "repr") -> dict[str, JSONValue]:
@@ -278,6 +349,10 @@ def _decode_tagged(obj: dict[str, Any], resolver: EnumResolver | None) -> Any:
             return uuid.UUID(raw)
         if tag == "bytes":
             return base64.b64decode(raw, validate=True)
+        if tag == "utf16":
+            return base64.b64decode(raw, validate=True).decode("utf-16-be", "surrogatepass")
+        if tag == "pairs":
+            return {_decode(key, resolver): _decode(item, resolver) for key, item in raw}
         if tag == "float":
             return float(raw)
         if tag == "set":
@@ -345,9 +420,12 @@ __all__ = [
     "Unserializable",
     "decode_row",
     "decode_value",
+    "encode_mapping",
     "encode_row",
     "encode_value",
+    "escape_surrogates",
     "import_enum",
     "is_nested",
+    "is_plain_text",
     "registry_resolver",
 ]

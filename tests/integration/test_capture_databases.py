@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -31,6 +32,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from sqla_audit import audit_context, install_audit, uninstall_audit
+from sqla_audit.events import ChangeEvent
+from sqla_audit.outbox import OutboxWriter, outbox_table
 from sqla_audit.publishers.memory import InMemoryPublisher
 from sqla_audit.serialization import decode_row, registry_resolver
 from sqla_audit.testing import assert_valid_events
@@ -318,3 +321,54 @@ def test_postgres_array_jsonb_and_aware_datetime(postgres_engine: Engine) -> Non
     assert loaded_at == at
     assert (update.changed_columns, update.after["tags"]) == (("tags",), ["a", "b", "c"])
     assert_valid_events(publisher.events)
+
+
+class _JSONText(sa.TypeDecorator[Any]):
+    """JSON kept as escaped text: MariaDB's JSON type refuses a lone surrogate itself."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        return None if value is None else json.dumps(value)
+
+    def process_result_value(self, value: str | None, dialect: Any) -> Any:
+        return None if value is None else json.loads(value)
+
+
+def test_lone_surrogate_in_json_commits_in_outbox_mode(db_engine: Engine) -> None:
+    """A JSON value with lone surrogates commits in outbox mode; the row decodes to it exactly."""
+
+    class SurrogateBase(DeclarativeBase):
+        pass
+
+    class Note(SurrogateBase):
+        __tablename__ = "surrogate_notes"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        doc: Mapped[Any] = mapped_column(sa.JSON().with_variant(_JSONText(), "mariadb", "mysql"))
+
+    table = outbox_table(SurrogateBase.metadata, name="surrogate_outbox")
+    SurrogateBase.metadata.drop_all(db_engine)
+    SurrogateBase.metadata.create_all(db_engine)
+    maker = sessionmaker(db_engine)
+    doc = {"text": "\ud800", "k\udfff": ["a\udc80b", {"deep": "\udbff", "ok": "é"}]}
+    install_audit(maker, outbox=OutboxWriter(table), service="notes")
+    try:
+        with maker.begin() as session:
+            session.add(Note(id=1, doc=doc))
+        with maker.begin() as session:
+            session.get_one(Note, 1).doc = {**doc, "text": "x\udc00"}
+        with maker() as session:
+            stored = session.get_one(Note, 1).doc
+            payloads = session.scalars(sa.select(table.c.payload).order_by(table.c.id)).all()
+    finally:
+        uninstall_audit(maker)
+        SurrogateBase.metadata.drop_all(db_engine)
+    assert stored == {**doc, "text": "x\udc00"}
+    insert, update = (ChangeEvent.from_json(payload) for payload in payloads)
+    assert insert.after is not None
+    assert update.before is not None
+    assert update.after is not None
+    assert decode_row(insert.after)["doc"] == doc
+    assert decode_row(update.before)["doc"] == doc
+    assert decode_row(update.after)["doc"] == {**doc, "text": "x\udc00"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import enum
+import itertools
 import json
 import math
 import uuid
@@ -351,3 +352,71 @@ def test_zoned_datetimes_keep_wall_time_and_fold(wall: dt.datetime, fold: int, z
     restored = _wire(value)
     assert _same(restored, value)
     assert restored.fold == value.fold
+
+
+# --------------------------------------------------------------------------- lone surrogates
+
+#: Text that may hold surrogate code points (``st.text()`` leaves them out). A high surrogate
+#: directly followed by a low one is left out: UTF-16 cannot tell that pair of code points
+#: from the astral character it encodes (see ``test_an_adjacent_surrogate_pair_...``).
+surrogate_text = st.text(st.characters(categories=["Cs"]) | st.characters()).filter(
+    lambda text: (
+        not any(
+            "\ud800" <= a <= "\udbff" and "\udc00" <= b <= "\udfff"
+            for a, b in itertools.pairwise(text)
+        )
+    )
+)
+surrogate_documents = st.recursive(
+    st.none() | st.integers() | surrogate_text,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(surrogate_text | st.just("$type"), children, max_size=4)
+        | st.frozensets(surrogate_text, max_size=3).map(set)
+    ),
+    max_leaves=12,
+)
+
+
+def _utf8_wire(value: Any) -> Any:
+    """Encode, write as UTF-8 JSON (as an outbox row or an SNS message), read back, decode."""
+    data = json.dumps(encode_value(value), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    return decode_value(json.loads(data.decode("utf-8")))
+
+
+@given(surrogate_documents)
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+def test_text_with_lone_surrogates_round_trips_through_utf8(value: Any) -> None:
+    """Strings, nested strings and keys with lone surrogates survive UTF-8 JSON exactly."""
+    assert _same(_utf8_wire(value), value), (value, encode_value(value))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("\ud800", {"$type": "utf16", "v": "2AA="}),
+        ("a\udfffb", {"$type": "utf16", "v": "AGHf/wBi"}),
+        (["ok", "\udc80"], ["ok", {"$type": "utf16", "v": "3IA="}]),
+        (
+            {"k\ud800": 1, "plain": "x"},
+            {"$type": "pairs", "v": [[{"$type": "utf16", "v": "AGvYAA=="}, 1], ["plain", "x"]]},
+        ),
+    ],
+)
+def test_lone_surrogates_take_the_utf16_tag(value: Any, expected: Any) -> None:
+    """A str with lone surrogates is tagged utf16 (base64 of UTF-16-BE); such keys make pairs."""
+    encoded = encode_value(value)
+    assert encoded == expected
+    assert _same(decode_value(encoded), value)
+
+
+def test_valid_text_is_not_tagged() -> None:
+    """ASCII, accented and astral text pass through unchanged (no utf16 tag)."""
+    for text in ("plain", "déjà vu", "\U0001f600 ok", ""):
+        assert encode_value(text) is text
+        assert encode_value({text: [text]}) == {text: [text]}
+
+
+def test_an_adjacent_surrogate_pair_decodes_as_its_character() -> None:
+    """A high+low surrogate pair of code points is sent as UTF-16 and read back as one character."""
+    assert decode_value(encode_value("\ud83d\ude00")) == "\U0001f600"
