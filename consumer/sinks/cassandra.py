@@ -34,14 +34,34 @@ read touches one partition per bucket (found through ``record_buckets``), and a 
 tables whose rows change thousands of times a day; it cannot be changed on an existing
 keyspace.
 
-Writes use prepared, idempotent ``INSERT`` statements: an event replayed after a crash or a
-redelivery rewrites the same cells. They are sent asynchronously with at most
-``max_in_flight`` requests outstanding across all threads.
+``event_digests``
+    one row per stored ``event_id`` with the SHA-256 of its content
+    (:func:`~consumer.sinks.base.content_digest`): what tells a redelivery from a conflict.
+
+Writes use prepared, idempotent ``INSERT`` statements, sent asynchronously with at most
+``max_in_flight`` requests outstanding across all threads. A write first reads the digests
+of its event ids (one single-partition read each, concurrently); a record whose digest is
+stored and equal is a redelivery and is skipped, one whose digest differs is a conflict
+(:class:`~consumer.sinks.base.RecordConflict`, the stored record kept); the others are
+written, and their digests only after all their rows are, so a stored digest means a
+complete record and an interrupted write is simply written again. Two *concurrent*
+deliveries of one event id with different content can both pass the read (a window of one
+round trip); docs/cql.md describes it.
+
+Absent values (``before`` of an insert, ``after`` of a delete, ``previous_record_id``,
+``request_id``, the actor) are bound as ``UNSET_VALUE``, never ``None``: a ``None`` bound in
+an ``INSERT`` writes a tombstone. This needs native protocol 4 or later.
+
+Errors: a value the driver cannot bind (an ``int`` out of range, text that is not valid
+Unicode) and Cassandra's ``InvalidRequest`` concern one record and raise
+:class:`~consumer.sinks.base.RecordRejected`; everything else (no host, timeouts,
+unavailable, overloaded) is a retryable :class:`~sqla_audit.errors.StoreError`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import uuid
 from collections import deque
@@ -50,8 +70,18 @@ from typing import Any, Final
 
 from consumer.config import CassandraConfig, CassandraSchemaConfig
 from consumer.records import AuditRecord, record_from_row, record_to_row
-from consumer.sinks.base import Page, RecordRejected, Window, paginate
+from consumer.sinks.base import (
+    Page,
+    RecordConflict,
+    RecordRejected,
+    Window,
+    conflict,
+    content_digest,
+    paginate,
+)
 from sqla_audit.errors import ConfigurationError, StoreError
+
+log = logging.getLogger(__name__)
 
 _MIN_UUID: Final = uuid.UUID(int=0)
 _MAX_UUID: Final = uuid.UUID(int=(1 << 128) - 1)
@@ -160,12 +190,21 @@ class CassandraSchema:
                 "sequence ASC, event_id ASC",
             ),
         ]
+        ttl = (
+            f"\n  AND default_time_to_live = {self.config.ttl_seconds}"
+            if self.config.ttl_seconds
+            else ""
+        )
+        digest_ttl = (
+            f" WITH default_time_to_live = {self.config.ttl_seconds}"
+            if self.config.ttl_seconds
+            else ""
+        )
+        out.append(
+            f"CREATE TABLE IF NOT EXISTS {ks}.event_digests (\n"
+            f"    event_id uuid PRIMARY KEY,\n    digest blob\n){digest_ttl}"
+        )
         if self.bucketed:
-            ttl = (
-                f"\n  AND default_time_to_live = {self.config.ttl_seconds}"
-                if self.config.ttl_seconds
-                else ""
-            )
             out.append(
                 f"CREATE TABLE IF NOT EXISTS {ks}.record_buckets (\n"
                 "    table_name text,\n    record_id text,\n    bucket int,\n"
@@ -255,9 +294,16 @@ def _classify(exc: BaseException) -> Exception:
     """Driver errors -> the sqla-audit tree: invalid requests are permanent, rest retryable."""
     from cassandra import InvalidRequest  # noqa: PLC0415
 
+    if isinstance(exc, RecordRejected):
+        return exc
     if isinstance(exc, InvalidRequest):
         return RecordRejected(f"Cassandra rejected a record: {exc}")
     return _store_error("Cassandra write failed", exc)
+
+
+def _absent_unset(values: tuple[Any, ...], unset: Any) -> tuple[Any, ...]:
+    """``values`` with every ``None`` replaced by the driver's ``UNSET_VALUE``."""
+    return tuple(unset if value is None else value for value in values)
 
 
 # --------------------------------------------------------------------------- the store
@@ -287,6 +333,15 @@ class CassandraStore:
         self._timeout = request_timeout
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._closed = False
+        protocol = getattr(getattr(session, "cluster", None), "protocol_version", None)
+        if isinstance(protocol, int) and protocol < 4:
+            raise ConfigurationError(
+                f"the Cassandra store needs native protocol 4 or later (got {protocol}): "
+                "absent values are left unset, which protocol 3 cannot express"
+            )
+        from cassandra.query import UNSET_VALUE  # noqa: PLC0415 - heavy, optional dependency
+
+        self._unset = UNSET_VALUE
         self._prepare()
 
     @classmethod
@@ -328,11 +383,15 @@ class CassandraStore:
                 if self._schema.bucketed
                 else None
             )
+            self._insert_digest = prepare(insert("event_digests", ("event_id", "digest")))
+            self._digest = prepare(f"SELECT digest FROM {ks}.event_digests WHERE event_id = ?")
             for statement in (
                 self._insert_record,
                 self._insert_actor,
                 self._insert_txn,
                 self._insert_bucket,
+                self._insert_digest,
+                self._digest,
             ):
                 if statement is not None:
                     statement.is_idempotent = True
@@ -380,7 +439,8 @@ class CassandraStore:
         row = record_to_row(record)
         row["event_time"] = row["event_time_us"] // 1000  # == to_millis(record.event_time)
         row["occurred_at"] = row["occurred_at_us"] // 1000
-        values = tuple(map(row.__getitem__, _NAMES))
+        # absent values stay unset: a bound None would write a tombstone
+        values = _absent_unset(tuple(map(row.__getitem__, _NAMES)), self._unset)
         if self._insert_bucket is not None:
             bucket = bucket_of(record.event_time, self._bucket)
             yield self._insert_record, (*values, bucket)
@@ -393,57 +453,127 @@ class CassandraStore:
         if record.actor_id is not None:
             yield self._insert_actor, (*values, record.day)
 
-    def _settle(self, future: Any, errors: list[BaseException]) -> None:
-        """Wait for one sent request and give its in-flight slot back."""
+    def _settle(self, future: Any, errors: list[BaseException]) -> Any:
+        """Wait for one sent request, give its in-flight slot back; its result or None."""
         try:
-            future.result()
-        except Exception as exc:  # noqa: BLE001 - any driver error; classified in write()
+            return future.result()
+        except Exception as exc:  # noqa: BLE001 - any driver error; classified by the caller
             errors.append(exc)
+            return None
         finally:
             self._slots.release()
 
-    def write(self, records: Iterable[AuditRecord]) -> None:
-        """Send every statement of ``records`` (at most ``max_in_flight`` requests in flight
-        across all threads), wait for all of them, then raise the first failure.
+    def _bind(self, record: AuditRecord, statement: Any, params: tuple[Any, ...]) -> Any:
+        """The bound statement; a value the driver refuses is that record's problem."""
+        try:
+            bound = statement.bind(params)
+            _ = bound.routing_key  # computed now: a key component over 64 KiB fails here
+        except Exception as exc:  # the driver raises TypeError, ValueError, struct.error...
+            raise RecordRejected(
+                f"Cassandra cannot bind record {record.event_id}: {type(exc).__name__}: {exc}"
+            ) from exc
+        return bound
 
-        A slot is taken before each request and given back by the writing thread when it
+    def _run(self, requests: Iterable[tuple[AuditRecord, Any, tuple[Any, ...]]]) -> list[Any]:
+        """Send every request (at most ``max_in_flight`` in flight across all threads), wait
+        for all of them, then raise the worst failure: a retryable one if any (the store is
+        failing), else the first refused record. Returns the results in order.
+
+        A slot is taken before each request and given back by the sending thread when it
         collects the result -- no callback per request on the driver's event loop, whose
         thread would otherwise compete with the pollers for the GIL. A thread that finds
-        the window full settles its own oldest request first, so a write larger than the
+        the window full settles its own oldest request first, so a run larger than the
         window never waits for slots only it could free.
         """
         slots = self._slots
-        pending: deque[Any] = deque()
+        pending: deque[tuple[int, Any]] = deque()
+        results: list[Any] = []
         errors: list[BaseException] = []
         send_error: BaseException | None = None
+
+        def settle_oldest() -> None:
+            index, future = pending.popleft()
+            results[index] = self._settle(future, errors)
+
         try:
-            for record in records:
-                for statement, params in self._statements_for(record):
-                    while not slots.acquire(blocking=False):
-                        if not pending:
-                            slots.acquire()
-                            break
-                        self._settle(pending.popleft(), errors)
-                    try:
-                        future = self._session.execute_async(
-                            statement, params, timeout=self._timeout
-                        )
-                    except Exception as exc:  # noqa: BLE001 - any driver error; classified below
-                        slots.release()
-                        send_error = exc
-                        break
-                    pending.append(future)
-                if send_error is not None:
+            for record, statement, params in requests:
+                try:
+                    bound = self._bind(record, statement, params)
+                except RecordRejected as exc:
+                    send_error = exc
                     break
+                while not slots.acquire(blocking=False):
+                    if not pending:
+                        slots.acquire()
+                        break
+                    settle_oldest()
+                try:
+                    future = self._session.execute_async(bound, timeout=self._timeout)
+                except Exception as exc:  # noqa: BLE001 - any driver error; classified below
+                    slots.release()
+                    send_error = exc
+                    break
+                results.append(None)
+                pending.append((len(results) - 1, future))
             while pending:  # wait for everything sent, even after a failure
-                self._settle(pending.popleft(), errors)
+                settle_oldest()
         except BaseException:
             for _ in pending:  # interrupted: never leak the slots of requests still out
                 slots.release()
             raise
-        first_error = send_error or (errors[0] if errors else None)
-        if first_error is not None:
-            raise _classify(first_error) from first_error
+        failures = [(exc, _classify(exc)) for exc in (send_error, *errors) if exc is not None]
+        if failures:
+            outages = [pair for pair in failures if not isinstance(pair[1], RecordRejected)]
+            original, worst = outages[0] if outages else failures[0]
+            if worst is original:
+                raise worst
+            raise worst from original
+        return results
+
+    def _stored_digests(self, records: list[AuditRecord]) -> dict[uuid.UUID, bytes]:
+        """The stored content digest of each of ``records`` that has one."""
+        results = self._run((record, self._digest, (record.event_id,)) for record in records)
+        found: dict[uuid.UUID, bytes] = {}
+        for record, result in zip(records, results, strict=True):
+            row = result.one() if result is not None else None
+            if row is not None and row["digest"] is not None:
+                found[record.event_id] = bytes(row["digest"])
+        return found
+
+    def write(self, records: Iterable[AuditRecord]) -> None:
+        """Write the new records, skip redeliveries, refuse conflicts (see the module
+        docstring); the digests of the written records go last."""
+        unique: dict[uuid.UUID, tuple[AuditRecord, bytes]] = {}
+        first: RecordConflict | None = None
+        for record in records:
+            digest = content_digest(record)  # RecordRejected: a record no store can hold
+            seen = unique.get(record.event_id)
+            if seen is None:
+                unique[record.event_id] = (record, digest)
+            elif seen[1] != digest:
+                first = first or conflict(record, log)
+        if not unique:
+            if first is not None:
+                raise first
+            return
+        stored = self._stored_digests([record for record, _ in unique.values()])
+        fresh: list[tuple[AuditRecord, bytes]] = []
+        for event_id, (record, digest) in unique.items():
+            known = stored.get(event_id)
+            if known is None:
+                fresh.append((record, digest))
+            elif known != digest:
+                first = first or conflict(record, log)
+        self._run(
+            (record, statement, params)
+            for record, _ in fresh
+            for statement, params in self._statements_for(record)
+        )
+        self._run(
+            (record, self._insert_digest, (record.event_id, digest)) for record, digest in fresh
+        )
+        if first is not None:
+            raise first
 
     # -- reads -----------------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import re
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -13,11 +15,11 @@ from cassandra_support import CASSANDRA_LOCAL_DC, cassandra_config, split_contac
 from consumer.cli import main
 from consumer.differ import records_for_event
 from consumer.records import AuditRecord
-from consumer.sinks.base import AuditStore
+from consumer.sinks.base import AuditStore, RecordRejected
 from consumer.sinks.cassandra import CassandraStore, apply_schema
 from consumer.testing import make_event, make_record
-from sqla_audit.errors import ConfigurationError
-from sqla_audit.events import Actor
+from sqla_audit.errors import ConfigurationError, StoreError
+from sqla_audit.events import Actor, Operation
 
 if TYPE_CHECKING:
     from cassandra.cluster import Session
@@ -217,3 +219,91 @@ def test_plain_cql_reads_the_primary_table(
     finally:
         store.close()
         cassandra_session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+
+
+def _tombstones_read(session: Session, query: str, params: tuple[object, ...]) -> tuple[int, int]:
+    """(live rows, tombstone cells) Cassandra reports in the trace of one read."""
+    result = session.execute(query, params, trace=True)
+    trace = result.get_query_trace(max_wait_sec=10)
+    counts = [
+        (int(found.group(1)), int(found.group(2)))
+        for event in trace.events
+        if (
+            found := re.search(r"Read (\d+) live rows and (\d+) tombstone cells", event.description)
+        )
+    ]
+    assert counts, [event.description for event in trace.events]
+    return sum(c[0] for c in counts), sum(c[1] for c in counts)
+
+
+def test_absent_values_write_no_tombstones(
+    cassandra_contact: str, cassandra_session: Session
+) -> None:
+    """Absent values (before of inserts, after of deletes, previous_record_id, request_id,
+    actor) are left unset: a traced read of the partitions finds 0 tombstone cells, and the
+    rows read back with those fields None."""
+    keyspace = f"sqla_audit_tomb_{uuid.uuid4().hex[:8]}"
+    config = cassandra_config(cassandra_contact, keyspace)
+    apply_schema(config)
+    store = CassandraStore.connect(config)
+    try:
+        rid = fresh_id()
+        inserts = [
+            make_record(
+                record_id=rid,
+                operation=Operation.INSERT,
+                committed_at=T0 + dt.timedelta(seconds=i),
+                actor=None,
+                request_id=None,
+            )
+            for i in range(20)
+        ]
+        deletes = [
+            make_record(
+                record_id=rid,
+                operation=Operation.DELETE,
+                committed_at=T0 + dt.timedelta(hours=1, seconds=i),
+            )
+            for i in range(20)
+        ]
+        store.write([*inserts, *deletes])
+        live, tombstones = _tombstones_read(
+            cassandra_session,
+            f"SELECT * FROM {keyspace}.changes_by_record WHERE table_name = %s AND record_id = %s",
+            ("accounts", rid),
+        )
+        assert (live, tombstones) == (40, 0)
+        txn_live, txn_tombstones = _tombstones_read(
+            cassandra_session,
+            f"SELECT * FROM {keyspace}.changes_by_transaction WHERE transaction_id = %s",
+            (inserts[0].transaction_id,),
+        )
+        assert (txn_live, txn_tombstones) == (1, 0)
+        history = store.history("accounts", rid, limit=100).items
+        assert list(history) == list(reversed([*inserts, *deletes]))
+        assert history[-1].before is None
+        assert history[-1].actor_id is None
+        assert history[-1].request_id is None
+        assert history[-1].previous_record_id is None
+        assert history[0].after is None
+    finally:
+        store.close()
+        cassandra_session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+
+
+def test_driver_and_server_refusals_are_per_record(store: AuditStore) -> None:
+    """Below the shared checks: values the driver refuses at bind (an int beyond 32 bits,
+    a lone surrogate) and a request Cassandra refuses (a partition key over 64 KiB) are
+    RecordRejected, never a retryable StoreError."""
+    assert isinstance(store, CassandraStore)
+    good = make_record(record_id=fresh_id(), committed_at=T0)
+    big = dataclasses.replace(good, sequence=2**40)
+    surrogate = dataclasses.replace(good, table="accounts\ud800")
+    long_key = dataclasses.replace(good, record_id="k" * 70_000)  # the driver refuses it
+    long_pair = dataclasses.replace(good, table="t" * 33_000, record_id="k" * 33_000)  # server
+    for bad in (big, surrogate, long_key, long_pair):
+        with pytest.raises(RecordRejected) as caught:
+            store._run((bad, statement, params) for statement, params in store._statements_for(bad))
+        assert not isinstance(caught.value, StoreError)
+    store.write([good])
+    assert list(store.history("accounts", good.record_id).items) == [good]

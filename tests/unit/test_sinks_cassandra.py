@@ -8,18 +8,19 @@ from typing import Any
 
 import pytest
 from cassandra import InvalidRequest, OperationTimedOut
+from cassandra.query import UNSET_VALUE
 
 from consumer.config import CassandraSchemaConfig
 from consumer.sinks.base import RecordRejected
 from consumer.sinks.cassandra import CassandraSchema, CassandraStore, bucket_of
 from consumer.testing import make_record
-from sqla_audit.errors import StoreError
+from sqla_audit.errors import ConfigurationError, StoreError
 
 
 def test_default_schema_has_the_three_tables() -> None:
     """The default schema creates the keyspace and three tables, all IF NOT EXISTS."""
     statements = CassandraSchema(CassandraSchemaConfig()).statements()
-    assert len(statements) == 4
+    assert len(statements) == 5
     assert all(" IF NOT EXISTS " in s for s in statements)
     cql = CassandraSchema(CassandraSchemaConfig()).cql()
     assert "'class': 'SimpleStrategy', 'replication_factor': 1" in cql
@@ -30,7 +31,8 @@ def test_default_schema_has_the_three_tables() -> None:
     assert "event_id uuid" in cql
     assert "timeuuid" not in cql
     assert "default_time_to_live" not in cql
-    assert cql.count(";") == 4
+    assert "event_id uuid PRIMARY KEY,\n    digest blob" in cql
+    assert cql.count(";") == 5
 
 
 def test_network_topology_and_ttl() -> None:
@@ -44,7 +46,7 @@ def test_network_topology_and_ttl() -> None:
         )
     ).cql()
     assert "{'class': 'NetworkTopologyStrategy', 'dc1': 3, 'dc2': 2}" in cql
-    assert cql.count("default_time_to_live = 3600") == 3
+    assert cql.count("default_time_to_live = 3600") == 4  # event_digests expire with the rows
     assert "CREATE TABLE IF NOT EXISTS audit.changes_by_record" in cql
 
 
@@ -53,7 +55,7 @@ def test_time_bucket_adds_partition_key_and_bucket_table() -> None:
     cql = CassandraSchema(CassandraSchemaConfig(time_bucket="month", ttl_seconds=60)).cql()
     assert "PRIMARY KEY ((table_name, record_id, bucket), event_time, event_id)" in cql
     assert "CREATE TABLE IF NOT EXISTS sqla_audit.record_buckets" in cql
-    assert cql.count("default_time_to_live = 60") == 4
+    assert cql.count("default_time_to_live = 60") == 5
 
 
 @pytest.mark.parametrize(
@@ -75,9 +77,27 @@ def test_bucket_of_rejects_unknown_granularity() -> None:
 
 
 class _Prepared:
-    def __init__(self, query: str) -> None:
+    def __init__(self, query: str, refuse: Any = None) -> None:
         self.query = query
         self.is_idempotent = False
+        self.refuse = refuse
+
+    def bind(self, params: tuple[Any, ...]) -> _Bound:
+        if self.refuse is not None and self.refuse(params):
+            raise TypeError("Received an argument of invalid type (argument out of range)")
+        return _Bound(self, params)
+
+
+class _Bound:
+    def __init__(self, prepared: _Prepared, params: tuple[Any, ...]) -> None:
+        self.prepared = prepared
+        self.params = params
+        self.routing_key = b"key"
+
+
+class _Result:
+    def one(self) -> None:
+        return None  # no digest stored yet
 
 
 class _Future:
@@ -86,35 +106,39 @@ class _Future:
         self._error = error
         self.collected = False
 
-    def result(self) -> None:
+    def result(self) -> _Result:
         assert not self.collected, "a result is collected once"
         self.collected = True
         with self._session.lock:
             self._session.out -= 1
         if self._error is not None:
             raise self._error
+        return _Result()
 
 
 class _Session:
     """Answers every request at once; counts requests sent and not yet collected."""
 
-    def __init__(self, fail: dict[int, BaseException] | None = None) -> None:
+    def __init__(self, fail: dict[int, BaseException] | None = None, refuse: Any = None) -> None:
         self.fail = fail or {}
+        self.refuse = refuse
         self.lock = threading.Lock()
         self.sent: list[_Future] = []
+        self.bound: list[_Bound] = []
         self.out = 0
         self.most_out = 0
 
     def prepare(self, query: str) -> _Prepared:
-        return _Prepared(query)
+        return _Prepared(query, self.refuse if query.startswith("INSERT") else None)
 
-    def execute_async(self, statement: Any, params: Any, timeout: float) -> _Future:
+    def execute_async(self, bound: _Bound, timeout: float) -> _Future:
         error = self.fail.get(len(self.sent))
         if isinstance(error, ConnectionError):
             raise error
         future = _Future(self, error)
         with self.lock:
             self.sent.append(future)
+            self.bound.append(bound)
             self.out += 1
             self.most_out = max(self.most_out, self.out)
         return future
@@ -143,8 +167,8 @@ def test_a_write_larger_than_the_window_settles_its_own_requests() -> None:
     """A write of more statements than max_in_flight finishes, never above the bound."""
     session = _Session()
     store = _store(session, max_in_flight=4)
-    store.write(_records(10))  # three statements per record (record, transaction, actor)
-    assert len(session.sent) == 30
+    store.write(_records(10))  # per record: digest read, record, transaction, actor, digest
+    assert len(session.sent) == 50
     assert session.most_out == 4
     assert all(future.collected for future in session.sent)
     assert _free_slots(store) == 4
@@ -159,30 +183,91 @@ def test_the_window_is_shared_by_threads() -> None:
         thread.start()
     for thread in threads:
         thread.join(30)
-    assert len(session.sent) == 240
+    assert len(session.sent) == 400
     assert session.most_out <= 5
     assert all(future.collected for future in session.sent)
     assert _free_slots(store) == 5
 
 
 def test_a_refused_record_is_permanent_and_everything_sent_is_collected() -> None:
-    """An InvalidRequest becomes RecordRejected, after every sent request has settled."""
-    session = _Session(fail={4: InvalidRequest("bad"), 7: OperationTimedOut("slow")})
+    """An InvalidRequest becomes RecordRejected, after every sent request has settled; no
+    digest is written for a write that failed."""
+    session = _Session(fail={6: InvalidRequest("bad")})
     store = _store(session, max_in_flight=3)
     with pytest.raises(RecordRejected, match="bad"):
         store.write(_records(4))
-    assert len(session.sent) == 12  # a failed request does not stop the others
+    assert len(session.sent) == 16  # 4 digest reads, 12 rows; a failure does not stop them
     assert all(future.collected for future in session.sent)
     assert _free_slots(store) == 3
 
 
+def test_an_outage_outranks_a_refused_record() -> None:
+    """With a timeout and a refused record in one write, the write is a retryable StoreError."""
+    session = _Session(fail={5: InvalidRequest("bad"), 9: OperationTimedOut("slow")})
+    store = _store(session, max_in_flight=3)
+    with pytest.raises(StoreError, match="slow") as caught:
+        store.write(_records(4))
+    assert not isinstance(caught.value, RecordRejected)
+    assert all(future.collected for future in session.sent)
+
+
+def test_a_value_the_driver_cannot_bind_is_a_refused_record() -> None:
+    """A bind() error (an int out of range, a surrogate) is RecordRejected naming the event,
+    not an outage; the records before it were sent and collected."""
+    huge = 2**40
+    session = _Session(refuse=lambda params: huge in params)
+    store = _store(session, max_in_flight=64)
+    records = _records(3)
+    store.write(records)
+    bad = make_record(record_id="9")
+    object.__setattr__(bad, "sequence", huge)
+    with pytest.raises(RecordRejected, match=str(bad.event_id)) as caught:
+        store._run((bad, statement, params) for statement, params in store._statements_for(bad))
+    assert not isinstance(caught.value, StoreError)
+    assert all(future.collected for future in session.sent)
+    assert _free_slots(store) == 64
+
+
 def test_a_failed_send_stops_sending_and_is_retryable() -> None:
     """A request the driver cannot send ends the write with a retryable StoreError."""
-    session = _Session(fail={5: ConnectionError("no host")})
+    session = _Session(fail={9: ConnectionError("no host")})
     store = _store(session, max_in_flight=64)
     with pytest.raises(StoreError, match="no host") as caught:
         store.write(_records(4))
     assert not isinstance(caught.value, RecordRejected)
-    assert len(session.sent) == 5
+    assert len(session.sent) == 9
     assert all(future.collected for future in session.sent)
     assert _free_slots(store) == 64
+
+
+def test_absent_values_are_bound_unset_never_none() -> None:
+    """before of an insert, after of a delete, previous_record_id, request_id and the actor
+    are bound as UNSET_VALUE (no tombstone), never None."""
+    session = _Session()
+    store = _store(session, max_in_flight=64)
+    insert = make_record(operation="insert", actor=None, request_id=None)
+    delete = make_record(operation="delete")
+    store.write([insert, delete])
+    names = store._insert_record.query.split("(")[1].split(")")[0].split(", ")
+    rows = [b.params for b in session.bound if b.prepared is store._insert_record]
+    assert len(rows) == 2
+    assert all(None not in bound.params for bound in session.bound)
+    first, second = (dict(zip(names, params, strict=True)) for params in rows)
+    by_event = {str(first["event_id"]): first, str(second["event_id"]): second}
+    inserted, deleted = by_event[str(insert.event_id)], by_event[str(delete.event_id)]
+    for name in ("before", "previous_record_id", "request_id", "actor_id"):
+        assert inserted[name] is UNSET_VALUE, name
+    assert deleted["after"] is UNSET_VALUE
+    assert deleted["previous_record_id"] is UNSET_VALUE
+    assert deleted["before"] is not UNSET_VALUE
+
+
+def test_protocol_3_is_refused() -> None:
+    """Leaving values unset needs protocol 4+: an older session is a ConfigurationError."""
+
+    class Old(_Session):
+        class cluster:
+            protocol_version = 3
+
+    with pytest.raises(ConfigurationError, match="protocol 4"):
+        _store(Old(), max_in_flight=4)
