@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from consumer.records import AuditRecord
+from consumer.sinks.base import RecordRejected
 from consumer.sinks.memory import MemoryStore
 from consumer.sources.outbox import OutboxSource
 from consumer.testing import make_event
@@ -210,3 +211,44 @@ def test_application_in_outbox_mode_is_consumed_directly(
         (Operation.UPDATE, "bob"),
     ]
     assert outbox_counts(engine, table) == (0, 0)
+
+
+class RefusingStore(CountingStore):
+    """Refuses, for good, every write holding a record of the table ``refused``, with a
+    reason no text column takes as is (a lone surrogate, a NUL)."""
+
+    def write(self, records: Iterable[AuditRecord]) -> None:
+        batch = list(records)
+        if any(record.table == "refused" for record in batch):
+            raise RecordRejected("value out of range: '\ud800' \x00")
+        super().write(batch)
+
+
+def test_a_poison_row_is_parked_and_its_batch_stored(
+    locking_url: str, engine_factory: Callable[[str], sa.Engine]
+) -> None:
+    """A row the store refuses for good is parked with its reason inside the lease that
+    deletes the valid rows of its batch; none of them is retried."""
+    app = engine_factory(locking_url)
+    valid = events(19)
+    poison = make_event(table="refused", record_id="p")
+    write_events(app, [*valid[:7], poison, *valid[7:]])
+    store = RefusingStore()
+    source = OutboxSource(engine_factory(locking_url), poll_interval=0.02)
+    worker = Worker(source, store, concurrency=2, batch_size=10, wait_seconds=0.1)
+    worker.start()
+    try:
+        wait_for(lambda: outbox_counts(app) == (0, 1), 60)
+    finally:
+        worker.stop()
+        worker.join(30)
+        source.close()
+    assert set(store.writes) == {event.event_id for event in valid}
+    assert set(store.writes.values()) == {1}
+    table = outbox_table()
+    with app.connect() as connection:
+        [(event_id, error)] = connection.execute(
+            sa.select(table.c.event_id, table.c.last_error).where(table.c.failed_at.is_not(None))
+        ).all()
+    assert event_id == str(poison.event_id)
+    assert "value out of range" in error
