@@ -55,6 +55,7 @@ from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
+from sqla_audit import shutdown
 from sqla_audit.delivery import report_failure
 from sqla_audit.errors import (
     AuditError,
@@ -605,6 +606,7 @@ class SNSPublisher:
         self._atexit_registered = register_atexit
         if register_atexit:
             atexit.register(self._close_at_exit)
+            shutdown.track(self)  # flush_publishers() and the signal flush include it
 
     # -- Publisher protocol -----------------------------------------------------------------
 
@@ -685,6 +687,7 @@ class SNSPublisher:
         if self._atexit_registered:
             atexit.unregister(self._close_at_exit)
             self._atexit_registered = False
+        shutdown.untrack(self)
 
     # -- observability -------------------------------------------------------------------
 
