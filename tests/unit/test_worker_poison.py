@@ -144,3 +144,25 @@ def test_the_outbox_source_parks_a_row_whatever_the_reason(outbox_engine: sa.Eng
     finally:
         source.close()
     assert outbox_counts(outbox_engine) == (0, 1)
+
+
+def test_a_conflicting_duplicate_is_rejected_and_counted_as_a_conflict() -> None:
+    """A store conflict (same event id, other content) rejects only that message, counted apart."""
+    from consumer.sinks.base import RecordConflict  # noqa: PLC0415
+
+    class Conflicting(MemoryStore):
+        def write(self, records: Iterable[AuditRecord]) -> None:
+            batch = list(records)
+            if any(r.table == "forged" for r in batch):
+                raise RecordConflict("event already stored with other content")
+            super().write(batch)
+
+    source = MemorySource(visibility_timeout=30, dlq=True)
+    worker = Worker(source, Conflicting(), concurrency=1)
+    source.send(make_event(record_id="1").to_json())
+    source.send(make_event(table="forged").to_json())
+    result = worker.process(source.receive(10, 0))
+    assert len(result.acked) == 1
+    assert len(result.rejected) == 1
+    assert counter(worker.metrics, "sqla_audit_consumer_failures_total", kind="conflict") == 1
+    assert counter(worker.metrics, "sqla_audit_consumer_failures_total", kind="rejected") == 0
