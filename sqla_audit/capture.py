@@ -53,6 +53,7 @@ from sqlalchemy.orm import exc as orm_exc
 from sqlalchemy.orm.base import NO_VALUE, PASSIVE_NO_RESULT, PassiveFlag
 from sqlalchemy.orm.unitofwork import UOWTransaction
 
+from sqla_audit.changes import RowChange
 from sqla_audit.config import (
     AssociationPlan,
     AuditConfig,
@@ -62,7 +63,7 @@ from sqla_audit.config import (
     plan_model,
 )
 from sqla_audit.context import AuditContext, current_context
-from sqla_audit.events import Actor, Operation, make_record_id, utcnow
+from sqla_audit.events import Operation, make_record_id, utcnow
 from sqla_audit.serialization import (
     MASKED_VALUE,
     PASSTHROUGH_TYPES,
@@ -84,39 +85,6 @@ PREFETCH_CHUNK: Final = 500
 
 _EMPTY_MAPPING: Final[Mapping[str, JSONValue]] = MappingProxyType({})
 _NO_KEYS: Final[frozenset[str]] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class RowChange:
-    """One change to one row, captured during a flush (values already type-tagged).
-
-    ``record_id``/``primary_key`` identify the row after the change (for a delete: the
-    deleted row). When the change moved the row to a new primary key,
-    ``previous_record_id``/``previous_primary_key`` name the old one. ``before`` and
-    ``after`` map *column* names to encoded values; a column whose old value could not be
-    known is absent from ``before`` but listed in ``changed_columns``.
-
-    Ownership: ``primary_key``, ``before`` and ``after`` belong to this change alone (an
-    unchanged value may be one object in both images) and are treated as read-only once
-    the change is recorded; :func:`sqla_audit.delivery.build_events` hands them over to the
-    event without copying. Code that records its own changes must pass mappings it will
-    not touch again.
-    """
-
-    table: str
-    operation: Operation
-    record_id: str
-    primary_key: Mapping[str, JSONValue]
-    before: Mapping[str, JSONValue] | None
-    after: Mapping[str, JSONValue] | None
-    changed_columns: tuple[str, ...]
-    occurred_at: dt.datetime
-    previous_record_id: str | None = None
-    previous_primary_key: Mapping[str, JSONValue] | None = None
-    masked_columns: tuple[str, ...] = ()
-    actor: Actor | None = None
-    request_id: str | None = None
-    metadata: Mapping[str, JSONValue] = field(default_factory=lambda: _EMPTY_MAPPING)
 
 
 #: Receives every change captured from a flush, in order.

@@ -59,7 +59,7 @@ from sqla_audit.publishers.base import ErrorHook
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from sqla_audit.capture import RowChange
+    from sqla_audit.changes import RowChange
 
 UnknownTypes: TypeAlias = Literal["repr", "error"]
 

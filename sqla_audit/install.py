@@ -56,7 +56,8 @@ from sqlalchemy.orm.unitofwork import UOWTransaction
 
 from sqla_audit.buffer import TransactionBuffer
 from sqla_audit.bulk import BulkCapturer, Call
-from sqla_audit.capture import Capturer, Planner, RowChange
+from sqla_audit.capture import Capturer, Planner
+from sqla_audit.changes import RowChange
 from sqla_audit.config import DEFAULT_MAX_BULK_ROWS, AuditConfig, MetadataHook, UnknownTypes
 from sqla_audit.delivery import (
     TransactionalWriter,

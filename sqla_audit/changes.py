@@ -1,0 +1,51 @@
+"""The record of one captured row change, shared by capture, bulk capture, the buffer and
+delivery (kept apart so configuration can name it without importing capture)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final
+
+from sqla_audit.events import Actor, Operation
+from sqla_audit.serialization import JSONValue
+
+_EMPTY_MAPPING: Final[Mapping[str, JSONValue]] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class RowChange:
+    """One change to one row, captured during a flush (values already type-tagged).
+
+    ``record_id``/``primary_key`` identify the row after the change (for a delete: the
+    deleted row). When the change moved the row to a new primary key,
+    ``previous_record_id``/``previous_primary_key`` name the old one. ``before`` and
+    ``after`` map *column* names to encoded values; a column whose old value could not be
+    known is absent from ``before`` but listed in ``changed_columns``.
+
+    Ownership: ``primary_key``, ``before`` and ``after`` belong to this change alone (an
+    unchanged value may be one object in both images) and are treated as read-only once
+    the change is recorded; :func:`sqla_audit.delivery.build_events` hands them over to the
+    event without copying. Code that records its own changes must pass mappings it will
+    not touch again.
+    """
+
+    table: str
+    operation: Operation
+    record_id: str
+    primary_key: Mapping[str, JSONValue]
+    before: Mapping[str, JSONValue] | None
+    after: Mapping[str, JSONValue] | None
+    changed_columns: tuple[str, ...]
+    occurred_at: dt.datetime
+    previous_record_id: str | None = None
+    previous_primary_key: Mapping[str, JSONValue] | None = None
+    masked_columns: tuple[str, ...] = ()
+    actor: Actor | None = None
+    request_id: str | None = None
+    metadata: Mapping[str, JSONValue] = field(default_factory=lambda: _EMPTY_MAPPING)
+
+
+__all__ = ["RowChange"]
