@@ -38,7 +38,10 @@ def capture_events(
     """Audit ``target`` into an :class:`InMemoryPublisher` for the duration of the block.
 
     ``install_kwargs`` are passed to :func:`~sqla_audit.install_audit`. Refuses a target
-    that is already audited (the events would go elsewhere).
+    that is already audited (the events would go elsewhere). A target whose sessions are
+    also covered by another installation -- the application's own ``install_audit(Session,
+    ...)`` -- is fine: each installation keeps its own state, so the block sees every
+    change under its own settings and the application's installation keeps working.
     """
     if installation_for(target) is not None:
         raise RuntimeError("the target is already audited; uninstall_audit() it first")
