@@ -20,9 +20,10 @@ Every publisher that closes at exit is also *tracked* here (weakly, until it is 
   (exit status 128 + signal number). :func:`uninstall_signal_flush` restores the previous
   handler.
 
-The handler runs the delivery in a helper thread and waits for it at most the timeout (plus
-a second), so a signal that interrupts the main thread inside a publisher's own lock cannot
-deadlock the process.
+The handler runs the delivery in a helper thread and waits for it at most the timeout plus
+:data:`CLOSE_GRACE` (the time closing needs to spool what the flush could not deliver), so a
+signal that interrupts the main thread inside a publisher's own lock cannot deadlock the
+process.
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ logger = logging.getLogger(__name__)
 #: Seconds :func:`flush_publishers` and the signal handler wait by default.
 DEFAULT_FLUSH_TIMEOUT: Final = 10.0
 
-#: Extra seconds the signal handler waits for its helper thread beyond the timeout.
-_HANDLER_GRACE: Final = 1.0
+#: Extra seconds the signal handler waits for its helper thread beyond the timeout: closing
+#: a publisher after its flush timed out joins its sender thread (up to 1 s) and writes the
+#: rest to the spool.
+CLOSE_GRACE: Final = 5.0
 
 
 class Flushable(Protocol):
@@ -140,7 +143,7 @@ class _Installed:
             daemon=True,
         )
         worker.start()
-        worker.join(self.timeout + _HANDLER_GRACE)
+        worker.join(self.timeout + CLOSE_GRACE)
         if outcome != [True]:
             logger.warning(
                 "sqla-audit: %s: not every audit event was delivered within %.1f s%s",
@@ -198,6 +201,7 @@ def uninstall_signal_flush() -> None:
 
 
 __all__ = [
+    "CLOSE_GRACE",
     "DEFAULT_FLUSH_TIMEOUT",
     "Flushable",
     "flush_publishers",

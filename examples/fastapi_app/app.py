@@ -34,7 +34,13 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import String, create_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from sqla_audit import Actor, AuditASGIMiddleware, install_audit, uninstall_audit
+from sqla_audit import (
+    Actor,
+    AuditASGIMiddleware,
+    flush_publishers,
+    install_audit,
+    uninstall_audit,
+)
 from sqla_audit.outbox import OutboxWriter, outbox_table
 from sqla_audit.publishers.base import Publisher
 
@@ -134,6 +140,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        if publisher is not None:
+            # uvicorn ends the process by re-raising SIGTERM after this shutdown, so atexit
+            # never runs: deliver what the publisher still holds now (docs/delivery.md).
+            flush_publishers(timeout=10.0, publishers=[publisher])
         uninstall_audit(make_session)
         engine.dispose()
 
