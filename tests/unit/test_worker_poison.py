@@ -153,8 +153,9 @@ def test_a_conflicting_duplicate_is_rejected_and_counted_as_a_conflict() -> None
     class Conflicting(MemoryStore):
         def write(self, records: Iterable[AuditRecord]) -> None:
             batch = list(records)
-            if any(r.table == "forged" for r in batch):
-                raise RecordConflict("event already stored with other content")
+            for record in batch:
+                if record.table == "forged":
+                    raise RecordConflict("stored with other content", record.event_id)
             super().write(batch)
 
     source = MemorySource(visibility_timeout=30, dlq=True)
