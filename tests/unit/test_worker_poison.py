@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -82,7 +82,7 @@ def test_the_reject_reason_is_clean_text() -> None:
     reasons: list[str] = []
 
     class Recording(MemorySource):
-        def reject(self, messages: list[Message], reason: str) -> None:  # type: ignore[override]
+        def reject(self, messages: Sequence[Message], reason: str) -> None:
             reasons.append(reason)
             super().reject(messages, reason)
 
