@@ -316,7 +316,8 @@ def test_redelivery_with_the_same_content_changes_nothing(store: AuditStore) -> 
     record = make_record(table=table, committed_at=T0)
     store.write([record])
     again = _same_event_again(record)
-    assert again == record and again is not record
+    assert again == record
+    assert again is not record
     store.write([again, again])
     assert list(store.history(table, "1").items) == [record]
 
