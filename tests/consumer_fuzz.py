@@ -74,8 +74,8 @@ class DictFetcher:
 
 # --------------------------------------------------------------------------- strategies
 
-_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
-_NAME = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=12)
+_TEXT = st.text(st.characters(blacklist_categories=["Cs"]), max_size=12)
+_NAME = st.text(st.characters(blacklist_categories=["Cs", "Cc"]), min_size=1, max_size=12)
 _SCALAR = (
     st.none()
     | st.booleans()
@@ -243,13 +243,13 @@ def run_mix(
         if not batch:
             break
         result = worker.process(batch)  # never raises
-        for message in result.acked:
-            outcome[message.message_id] = "acked"
-        for message in result.released:
-            outcome[message.message_id] = "released"
-        for message, reason in result.rejected:
-            outcome[message.message_id] = "rejected"
-            reasons[message.message_id] = reason
+        for received in result.acked:
+            outcome[received.message_id] = "acked"
+        for received in result.released:
+            outcome[received.message_id] = "released"
+        for received, reason in result.rejected:
+            outcome[received.message_id] = "rejected"
+            reasons[received.message_id] = reason
     assert len(outcome) == len({*ids}), f"stalled: {len(outcome)} of {len(set(ids))} settled"
     for message, message_id in zip(sent, ids, strict=True):
         expected = "acked" if message.valid else "rejected"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,7 @@ def fresh(prefix: str = "t") -> str:
 
 def _records(table: str, count: int, **kwargs: object) -> list[AuditRecord]:
     return [
-        make_record(table=table, committed_at=T0 + dt.timedelta(seconds=i), **kwargs)  # type: ignore[arg-type]
+        make_record(table=table, committed_at=T0 + dt.timedelta(seconds=i), **kwargs)
         for i in range(count)
     ]
 
@@ -241,7 +242,7 @@ def test_departures_are_idempotent(store: AuditStore) -> None:
     assert store.history(table, "0").items == [record]
 
 
-def _move_kwargs(record: AuditRecord) -> dict[str, object]:
+def _move_kwargs(record: AuditRecord) -> dict[str, Any]:
     return {
         "event_id": record.event_id,
         "record_id": record.record_id,
