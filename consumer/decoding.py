@@ -30,12 +30,11 @@ object does not exist is a :class:`DecodeError`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from sqla_audit.errors import DecodeError
-from sqla_audit.events import ChangeEvent
+from sqla_audit.events import ChangeEvent, json_text_is_plain, loads_wire_json
 from sqla_audit.offload_pointer import POINTER_CLASS, parse_pointer
 from sqla_audit.wire_limits import MAX_PAYLOAD_BYTES
 
@@ -73,7 +72,7 @@ def _check_size(payload: str | bytes, what: str) -> None:
 
 def _loads(text: str | bytes, what: str) -> Any:
     try:
-        return json.loads(text)
+        return loads_wire_json(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise DecodeError(f"{what} is not JSON: {exc}") from exc
     except RecursionError as exc:  # nested deeper than the parser can follow
@@ -131,8 +130,9 @@ class Decoder:
                 raise DecodeError(
                     f"message holds {len(data)} events (at most {MAX_EVENTS_PER_MESSAGE})"
                 )
-            return [ChangeEvent.from_dict(item) for item in data]
-        return [ChangeEvent.from_dict(data)]
+            checked = json_text_is_plain(payload)
+            return [ChangeEvent.from_dict(item, values_checked=checked) for item in data]
+        return [ChangeEvent.from_dict(data, values_checked=json_text_is_plain(payload))]
 
 
 __all__ = [

@@ -71,8 +71,11 @@ class Actor:
         return {"id": self.id, "attributes": dict(self.attributes)}
 
     @classmethod
-    def from_dict(cls, data: Any) -> Actor | None:
-        """Validate and build an actor (``None`` for ``null``); :class:`DecodeError` says why."""
+    def from_dict(cls, data: Any, *, values_checked: bool = False) -> Actor | None:
+        """Validate and build an actor (``None`` for ``null``); :class:`DecodeError` says why.
+
+        ``values_checked``: as for :meth:`ChangeEvent.from_dict`.
+        """
         if data is None:
             return None
         if type(data) is not dict or type(data.get("id")) is not str:
@@ -86,7 +89,7 @@ class Actor:
             attributes = {}
         elif type(attributes) is not dict:
             raise _invalid("actor.attributes", f"must be an object, got {_preview(attributes)}")
-        else:
+        elif not values_checked:
             _check_row(attributes, "actor.attributes")
         return cls(id=identity, attributes=attributes)
 
@@ -305,6 +308,60 @@ def _check_items(container: dict[Any, Any] | list[Any], field: str, depth: int) 
             raise _invalid(field, f"holds a {kind.__name__}, which is not a JSON value")
 
 
+#: In JSON text: a ``\\udXXX`` escape in the surrogate range.
+_ESCAPED_SURROGATE: Final = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise DecodeError(f"invalid change event: the number {text[:40]} is not finite (not JSON)")
+    return value
+
+
+def _refuse_constant(name: str) -> float:
+    raise DecodeError(f"invalid change event: {name} is not JSON")
+
+
+#: ``json.loads`` for the wire: ``NaN``/``Infinity`` and floats that overflow are refused
+#: while parsing (the hooks run only for those tokens and for floats).
+_WIRE_JSON: Final = json.JSONDecoder(parse_float=_finite_float, parse_constant=_refuse_constant)
+
+
+def loads_wire_json(text: str | bytes) -> Any:
+    """Parse wire JSON strictly: UTF-8, no non-finite numbers.
+
+    Raises :class:`DecodeError` for a non-finite number, ``ValueError`` (or
+    ``UnicodeDecodeError``) for text that is not JSON, ``RecursionError`` past the
+    parser's nesting limit.
+    """
+    if not isinstance(text, str):
+        text = bytes(text).decode("utf-8")
+    return _WIRE_JSON.decode(text)
+
+
+def json_text_is_plain(text: str | bytes) -> bool:
+    """True if ``text``, parsed by :func:`loads_wire_json`, cannot hold a lone surrogate or
+    values nested deeper than :data:`~sqla_audit.wire_limits.MAX_VALUE_DEPTH`, so that
+    :meth:`ChangeEvent.from_dict` may skip walking the values parsed from it.
+
+    A few passes in C instead of one in Python over every value: a bracket count bounds
+    the nesting (an event's own structure adds two levels), a UTF-8 encoding finds raw
+    surrogates and a literal-prefixed search finds escaped ones. False means "not proven",
+    never "invalid".
+    """
+    if not isinstance(text, str):
+        return False
+    if text.count("[") + text.count("{") > MAX_VALUE_DEPTH:
+        return False
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return "\\u" not in text or _ESCAPED_SURROGATE.search(text) is None
+
+
 def _check_row(row: dict[Any, Any], field: str) -> None:
     """Check an object of column (or attribute, or metadata) values at any depth."""
     _check_items(row, field, 0)
@@ -486,13 +543,18 @@ class ChangeEvent:
         )
 
     @classmethod
-    def from_dict(cls, data: Any) -> ChangeEvent:
+    def from_dict(cls, data: Any, *, values_checked: bool = False) -> ChangeEvent:
         """Validate and build an event; :class:`DecodeError` names the field and the reason.
 
         Strict: every field has its documented JSON type, integers and timestamps are in
         the range every store holds, strings are valid Unicode (no lone surrogates, in
         values and keys at any depth), names and nesting within the bounds of
         :mod:`sqla_audit.wire_limits`.
+
+        ``values_checked=True`` skips walking the values of ``primary_key``, ``before``,
+        ``after``, ``metadata`` and ``actor.attributes``: pass it only for data just parsed
+        by :func:`loads_wire_json` from a text for which :func:`json_text_is_plain` returned
+        True (then no value holds a lone surrogate, a non-finite number or deep nesting).
         """
         if type(data) is not dict:
             raise DecodeError(f"a change event is a JSON object, got {type(data).__name__}")
@@ -517,14 +579,16 @@ class ChangeEvent:
         primary_key = data["primary_key"]
         if type(primary_key) is not dict:
             raise _invalid("primary_key", f"must be an object, got {_preview(primary_key)}")
-        _check_row(primary_key, "primary_key")
+        if not values_checked:
+            _check_row(primary_key, "primary_key")
         before = data["before"]
         after = data["after"]
         for name, row in (("before", before), ("after", after)):
             if row is not None:
                 if type(row) is not dict:
                     raise _invalid(name, f"must be an object or null, got {_preview(row)}")
-                _check_row(row, name)
+                if not values_checked:
+                    _check_row(row, name)
         if operation is Operation.INSERT and after is None:
             raise DecodeError("an insert event needs 'after'")
         if operation is Operation.DELETE and before is None:
@@ -541,7 +605,7 @@ class ChangeEvent:
             metadata = {}
         elif type(metadata) is not dict:
             raise _invalid("metadata", f"must be an object, got {_preview(metadata)}")
-        else:
+        elif not values_checked:
             _check_row(metadata, "metadata")
         masked = data.get("masked_columns")
         return cls(
@@ -559,7 +623,7 @@ class ChangeEvent:
             after=after,
             changed_columns=_names(data["changed_columns"], "changed_columns"),
             masked_columns=() if masked is None else _names(masked, "masked_columns"),
-            actor=Actor.from_dict(data.get("actor")),
+            actor=Actor.from_dict(data.get("actor"), values_checked=values_checked),
             request_id=_optional_text(data, "request_id", MAX_IDENTIFIER_CHARS),
             transaction_id=_uuid(data, "transaction_id"),
             sequence=sequence,
@@ -568,11 +632,12 @@ class ChangeEvent:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ChangeEvent:
+        """Parse (:func:`loads_wire_json`) and validate one event's wire text."""
         try:
-            data = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
+            data = loads_wire_json(text)
+        except (ValueError, RecursionError) as exc:
             raise DecodeError(f"not JSON: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(data, values_checked=json_text_is_plain(text))
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -591,6 +656,8 @@ __all__ = [
     "Operation",
     "canonical_key_text",
     "format_timestamp",
+    "json_text_is_plain",
+    "loads_wire_json",
     "make_record_id",
     "new_event_id",
     "new_event_ids",

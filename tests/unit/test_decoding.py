@@ -9,6 +9,7 @@ import pytest
 from consumer.decoding import MAX_EVENTS_PER_MESSAGE, Decoder, S3Pointer
 from consumer.testing import make_event
 from sqla_audit.errors import DecodeError, TransportError, UnsupportedSchemaVersion
+from sqla_audit.events import json_text_is_plain
 from sqla_audit.offload_pointer import make_pointer
 from sqla_audit.wire_limits import MAX_PAYLOAD_BYTES
 
@@ -158,3 +159,35 @@ def test_pathologically_nested_body_is_a_decode_error() -> None:
     """JSON nested deeper than the parser's recursion limit is a DecodeError, not a crash."""
     with pytest.raises(DecodeError, match="not JSON"):
         Decoder().decode("[" * 100_000 + "]" * 100_000)
+
+
+@pytest.mark.parametrize(
+    ("hostile", "message"),
+    [
+        ('"x\\ud800"', "after"),
+        ('"\\uDBFF y"', "after"),
+        ('"\ud800"', "after"),
+        ("[" * 101 + "]" * 101, "after"),
+        ("NaN", "not JSON"),
+        ("-Infinity", "not JSON"),
+        ("1e400", "not finite"),
+        ("1.8E+308", "not finite"),
+        ("1" * 400 + ".0", "not finite"),
+    ],
+)
+def test_the_text_fast_path_never_skips_a_hazard(hostile: str, message: str) -> None:
+    """Whatever a value's JSON text hides (lone surrogates escaped or raw, deep nesting,
+    non-finite numbers), the decoder refuses it: the text pre-check never vouches for a
+    surrogate or deep nesting, and the parser refuses non-finite numbers."""
+    body = _with(after={"id": "1", "v": "PLACEHOLDER"}).replace('"PLACEHOLDER"', hostile)
+    with pytest.raises(DecodeError, match=message):
+        Decoder().decode(body)
+    if message == "after":
+        assert not json_text_is_plain(body)
+
+
+def test_the_text_fast_path_vouches_for_ordinary_events() -> None:
+    """A typical event's text (UUIDs, decimals, non-ASCII text) takes the fast path."""
+    body = _with(after={"id": "1", "n": "café ☕", "d": {"$type": "decimal", "v": "1e5"}, "f": 2.5})
+    assert json_text_is_plain(body)
+    assert Decoder().decode(body)[0].after == json.loads(body)["after"]
