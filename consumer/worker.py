@@ -45,7 +45,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from consumer.backoff import Backoff
 from consumer.decoding import Decoder
@@ -92,6 +92,13 @@ class _Decoded:
     #: events that yielded at least one record (a moved row yields two records)
     events: int
     skipped: int
+    #: writes of this message alone that failed with an unexpected (unclassified) error
+    unexpected: int = 0
+
+
+#: Writes of one message alone that may fail with an unexpected (unclassified) store error
+#: before that message is rejected: a store bug must not hold the queue forever.
+UNEXPECTED_ATTEMPTS: Final = 3
 
 
 class Worker:
@@ -217,14 +224,42 @@ class Worker:
             reason = f"store refused a record: {exc}"
             self._reject(result, items[0].message, _reject_kind(exc), reason)
             return []
-        except Exception as exc:  # an unexpected store error: treat it as an outage
-            if not self.backoff.active:
-                log.exception("unexpected error from the store")
-            self.metrics.failures.labels("internal").inc()
-            self._store_failed(exc)
-            return list(items)
+        except Exception as exc:  # noqa: BLE001 - a store bug or an unclassified outage
+            return self._unexpected(items, result, exc)
         self._written(items, result)
         return []
+
+    def _unexpected(
+        self, items: Sequence[_Decoded], result: BatchResult, exc: Exception
+    ) -> list[_Decoded]:
+        """An error outside the store contract. It may be an outage the store did not
+        classify, or a bug that one record triggers every time: split the batch so the other
+        messages are written, hold the message that fails like an outage, and reject it once
+        it has failed :data:`UNEXPECTED_ATTEMPTS` times on its own (while the store is really
+        down, every write fails and the splitting changes nothing)."""
+        self.metrics.failures.labels("internal").inc()
+        if len(items) > 1:
+            log.warning(
+                "unexpected store error (%s: %s); writing message by message",
+                type(exc).__name__,
+                exc,
+            )
+            return [held for item in items for held in self._write([item], result)]
+        item = items[0]
+        item.unexpected += 1
+        if item.unexpected >= UNEXPECTED_ATTEMPTS:
+            log.error(
+                "message %s failed %d times with an unexpected store error",
+                item.message.message_id,
+                item.unexpected,
+                exc_info=exc,
+            )
+            reason = f"store failed {item.unexpected} times: {type(exc).__name__}: {exc}"
+            self._store_answered()  # judged a fault of this record, not of the store
+            self._reject(result, item.message, "internal", reason)
+            return []
+        self._store_failed(exc)
+        return [item]
 
     def _written(self, items: Sequence[_Decoded], result: BatchResult) -> None:
         for item in items:

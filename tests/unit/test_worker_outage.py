@@ -7,6 +7,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import pytest
 
@@ -206,3 +207,36 @@ def test_messages_held_without_progress_are_logged_and_measured(
         assert worker.join(5)
     lines = [r.getMessage() for r in caplog.records if message_id in r.getMessage()]
     assert all("without progress (store unavailable)" in line for line in lines)
+
+
+def test_a_persistent_unexpected_store_error_rejects_only_its_message() -> None:
+    """A store bug that always fails one message's record never stalls the worker: its
+    neighbours are written, and after a few probes that message alone is rejected."""
+
+    class BuggyForOne(MemoryStore):
+        def write(self, records: Iterable[AuditRecord]) -> None:
+            batch = list(records)
+            if any(r.record_id == "bad" for r in batch):
+                raise TypeError("unsupported operand type(s)")  # a bug, not an outage
+            super().write(batch)
+
+    source = MemorySource(visibility_timeout=30)
+    store = BuggyForOne()
+    for record_id in ("1", "bad", "2"):
+        source.send(make_event(record_id=record_id).to_json())
+    worker = make_worker(source, store, concurrency=1)
+    done = threading.Event()
+    outcome: list[Any] = []
+
+    def run() -> None:
+        outcome.append(worker.process(source.receive(10, 0)))
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(30), "the worker held the batch forever"
+    (result,) = outcome
+    assert sorted(r.record_id for r in store.records) == ["1", "2"]
+    assert len(result.acked) == 2
+    ((_message, reason),) = result.rejected
+    assert "TypeError" in reason
+    assert not worker.backoff.active
