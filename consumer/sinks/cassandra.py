@@ -221,12 +221,19 @@ class CassandraSchema:
 # --------------------------------------------------------------------------- connecting
 
 
+#: Longest pause between the driver's attempts to reconnect to a node it lost. A worker
+#: holding batches through an outage writes as soon as the driver has a connection again,
+#: so this bounds how long after the node returns the worker resumes (the driver's default
+#: is 600 s). A reconnection attempt is one TCP connect: cheap even every 2 s.
+RECONNECT_MAX_DELAY: Final = 2.0
+
+
 def connect(config: CassandraConfig) -> Any:
     """A connected driver ``Cluster`` (call ``.shutdown()``), configured from ``config``.
 
     Explicit protocol version and ``DCAwareRoundRobinPolicy(local_dc)`` (token aware) keep
-    the driver from guessing (and warning); reconnection is quick (0.5 s doubling to 10 s)
-    so a worker resumes soon after Cassandra comes back.
+    the driver from guessing (and warning); reconnection is quick (0.5 s doubling to
+    :data:`RECONNECT_MAX_DELAY`) so a worker resumes soon after Cassandra comes back.
     """
     from cassandra import ConsistencyLevel  # noqa: PLC0415 - heavy, optional dependency
     from cassandra.auth import PlainTextAuthProvider  # noqa: PLC0415
@@ -256,7 +263,9 @@ def connect(config: CassandraConfig) -> Any:
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         auth_provider=auth,
         connect_timeout=config.connect_timeout,
-        reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=10.0),
+        reconnection_policy=ExponentialReconnectionPolicy(
+            base_delay=0.5, max_delay=RECONNECT_MAX_DELAY
+        ),
         idle_heartbeat_interval=5,
     )
     try:
