@@ -31,7 +31,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from sqla_audit.errors import DecodeError, UnsupportedSchemaVersion
-from sqla_audit.serialization import JSONValue
+from sqla_audit.serialization import JSONValue, escape_surrogates, is_plain_text
 from sqla_audit.wire_limits import (
     MAX_EVENT_TIME,
     MAX_IDENTIFIER_CHARS,
@@ -201,10 +201,18 @@ def parse_timestamp(text: str) -> dt.datetime:
 
 
 def canonical_key_text(value: Any) -> str:
-    """The canonical text of one primary-key component."""
+    """The canonical text of one primary-key component.
+
+    Text holding surrogate code points (not valid Unicode, so not storable as a record id
+    anywhere) has each written as its escape, ``\\ud800``: readable and valid, though not
+    reversible -- the exact value travels in ``primary_key`` (see
+    :func:`sqla_audit.serialization.escape_surrogates`).
+    """
     kind = type(value)
-    if kind is int or kind is str:  # most keys; subclasses (bool, Enum) take the checks
+    if kind is int:
         return str(value)
+    if kind is str:  # most keys; subclasses (bool, Enum) take the checks below
+        return value if is_plain_text(value) else escape_surrogates(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, uuid.UUID):
@@ -216,7 +224,7 @@ def canonical_key_text(value: Any) -> str:
     if hasattr(value, "value") and hasattr(value, "name") and type(value).__module__ != "builtins":
         # Enum members: their value's text
         return canonical_key_text(value.value)
-    return str(value)
+    return canonical_key_text(str(value))
 
 
 def _escape(component: str) -> str:

@@ -107,3 +107,40 @@ def test_a_request_id_that_is_not_valid_unicode_is_refused_where_it_is_given() -
     """A request id with a lone surrogate is refused by audit_context, never at commit."""
     with pytest.raises(ValueError, match="printable"):
         audit_context(request_id="req-\ud800")
+
+
+class RawText(sa.TypeDecorator[str]):
+    """Text stored as its UTF-8 bytes with surrogates kept (a database accepts any bytes)."""
+
+    impl = sa.LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> bytes | None:
+        return None if value is None else value.encode("utf-8", "surrogatepass")
+
+    def process_result_value(self, value: bytes | None, dialect: Any) -> str | None:
+        return None if value is None else value.decode("utf-8", "surrogatepass")
+
+
+class Label(Base):
+    __tablename__ = "labels"
+    code: Mapped[str] = mapped_column(RawText, primary_key=True)
+    part: Mapped[str] = mapped_column(sa.String(20), primary_key=True)
+
+
+def test_a_text_key_holding_a_surrogate_commits_and_names_its_record(
+    maker: sessionmaker[Session],
+) -> None:
+    """A string primary key with a lone surrogate: the outbox commit succeeds, record_id
+    escapes the surrogate (readable, valid Unicode) and primary_key keeps the exact value."""
+    install_audit(maker, outbox=OutboxWriter(), service="notes")
+    try:
+        with maker.begin() as session:
+            session.add(Label(code="a\ud800", part="x:y"))
+        with maker() as session:
+            (payload,) = session.scalars(sa.select(outbox_table().c.payload)).all()
+    finally:
+        uninstall_audit(maker)
+    event = ChangeEvent.from_json(payload.encode("utf-8"))
+    assert event.record_id == "a\\ud800:x%3Ay"
+    assert decode_row(event.primary_key) == {"code": "a\ud800", "part": "x:y"}
