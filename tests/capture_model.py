@@ -250,34 +250,49 @@ def changed_rows(before: Contents, after: Contents) -> set[tuple[str, str]]:
 class _Lineage:
     """Which actor last changed each row of the open transaction, following key changes.
 
-    A row is known by its key when the transaction first touched it (its *origin*): that is
-    the record id of its update or delete event, or the ``previous_record_id`` when it moved.
+    Each row the transaction touches gets a token ``(table, origin key, serial)``; ``current``
+    maps a key to the token of the row there now. A key change moves the token; a deleted row's
+    token is *gone* (a row inserted later at its key gets a new token). An insert or update
+    event names the row's current key; a delete event names the key the row had when the
+    transaction first touched it (its origin).
     """
 
     def __init__(self) -> None:
-        self.origin: dict[tuple[str, str], tuple[str, str]] = {}
-        self.actor: dict[tuple[str, str], str | None] = {}
+        self.current: dict[tuple[str, str], tuple[str, str, int]] = {}
+        self.gone: list[tuple[str, str, int]] = []
+        self.actor: dict[tuple[str, str, int], str | None] = {}
+        self.vacated: set[tuple[str, str]] = set()
 
     def copy(self) -> _Lineage:
         twin = _Lineage()
-        twin.origin, twin.actor = dict(self.origin), dict(self.actor)
+        twin.current, twin.gone, twin.actor = dict(self.current), list(self.gone), dict(self.actor)
         return twin
 
     def move(self, table: str, old: str, new: str) -> None:
-        self.origin[(table, new)] = self.origin.pop((table, old), (table, old))
+        token = self.current.pop((table, old), None) or (table, old, len(self.actor))
+        self.current[(table, new)] = token
+        self.vacated.add((table, old))
 
-    def touch(self, key: tuple[str, str], actor: str | None) -> None:
-        self.actor[self.origin.get(key, key)] = actor
+    def touch(self, key: tuple[str, str], actor: str | None, *, present: bool) -> None:
+        token = self.current.get(key)
+        if token is None:
+            if key in self.vacated:
+                self.vacated.discard(key)
+                return  # the key a row moved away from in this step
+            token = self.current[key] = (*key, len(self.actor))
+        self.actor[token] = actor
+        if not present:
+            del self.current[key]
+            self.gone.append(token)
 
     def actor_of(self, event: ChangeEvent) -> str | None:
-        if event.previous_record_id is not None:
-            key = (event.table, event.previous_record_id)
-        elif event.operation.value == "delete":
-            key = (event.table, event.record_id)
+        key = (event.table, event.record_id)
+        if event.operation.value == "delete":
+            token = next((t for t in reversed(self.gone) if t[:2] == key), None)
         else:
-            key = self.origin.get((event.table, event.record_id), (event.table, event.record_id))
-        assert key in self.actor, f"event on {key}, which no step of the transaction changed"
-        return self.actor[key]
+            token = self.current.get(key)
+        assert token is not None, f"event on {key}, which no step of the transaction changed"
+        return self.actor[token]
 
 
 #: Failures the machine's random work may legitimately meet: the transaction is rolled back.
@@ -387,7 +402,7 @@ class CaptureModel(RuleBasedStateMachine):
             if (table, make_record_id([old])) in changed_rows(before, after):
                 self.lineage.move(table, make_record_id([old]), make_record_id([new]))
         for key in changed_rows(before, after):
-            self.lineage.touch(key, actor)
+            self.lineage.touch(key, actor, present=key[1] in after[key[0]])
 
     def _abandon(self) -> None:
         """An expected failure: roll the whole transaction back (nothing may be published)."""
