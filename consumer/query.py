@@ -6,7 +6,15 @@
   did not exist then (with the delete that removed it);
 * :meth:`AuditQuery.by_actor` -- what one actor changed in a time window;
 * :meth:`AuditQuery.by_transaction` -- everything one commit changed, in order;
-* :meth:`AuditQuery.column_history` -- the changes of one column of one record.
+* :meth:`AuditQuery.column_history` -- the changes of one column of one record;
+* :meth:`AuditQuery.by_request` / :meth:`AuditQuery.by_trace` -- every change one request id
+  (or one OpenTelemetry trace id) made, across services and transactions, in commit order;
+* :meth:`AuditQuery.by_table` -- what changed in one table of one service in a time window.
+
+A record is identified by ``(service, table, record_id)``. The record questions take
+``service=``; without it the query looks up which services wrote the record
+(:meth:`AuditQuery.services_of`): none -- nothing is recorded; one -- that one; several --
+:class:`AmbiguousRecord` names them and asks for ``service=`` (``--service`` on the CLI).
 
 Why ``as_of`` is one short read and not a replay. Every stored record keeps the full row
 after the change (:attr:`AuditRecord.after`), so the state at ``t`` is the newest record at
@@ -28,8 +36,9 @@ id. A departure ranks before any other change of the same commit to the same id:
 are swapped inside one transaction, the row that arrived is the one that stays.
 
 Why there is no "every change of column C in table T" across records. The data model is
-partitioned by ``(table, record_id)`` (plus companion tables by actor-and-day and by
-transaction); a table-wide, per-column question would scan every partition of the table.
+partitioned by ``(service, table, record_id)`` (plus companion views by actor-and-day, by
+transaction, by request, by trace and by table-and-time-bucket); a per-column question would
+read every change of the table (:meth:`AuditQuery.by_table`) and filter it.
 Serving it efficiently needs another companion table keyed by ``(table, column, time
 bucket)``, written once per changed column of every event. ``docs/query.md`` explains the
 trade-off; :meth:`AuditQuery.column_history` answers the per-record form, which the data
@@ -81,6 +90,8 @@ class RecordState:
     values: dict[str, Any] | None
     wire_values: Mapping[str, JSONValue] | None
     event: AuditRecord | None
+    #: The service whose record this is ("" when no service recorded it).
+    service: str = ""
 
     @property
     def known(self) -> bool:
@@ -121,6 +132,19 @@ def change_order(record: AuditRecord) -> tuple[int, int, int, uuid.UUID]:
         record.sequence,
         record.event_id,
     )
+
+
+class AmbiguousRecord(InvalidQuery):
+    """A record question without a service matched records of several services."""
+
+    def __init__(self, table: str, record_id: str, services: list[str]) -> None:
+        super().__init__(
+            f"{table} {record_id} was written by {len(services)} services "
+            f"({', '.join(services)}): pass --service / service="
+        )
+        self.table = table
+        self.record_id = record_id
+        self.services = services
 
 
 def _require_text(name: str, value: object) -> str:
@@ -201,11 +225,28 @@ class AuditQuery:
 
     # -- history ---------------------------------------------------------------------------
 
+    def services_of(self, table: str, record_id: str) -> list[str]:
+        """The services that wrote ``(table, record_id)``, sorted."""
+        return self.store.services_of(
+            _require_text("table", table), _require_text("record_id", record_id)
+        )
+
+    def resolve_service(self, table: str, record_id: str, service: str | None) -> str | None:
+        """``service`` if given, else the one service that wrote the record (``None`` if
+        none did); :class:`AmbiguousRecord` if several did."""
+        if service is not None:
+            return _require_text("service", service)
+        services = self.services_of(table, record_id)
+        if len(services) > 1:
+            raise AmbiguousRecord(table, record_id, services)
+        return services[0] if services else None
+
     def history(
         self,
         table: str,
         record_id: str,
         *,
+        service: str | None = None,
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
         limit: int = DEFAULT_PAGE_SIZE,
@@ -214,10 +255,32 @@ class AuditQuery:
         """One page of a record's changes, newest first; ``since``/``until`` inclusive.
 
         Pass ``page=result.next_page`` for the next page; ``next_page`` is ``None`` on the last.
+        Without ``service`` the record's service is looked up (module docstring).
         """
+        table = _require_text("table", table)
+        record_id = _require_text("record_id", record_id)
+        owner = self.resolve_service(table, record_id, service)
+        return self._history(
+            owner, table, record_id, since=since, until=until, limit=limit, page=page
+        )
+
+    def _history(
+        self,
+        owner: str | None,
+        table: str,
+        record_id: str,
+        *,
+        since: dt.datetime | None,
+        until: dt.datetime | None,
+        limit: int,
+        page: str | None,
+    ) -> Page[AuditRecord]:
+        """The store's history of ``owner``'s record; no owner: nothing recorded (the
+        arguments are still validated as a store would)."""
         return self.store.history(
-            _require_text("table", table),
-            _require_text("record_id", record_id),
+            "" if owner is None else owner,
+            table,
+            record_id,
             since=_optional_instant("since", since),
             until=_optional_instant("until", until),
             limit=limit,
@@ -229,6 +292,7 @@ class AuditQuery:
         table: str,
         record_id: str,
         *,
+        service: str | None = None,
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
@@ -239,9 +303,12 @@ class AuditQuery:
         The first page is read at once, so bad arguments raise here, not on iteration.
         """
         size = _page_size(page_size)
+        owner = self.resolve_service(
+            _require_text("table", table), _require_text("record_id", record_id), service
+        )
         return _follow(
-            lambda token: self.history(
-                table, record_id, since=since, until=until, limit=size, page=token
+            lambda token: self._history(
+                owner, table, record_id, since=since, until=until, limit=size, page=token
             ),
             page,
         )
@@ -252,6 +319,7 @@ class AuditQuery:
         record_id: str,
         column: str,
         *,
+        service: str | None = None,
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
@@ -264,7 +332,13 @@ class AuditQuery:
         """
         name = _require_text("column", column)
         records = self.iter_history(
-            table, record_id, since=since, until=until, page_size=page_size, page=page
+            table,
+            record_id,
+            service=service,
+            since=since,
+            until=until,
+            page_size=page_size,
+            page=page,
         )
         return (
             ColumnChange(column=name, change=record.changes[name], record=record)
@@ -274,10 +348,17 @@ class AuditQuery:
 
     # -- state as of -----------------------------------------------------------------------
 
-    def last_change(self, table: str, record_id: str, at: dt.datetime) -> AuditRecord | None:
+    def last_change(
+        self, table: str, record_id: str, at: dt.datetime, *, service: str | None = None
+    ) -> AuditRecord | None:
         """The latest change of a record at or before ``at`` (exact to the microsecond)."""
         instant = _require_instant("at", at)
-        first = self.history(table, record_id, until=instant, limit=_AS_OF_PAGE)
+        owner = self.resolve_service(
+            _require_text("table", table), _require_text("record_id", record_id), service
+        )
+        if owner is None:
+            return None
+        first = self.history(table, record_id, service=owner, until=instant, limit=_AS_OF_PAGE)
         if not first.items:
             return None
         newest_ms = to_millis(first.items[0].event_time)
@@ -289,6 +370,7 @@ class AuditQuery:
                 self.iter_history(
                     table,
                     record_id,
+                    service=owner,
                     since=from_micros(newest_ms * 1000),
                     until=instant,
                     page_size=MAX_PAGE_SIZE,
@@ -297,9 +379,17 @@ class AuditQuery:
             )
         return max(candidates, key=change_order)
 
-    def as_of(self, table: str, record_id: str, at: dt.datetime) -> RecordState:
+    def as_of(
+        self, table: str, record_id: str, at: dt.datetime, *, service: str | None = None
+    ) -> RecordState:
         """The whole record as it was at ``at`` (changes committed at ``at`` included)."""
-        event = self.last_change(table, record_id, at)
+        instant = _require_instant("at", at)
+        owner = self.resolve_service(
+            _require_text("table", table), _require_text("record_id", record_id), service
+        )
+        event = (
+            None if owner is None else self.last_change(table, record_id, instant, service=owner)
+        )
         row = None if event is None or event.operation is Operation.DELETE else event.after
         return RecordState(
             table=table,
@@ -309,6 +399,7 @@ class AuditQuery:
             values=None if row is None else decode_row(row, enum_resolver=self._enum_resolver),
             wire_values=row,
             event=event,
+            service=owner or "",
         )
 
     # -- by actor, by transaction ----------------------------------------------------------
@@ -321,14 +412,17 @@ class AuditQuery:
         until: dt.datetime | None = None,
         limit: int = DEFAULT_PAGE_SIZE,
         page: str | None = None,
+        service: str | None = None,
     ) -> Page[AuditRecord]:
-        """One page of what ``actor_id`` changed from ``since`` to ``until`` (default now)."""
+        """One page of what ``actor_id`` changed from ``since`` to ``until`` (default now),
+        in every service or only in ``service``."""
         return self.store.by_actor(
             _require_text("actor_id", actor_id),
             since=_require_instant("since", since),
             until=_optional_instant("until", until),
             limit=limit,
             page=page,
+            service=None if service is None else _require_text("service", service),
         )
 
     def iter_by_actor(
@@ -339,6 +433,7 @@ class AuditQuery:
         until: dt.datetime | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
         page: str | None = None,
+        service: str | None = None,
     ) -> Iterator[AuditRecord]:
         """Everything ``actor_id`` changed in the window, newest first, following the pages.
 
@@ -346,7 +441,9 @@ class AuditQuery:
         """
         size = _page_size(page_size)
         return _follow(
-            lambda token: self.by_actor(actor_id, since=since, until=until, limit=size, page=token),
+            lambda token: self.by_actor(
+                actor_id, since=since, until=until, limit=size, page=token, service=service
+            ),
             page,
         )
 
@@ -354,9 +451,93 @@ class AuditQuery:
         """Every change of one transaction, in ``sequence`` order (empty if unknown)."""
         return self.store.by_transaction(parse_transaction_id(transaction_id))
 
+    # -- by request, by trace, by table ----------------------------------------------------
+
+    def by_request(
+        self, request_id: str, *, limit: int = DEFAULT_PAGE_SIZE, page: str | None = None
+    ) -> Page[AuditRecord]:
+        """One page of every change ``request_id`` made, across services and transactions,
+        oldest first in commit order (:func:`change_order`)."""
+        return self.store.by_request(
+            _require_text("request_id", request_id), limit=limit, page=page
+        )
+
+    def iter_request(
+        self, request_id: str, *, page_size: int = DEFAULT_PAGE_SIZE, page: str | None = None
+    ) -> Iterator[AuditRecord]:
+        """Every change of one request id, oldest first, following the pages lazily."""
+        size = _page_size(page_size)
+        return _follow(lambda token: self.by_request(request_id, limit=size, page=token), page)
+
+    def by_trace(
+        self, trace_id: str, *, limit: int = DEFAULT_PAGE_SIZE, page: str | None = None
+    ) -> Page[AuditRecord]:
+        """One page of every change of one OpenTelemetry trace id (the events' metadata
+        ``otel.trace_id``), oldest first in commit order."""
+        return self.store.by_trace(_require_text("trace_id", trace_id), limit=limit, page=page)
+
+    def iter_trace(
+        self, trace_id: str, *, page_size: int = DEFAULT_PAGE_SIZE, page: str | None = None
+    ) -> Iterator[AuditRecord]:
+        """Every change of one trace id, oldest first, following the pages lazily."""
+        size = _page_size(page_size)
+        return _follow(lambda token: self.by_trace(trace_id, limit=size, page=token), page)
+
+    def by_table(
+        self,
+        service: str,
+        table: str,
+        *,
+        since: dt.datetime,
+        until: dt.datetime | None = None,
+        newest_first: bool = True,
+        limit: int = DEFAULT_PAGE_SIZE,
+        page: str | None = None,
+    ) -> Page[AuditRecord]:
+        """One page of what changed in ``table`` of ``service`` from ``since`` to ``until``
+        (default now), both inclusive, newest or oldest first in commit order."""
+        if not isinstance(newest_first, bool):
+            raise InvalidQuery(f"newest_first must be True or False, got {newest_first!r}")
+        return self.store.by_table(
+            _require_text("service", service),
+            _require_text("table", table),
+            since=_require_instant("since", since),
+            until=_optional_instant("until", until),
+            newest_first=newest_first,
+            limit=limit,
+            page=page,
+        )
+
+    def iter_table(
+        self,
+        service: str,
+        table: str,
+        *,
+        since: dt.datetime,
+        until: dt.datetime | None = None,
+        newest_first: bool = True,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        page: str | None = None,
+    ) -> Iterator[AuditRecord]:
+        """Every change of the table in the window, following the pages lazily."""
+        size = _page_size(page_size)
+        return _follow(
+            lambda token: self.by_table(
+                service,
+                table,
+                since=since,
+                until=until,
+                newest_first=newest_first,
+                limit=size,
+                page=token,
+            ),
+            page,
+        )
+
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
+    "AmbiguousRecord",
     "AuditQuery",
     "ColumnChange",
     "RecordState",

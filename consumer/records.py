@@ -44,6 +44,8 @@ from typing import Any, Final
 from sqla_audit.errors import DecodeError
 from sqla_audit.events import Operation
 from sqla_audit.serialization import JSONValue
+from sqla_audit.tracing import TRACE_ID_KEY
+from sqla_audit.wire_limits import MAX_IDENTIFIER_CHARS
 
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -193,6 +195,18 @@ class AuditRecord:
     def is_departure(self) -> bool:
         """True for the record a primary-key change leaves under the old id."""
         return self.moved_to is not None
+
+    @property
+    def trace_id(self) -> str | None:
+        """The OpenTelemetry trace id in :attr:`metadata` (``otel.trace_id``), if any.
+
+        Only a non-empty string of at most ``MAX_IDENTIFIER_CHARS`` characters counts (the
+        metadata is free-form); the trace view indexes exactly these records.
+        """
+        value = self.metadata.get(TRACE_ID_KEY)
+        if isinstance(value, str) and 0 < len(value) <= MAX_IDENTIFIER_CHARS:
+            return value
+        return None
 
     @property
     def day(self) -> dt.date:

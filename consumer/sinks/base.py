@@ -13,16 +13,29 @@ is behind it:
   are permanent -- the worker dead-letters that record's message and writes the others;
   :class:`~sqla_audit.errors.StoreError` (retryable) means the store itself is unavailable.
   A ``write`` that raises may have written some of its records; writing them again is safe;
+* a record is identified by ``(service, table, record_id)``: two services with a table of
+  the same name never share a history;
 * ``history`` is one record's changes, newest first (see :mod:`consumer.records` for the
   exact order), with ``since``/``until`` inclusive and keyset paging through an opaque token;
-  "state as of t" is ``history(table, record_id, until=t, limit=1)``;
+  "state as of t" is ``history(service, table, record_id, until=t, limit=1)``;
+* ``services_of`` is which services wrote a ``(table, record_id)`` (sorted, distinct);
 * ``by_actor`` is what one actor changed in a time window, newest first (records without an
-  actor are not indexed by actor);
-* ``by_transaction`` is everything one commit changed, in ``sequence`` order.
+  actor are not indexed by actor), optionally of one service;
+* ``by_transaction`` is everything one commit changed, in ``sequence`` order;
+* ``by_request`` / ``by_trace`` are every change one request id / one OpenTelemetry trace id
+  made, across services and transactions, oldest first in commit order;
+* ``by_table`` is what changed in one table of one service in a time window, newest or
+  oldest first, in commit order.
+
+The secondary views (:data:`VIEWS`) are a choice: a store may have some disabled, and a read
+of a disabled view raises :class:`ViewDisabled`. History (and ``services_of``) is always on.
+Departure records (a row's key changed) appear in ``history`` only.
 
 Page tokens encode the position after the last returned record (its ``(event time ms,
-event_id)``), not a driver cursor, so a token stays valid while new events arrive and works
-the same on every store.
+event_id)`` for history and by actor, its commit-order key ``(event time µs, sequence,
+event_id)`` for the request, trace and table views), not a driver cursor, so a token stays
+valid while new events arrive and works the same on every store. A token only works with
+the kind of call that made it.
 """
 
 from __future__ import annotations
@@ -55,9 +68,69 @@ T = TypeVar("T")
 #: Largest ``limit`` a store accepts for one page.
 MAX_PAGE_SIZE = 1000
 
+#: The secondary views a store can keep besides history (which is always on).
+VIEWS: Final = ("actor", "transaction", "request", "trace", "table")
+
+#: The views a new store keeps unless told otherwise: all of them (docs/cql.md weighs each
+#: one's write cost; the request and trace views cost nothing for records without a request
+#: or trace id).
+DEFAULT_VIEWS: Final = frozenset(VIEWS)
+
+#: The flag that chooses the views, named in :class:`ViewDisabled` messages.
+VIEWS_FLAG: Final = "--views"
+
 
 class InvalidQuery(PermanentError, ValueError):
     """A read was asked with bad arguments (a malformed page token, a bad limit or window)."""
+
+
+class ViewDisabled(InvalidQuery):
+    """A read asked a secondary view this store does not keep."""
+
+    def __init__(self, view: str) -> None:
+        super().__init__(
+            f"the {view} view is not enabled in this audit store: enable it with "
+            f"`{VIEWS_FLAG} ...,{view}` on `sqla-audit schema apply` (Cassandra) or "
+            f"`sqla-audit consume` (SQLite)"
+        )
+        self.view = view
+
+
+def parse_views(text: str | Iterable[str]) -> frozenset[str]:
+    """The views named in ``text`` (comma-separated) or an iterable of names.
+
+    ``history`` may be named (it is always on) and ``all`` means every view; an unknown
+    name raises :class:`ValueError` listing the known ones.
+    """
+    names = text.split(",") if isinstance(text, str) else list(text)
+    chosen: set[str] = set()
+    for raw in names:
+        name = raw.strip().lower()
+        if not name or name == "history":
+            continue
+        if name == "all":
+            chosen.update(VIEWS)
+        elif name in VIEWS:
+            chosen.add(name)
+        else:
+            raise ValueError(f"unknown view {raw.strip()!r} (known: history, {', '.join(VIEWS)})")
+    return frozenset(chosen)
+
+
+def check_views(views: frozenset[str] | None) -> frozenset[str]:
+    """``views`` validated (``None``: :data:`DEFAULT_VIEWS`)."""
+    if views is None:
+        return DEFAULT_VIEWS
+    unknown = set(views) - set(VIEWS)
+    if unknown:
+        raise ValueError(f"unknown views {sorted(unknown)} (known: {', '.join(VIEWS)})")
+    return frozenset(views)
+
+
+def format_views(views: Iterable[str]) -> str:
+    """The views as the ``--views`` flag spells them, in :data:`VIEWS` order."""
+    chosen = set(views)
+    return ",".join(view for view in VIEWS if view in chosen) or "history"
 
 
 class RecordRejected(PermanentError):
@@ -295,6 +368,145 @@ def paginate(candidates: Iterable[AuditRecord], window: Window) -> Page[AuditRec
     return Page(items, None)
 
 
+def commit_key(record: AuditRecord) -> tuple[int, int, uuid.UUID]:
+    """The commit-order key of a (non-departure) record: ``(event time µs, sequence,
+    event_id)``; the order of the request, trace and table views."""
+    return (to_micros(record.event_time), record.sequence, record.event_id)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Position:
+    """A place in commit order (:func:`commit_key`); a page token of the ordered views."""
+
+    micros: int
+    sequence: int
+    event_id: uuid.UUID
+
+    @classmethod
+    def of(cls, record: AuditRecord) -> Position:
+        return cls(*commit_key(record))
+
+    @property
+    def key(self) -> tuple[int, int, uuid.UUID]:
+        return (self.micros, self.sequence, self.event_id)
+
+
+def encode_position_token(position: Position, *, newest_first: bool) -> str:
+    """The opaque token for the page after ``position`` of an ordered view read."""
+    raw = json.dumps(
+        ["d" if newest_first else "a", position.micros, position.sequence, str(position.event_id)],
+        separators=(",", ":"),
+    )
+    return base64.urlsafe_b64encode(raw.encode("ascii")).decode("ascii").rstrip("=")
+
+
+_POSITION_TOKEN: Final = re.compile(
+    rb'\["([ad])",(0|-?[1-9][0-9]{0,17}),(0|[1-9][0-9]{0,9}),"([0-9a-f]{8}-[0-9a-f]{4}-'
+    rb'[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"\]'
+)
+
+
+def decode_position_token(token: str | None, *, newest_first: bool) -> Position | None:
+    """Parse a token of :func:`encode_position_token` made for the same direction;
+    :class:`InvalidQuery` if it is not one (matched exactly, never parsed as JSON)."""
+    if token is None:
+        return None
+    match = None
+    if len(token) <= 128 and token.isascii():
+        try:
+            raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        match = _POSITION_TOKEN.fullmatch(raw)
+    lowest = to_micros(dt.datetime.min.replace(tzinfo=dt.UTC))
+    highest = to_micros(dt.datetime.max.replace(tzinfo=dt.UTC))
+    if (
+        match is None
+        or match.group(1) != (b"d" if newest_first else b"a")
+        or not lowest <= int(match.group(2)) <= highest
+        or int(match.group(3)) > MAX_SEQUENCE
+    ):
+        shown = repr(token[:40]) + ("..." if len(token) > 40 else "")
+        raise InvalidQuery(
+            f"invalid page token {shown}: pass a token printed by a previous page of the "
+            "same question (and the same order)"
+        )
+    return Position(
+        int(match.group(2)), int(match.group(3)), uuid.UUID(match.group(4).decode("ascii"))
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OrderedWindow:
+    """The validated bounds of one read of an ordered view (request, trace, table)."""
+
+    since_us: int | None
+    until_us: int | None
+    cursor: Position | None
+    limit: int
+    newest_first: bool
+
+    @classmethod
+    def build(
+        cls,
+        since: dt.datetime | None,
+        until: dt.datetime | None,
+        limit: int,
+        page: str | None,
+        *,
+        newest_first: bool,
+    ) -> OrderedWindow:
+        check_window(since, until, limit)
+        return cls(
+            since_us=None if since is None else to_micros(since),
+            until_us=None if until is None else to_micros(until),
+            cursor=decode_position_token(page, newest_first=newest_first),
+            limit=limit,
+            newest_first=newest_first,
+        )
+
+    def admits(self, record: AuditRecord) -> bool:
+        """True if ``record`` is inside the exact window and strictly past the cursor."""
+        key = commit_key(record)
+        if self.since_us is not None and key[0] < self.since_us:
+            return False
+        if self.until_us is not None and key[0] > self.until_us:
+            return False
+        if self.cursor is None:
+            return True
+        return key < self.cursor.key if self.newest_first else key > self.cursor.key
+
+    @property
+    def low_us(self) -> int | None:
+        """Lowest event time (µs) that can hold a match, cursor included."""
+        bounds = [] if self.since_us is None else [self.since_us]
+        if self.cursor is not None and not self.newest_first:
+            bounds.append(self.cursor.micros)
+        return max(bounds) if bounds else None
+
+    @property
+    def high_us(self) -> int | None:
+        """Highest event time (µs) that can hold a match, cursor included."""
+        bounds = [] if self.until_us is None else [self.until_us]
+        if self.cursor is not None and self.newest_first:
+            bounds.append(self.cursor.micros)
+        return min(bounds) if bounds else None
+
+
+def paginate_ordered(candidates: Iterable[AuditRecord], window: OrderedWindow) -> Page[AuditRecord]:
+    """Cut one page from ``candidates`` (in the window's order, possibly a little wider):
+    the exact window and cursor are applied here, departures are left out."""
+    items: list[AuditRecord] = []
+    for record in candidates:
+        if record.is_departure or not window.admits(record):
+            continue
+        if len(items) == window.limit:
+            token = encode_position_token(Position.of(items[-1]), newest_first=window.newest_first)
+            return Page(items, token)
+        items.append(record)
+    return Page(items, None)
+
+
 @runtime_checkable
 class AuditStore(Protocol):
     """Writes audit records idempotently and answers the questions the query side asks."""
@@ -312,6 +524,7 @@ class AuditStore(Protocol):
 
     def history(
         self,
+        service: str,
         table: str,
         record_id: str,
         *,
@@ -323,6 +536,10 @@ class AuditStore(Protocol):
         """One record's changes, newest first, with ``since``/``until`` inclusive."""
         ...
 
+    def services_of(self, table: str, record_id: str) -> list[str]:
+        """The services that wrote ``(table, record_id)``, sorted and distinct."""
+        ...
+
     def by_actor(
         self,
         actor_id: str,
@@ -331,12 +548,40 @@ class AuditStore(Protocol):
         until: dt.datetime | None = None,
         limit: int = 100,
         page: str | None = None,
+        service: str | None = None,
     ) -> Page[AuditRecord]:
-        """What ``actor_id`` changed from ``since`` to ``until`` (default: now), newest first."""
+        """What ``actor_id`` changed from ``since`` to ``until`` (default: now), newest first;
+        only in ``service`` when given."""
         ...
 
     def by_transaction(self, transaction_id: uuid.UUID) -> list[AuditRecord]:
         """Every record of one transaction, in ``sequence`` order."""
+        ...
+
+    def by_request(
+        self, request_id: str, *, limit: int = 100, page: str | None = None
+    ) -> Page[AuditRecord]:
+        """Every change one request id made, across services, oldest first in commit order."""
+        ...
+
+    def by_trace(
+        self, trace_id: str, *, limit: int = 100, page: str | None = None
+    ) -> Page[AuditRecord]:
+        """Every change of one OpenTelemetry trace id, oldest first in commit order."""
+        ...
+
+    def by_table(
+        self,
+        service: str,
+        table: str,
+        *,
+        since: dt.datetime,
+        until: dt.datetime | None = None,
+        newest_first: bool = True,
+        limit: int = 100,
+        page: str | None = None,
+    ) -> Page[AuditRecord]:
+        """What changed in one table of one service from ``since`` to ``until``."""
         ...
 
     def close(self) -> None:
@@ -345,18 +590,31 @@ class AuditStore(Protocol):
 
 
 __all__ = [
+    "DEFAULT_VIEWS",
     "MAX_PAGE_SIZE",
+    "VIEWS",
+    "VIEWS_FLAG",
     "AuditStore",
     "Cursor",
     "InvalidQuery",
+    "OrderedWindow",
     "Page",
+    "Position",
     "RecordConflict",
     "RecordRejected",
+    "ViewDisabled",
     "Window",
+    "check_views",
     "check_window",
+    "commit_key",
     "conflict",
     "content_digest",
     "decode_page_token",
+    "decode_position_token",
     "encode_page_token",
+    "encode_position_token",
+    "format_views",
     "paginate",
+    "paginate_ordered",
+    "parse_views",
 ]

@@ -7,7 +7,9 @@ first record kept; a record no store can hold with
 ``(event time ms, event_id)``, exact ``since``/``until``, keyset page tokens. Thread-safe.
 ``fail_next`` makes the next writes raise, to exercise a worker's retry path. Departure
 records (a row's key changed, see :mod:`consumer.records`) appear in ``history`` only, like
-in the other stores' companion indexes.
+in the other stores' companion indexes. ``views`` chooses the secondary views it answers
+(all by default), so tests see the same :class:`~consumer.sinks.base.ViewDisabled` as with
+the persistent stores.
 """
 
 from __future__ import annotations
@@ -16,10 +18,22 @@ import datetime as dt
 import logging
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from consumer.records import AuditRecord
-from consumer.sinks.base import Page, RecordConflict, Window, conflict, content_digest, paginate
+from consumer.sinks.base import (
+    OrderedWindow,
+    Page,
+    RecordConflict,
+    ViewDisabled,
+    Window,
+    check_views,
+    commit_key,
+    conflict,
+    content_digest,
+    paginate,
+    paginate_ordered,
+)
 from sqla_audit.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -28,7 +42,8 @@ log = logging.getLogger(__name__)
 class MemoryStore:
     """Keeps records in dictionaries; ``records`` exposes them for assertions."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, views: frozenset[str] | None = None) -> None:
+        self.views = check_views(views)
         self._lock = threading.Lock()
         self._by_id: dict[uuid.UUID, AuditRecord] = {}
         self._digests: dict[uuid.UUID, bytes] = {}
@@ -78,8 +93,13 @@ class MemoryStore:
         with self._lock:
             return sorted(self._by_id.values(), key=lambda r: r.sort_key, reverse=True)
 
+    def _require(self, view: str) -> None:
+        if view not in self.views:
+            raise ViewDisabled(view)
+
     def history(
         self,
+        service: str,
         table: str,
         record_id: str,
         *,
@@ -90,9 +110,23 @@ class MemoryStore:
     ) -> Page[AuditRecord]:
         window = Window.build(since, until, limit, page)
         return paginate(
-            (r for r in self._newest_first() if r.table == table and r.record_id == record_id),
+            (
+                r
+                for r in self._newest_first()
+                if r.service == service and r.table == table and r.record_id == record_id
+            ),
             window,
         )
+
+    def services_of(self, table: str, record_id: str) -> list[str]:
+        with self._lock:
+            return sorted(
+                {
+                    r.service
+                    for r in self._by_id.values()
+                    if (r.table, r.record_id) == (table, record_id)
+                }
+            )
 
     def by_actor(
         self,
@@ -102,14 +136,23 @@ class MemoryStore:
         until: dt.datetime | None = None,
         limit: int = 100,
         page: str | None = None,
+        service: str | None = None,
     ) -> Page[AuditRecord]:
+        self._require("actor")
         window = Window.build(since, until, limit, page)
         return paginate(
-            (r for r in self._newest_first() if r.actor_id == actor_id and not r.is_departure),
+            (
+                r
+                for r in self._newest_first()
+                if r.actor_id == actor_id
+                and not r.is_departure
+                and (service is None or r.service == service)
+            ),
             window,
         )
 
     def by_transaction(self, transaction_id: uuid.UUID) -> list[AuditRecord]:
+        self._require("transaction")
         with self._lock:
             found = [
                 r
@@ -117,6 +160,43 @@ class MemoryStore:
                 if r.transaction_id == transaction_id and not r.is_departure
             ]
         return sorted(found, key=lambda r: (r.sequence, r.event_id))
+
+    def _ordered(
+        self, keep: Callable[[AuditRecord], bool], window: OrderedWindow
+    ) -> Page[AuditRecord]:
+        with self._lock:
+            found = [r for r in self._by_id.values() if keep(r)]
+        found.sort(key=commit_key, reverse=window.newest_first)
+        return paginate_ordered(found, window)
+
+    def by_request(
+        self, request_id: str, *, limit: int = 100, page: str | None = None
+    ) -> Page[AuditRecord]:
+        self._require("request")
+        window = OrderedWindow.build(None, None, limit, page, newest_first=False)
+        return self._ordered(lambda r: bool(r.request_id) and r.request_id == request_id, window)
+
+    def by_trace(
+        self, trace_id: str, *, limit: int = 100, page: str | None = None
+    ) -> Page[AuditRecord]:
+        self._require("trace")
+        window = OrderedWindow.build(None, None, limit, page, newest_first=False)
+        return self._ordered(lambda r: r.trace_id is not None and r.trace_id == trace_id, window)
+
+    def by_table(
+        self,
+        service: str,
+        table: str,
+        *,
+        since: dt.datetime,
+        until: dt.datetime | None = None,
+        newest_first: bool = True,
+        limit: int = 100,
+        page: str | None = None,
+    ) -> Page[AuditRecord]:
+        self._require("table")
+        window = OrderedWindow.build(since, until, limit, page, newest_first=newest_first)
+        return self._ordered(lambda r: r.service == service and r.table == table, window)
 
     def close(self) -> None:
         self.closed = True

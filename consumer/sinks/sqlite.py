@@ -22,8 +22,23 @@ past the timeout, disk I/O, cannot open, disk full) is a retryable
 :class:`~sqla_audit.errors.StoreError`.
 
 The one table holds departure records too (a row's key changed, see
-:mod:`consumer.records`); ``by_actor`` and ``by_transaction`` leave them out, as the
-Cassandra store does by not writing them to its companion tables.
+:mod:`consumer.records`); ``by_actor``, ``by_transaction`` and the ordered views leave them
+out, as the Cassandra store does by not writing them to its companion tables.
+
+Layout versions. The file records its layout in ``PRAGMA user_version``: 2 for this
+version (a record is identified by ``(service, table, record_id)``; indexes for the request,
+trace and table views). A layout-1 file (``user_version`` 0 with an ``audit_records``
+table, written by earlier versions) already has the ``service`` column, so opening it
+upgrades it in place: the new indexes are built (one pass over the table, under SQLite's
+write lock) and ``user_version`` set to 2. A file with a newer layout is refused with a
+:class:`~sqla_audit.errors.ConfigurationError` asking to upgrade sqla-audit.
+
+Views. The secondary views (:data:`~consumer.sinks.base.VIEWS`) are indexes here; the
+chosen set is recorded in the ``audit_settings`` table. A store opened with ``views`` (the
+consumer's ``--views``) records that set and builds its indexes; one opened without (a
+reader) uses the recorded set. Reading a view that is not enabled raises
+:class:`~consumer.sinks.base.ViewDisabled`. A disabled view's index is left in place if it
+exists (dropping it is ``DROP INDEX``).
 """
 
 from __future__ import annotations
@@ -37,18 +52,27 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
-from consumer.records import AuditRecord, record_from_row, record_to_row, to_millis
+from consumer.records import AuditRecord, record_from_row, record_to_row, to_micros, to_millis
 from consumer.sinks.base import (
+    DEFAULT_VIEWS,
     MAX_PAGE_SIZE,
+    OrderedWindow,
     Page,
     RecordConflict,
     RecordRejected,
+    ViewDisabled,
     Window,
+    check_views,
     conflict,
     content_digest,
+    format_views,
     paginate,
+    paginate_ordered,
+    parse_views,
 )
 from sqla_audit.errors import ConfigurationError, StoreError
+from sqla_audit.tracing import TRACE_ID_KEY
+from sqla_audit.wire_limits import MAX_IDENTIFIER_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +122,34 @@ CREATE TABLE IF NOT EXISTS audit_records (
 );
 CREATE INDEX IF NOT EXISTS audit_records_by_record
     ON audit_records (table_name, record_id, event_ms DESC, event_id DESC);
-CREATE INDEX IF NOT EXISTS audit_records_by_actor
-    ON audit_records (actor_id, event_ms DESC, event_id DESC) WHERE actor_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS audit_records_by_transaction
-    ON audit_records (transaction_id, sequence, event_id);
+CREATE INDEX IF NOT EXISTS audit_records_by_service_record
+    ON audit_records (service, table_name, record_id, event_ms DESC, event_id DESC);
+CREATE TABLE IF NOT EXISTS audit_settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
+
+#: The layout this version writes (``PRAGMA user_version``); 1 is the layout before
+#: records were identified by service (``user_version`` 0 there).
+LAYOUT_VERSION: Final = 2
+
+#: SQL of the trace id of a row: the metadata's ``otel.trace_id`` when it is a string.
+_TRACE_EXPR: Final = f"json_extract(metadata, '$.\"{TRACE_ID_KEY}\"')"
+
+#: The index each secondary view needs.
+VIEW_INDEXES: Final = {
+    "actor": "CREATE INDEX IF NOT EXISTS audit_records_by_actor ON audit_records "
+    "(actor_id, event_ms DESC, event_id DESC) WHERE actor_id IS NOT NULL",
+    "transaction": "CREATE INDEX IF NOT EXISTS audit_records_by_transaction ON audit_records "
+    "(transaction_id, sequence, event_id)",
+    "request": "CREATE INDEX IF NOT EXISTS audit_records_by_request ON audit_records "
+    "(request_id, event_time_us, sequence, event_id) WHERE request_id IS NOT NULL",
+    "trace": f"CREATE INDEX IF NOT EXISTS audit_records_by_trace ON audit_records "
+    f"({_TRACE_EXPR}, event_time_us, sequence, event_id)",
+    "table": "CREATE INDEX IF NOT EXISTS audit_records_by_table ON audit_records "
+    "(service, table_name, event_time_us, sequence, event_id)",
+}
 
 _QUOTED: Final = ", ".join('"' + c + '"' for c in _COLUMNS)
 _INSERT: Final = (
@@ -161,7 +208,9 @@ def _classify(exc: BaseException) -> Exception:
 class SQLiteStore:
     """An :class:`~consumer.sinks.base.AuditStore` over one SQLite file (or ``:memory:``)."""
 
-    def __init__(self, path: str | Path, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, path: str | Path, *, timeout: float = 10.0, views: frozenset[str] | None = None
+    ) -> None:
         target = str(path)
         if target.startswith("sqlite:///"):
             target = target[len("sqlite:///") :]
@@ -175,11 +224,44 @@ class SQLiteStore:
             self._conn = sqlite3.connect(target, timeout=timeout, check_same_thread=False)
             if target != ":memory:":
                 self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.executescript(SCHEMA)
-            self._conn.commit()
+            self.views = self._open_layout(None if views is None else check_views(views))
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {target!r}: {exc}") from exc
         self._closed = False
+
+    def _open_layout(self, views: frozenset[str] | None) -> frozenset[str]:
+        """Check the file's layout, create or upgrade it; the views it keeps."""
+        conn = self._conn
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version > LAYOUT_VERSION:
+            conn.close()
+            raise ConfigurationError(
+                f"the SQLite store {self.path!r} holds audit layout {version}, newer than "
+                f"this sqla-audit understands ({LAYOUT_VERSION}): upgrade sqla-audit"
+            )
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            recorded = conn.execute(
+                "SELECT value FROM audit_settings WHERE name = 'views'"
+            ).fetchone()
+            if views is None:
+                views = DEFAULT_VIEWS if recorded is None else parse_views(recorded[0])
+            if recorded is None or parse_views(recorded[0]) != views:
+                conn.execute(
+                    "INSERT OR REPLACE INTO audit_settings (name, value) VALUES ('views', ?)",
+                    (format_views(views),),
+                )
+            for view in sorted(views):
+                conn.execute(VIEW_INDEXES[view])
+            conn.execute(f"PRAGMA user_version = {LAYOUT_VERSION}")
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+        return views
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -288,8 +370,13 @@ class SQLiteStore:
             position = (int(last[_EVENT_MS]), str(last[0]))
             chunk = min(chunk * 2, _MAX_CHUNK)
 
+    def _require(self, view: str) -> None:
+        if view not in self.views:
+            raise ViewDisabled(view)
+
     def history(
         self,
+        service: str,
         table: str,
         record_id: str,
         *,
@@ -300,8 +387,21 @@ class SQLiteStore:
     ) -> Page[AuditRecord]:
         window = Window.build(since, until, limit, page)
         return paginate(
-            self._scan("table_name = ? AND record_id = ?", (table, record_id), window), window
+            self._scan(
+                "service = ? AND table_name = ? AND record_id = ?",
+                (service, table, record_id),
+                window,
+            ),
+            window,
         )
+
+    def services_of(self, table: str, record_id: str) -> list[str]:
+        rows = self._query(
+            "SELECT DISTINCT service FROM audit_records WHERE table_name = ? AND record_id = ? "
+            "ORDER BY service",
+            (table, record_id),
+        )
+        return [str(row[0]) for row in rows]
 
     def by_actor(
         self,
@@ -311,18 +411,99 @@ class SQLiteStore:
         until: dt.datetime | None = None,
         limit: int = 100,
         page: str | None = None,
+        service: str | None = None,
     ) -> Page[AuditRecord]:
+        self._require("actor")
         window = Window.build(since, until, limit, page)
-        found = self._scan("actor_id = ?", (actor_id,), window)
+        if service is None:
+            found = self._scan("actor_id = ?", (actor_id,), window)
+        else:
+            found = self._scan("actor_id = ? AND service = ?", (actor_id, service), window)
         return paginate((r for r in found if not r.is_departure), window)
 
     def by_transaction(self, transaction_id: uuid.UUID) -> list[AuditRecord]:
+        self._require("transaction")
         rows = self._query(
             f"{_SELECT} WHERE transaction_id = ? ORDER BY sequence, event_id",
             (str(transaction_id),),
         )
         found = (_from_tuple(values) for values in rows)
         return [record for record in found if not record.is_departure]
+
+    def _scan_ordered(
+        self, where: str, params: tuple[Any, ...], window: OrderedWindow
+    ) -> Iterator[AuditRecord]:
+        """Records in commit order (or its reverse) inside the window, by keyset in chunks."""
+        clauses = [where]
+        bounds: list[Any] = list(params)
+        if window.low_us is not None:
+            clauses.append("event_time_us >= ?")
+            bounds.append(window.low_us)
+        if window.high_us is not None:
+            clauses.append("event_time_us <= ?")
+            bounds.append(window.high_us)
+        direction = "DESC" if window.newest_first else "ASC"
+        past = "<" if window.newest_first else ">"
+        position: tuple[int, int, str] | None = None
+        if window.cursor is not None:
+            cursor = window.cursor
+            position = (cursor.micros, cursor.sequence, str(cursor.event_id))
+        chunk = min(window.limit + 1, _MAX_CHUNK)
+        while True:
+            sql_clauses = list(clauses)
+            sql_params = list(bounds)
+            if position is not None:
+                sql_clauses.append(f"(event_time_us, sequence, event_id) {past} (?, ?, ?)")
+                sql_params += list(position)
+            sql = (
+                f"{_SELECT} WHERE {' AND '.join(sql_clauses)} ORDER BY event_time_us "
+                f"{direction}, sequence {direction}, event_id {direction} LIMIT {chunk}"
+            )
+            rows = self._query(sql, tuple(sql_params))
+            for values in rows:
+                yield _from_tuple(values)
+            if len(rows) < chunk:
+                return
+            last = _from_tuple(rows[-1])
+            position = (to_micros(last.event_time), last.sequence, str(last.event_id))
+            chunk = min(chunk * 2, _MAX_CHUNK)
+
+    def by_request(
+        self, request_id: str, *, limit: int = 100, page: str | None = None
+    ) -> Page[AuditRecord]:
+        self._require("request")
+        window = OrderedWindow.build(None, None, limit, page, newest_first=False)
+        if not request_id:
+            return Page([], None)
+        return paginate_ordered(self._scan_ordered("request_id = ?", (request_id,), window), window)
+
+    def by_trace(
+        self, trace_id: str, *, limit: int = 100, page: str | None = None
+    ) -> Page[AuditRecord]:
+        self._require("trace")
+        window = OrderedWindow.build(None, None, limit, page, newest_first=False)
+        if not trace_id or len(trace_id) > MAX_IDENTIFIER_CHARS:
+            return Page([], None)  # the trace view indexes no such id
+        return paginate_ordered(
+            self._scan_ordered(f"{_TRACE_EXPR} = ?", (trace_id,), window), window
+        )
+
+    def by_table(
+        self,
+        service: str,
+        table: str,
+        *,
+        since: dt.datetime,
+        until: dt.datetime | None = None,
+        newest_first: bool = True,
+        limit: int = 100,
+        page: str | None = None,
+    ) -> Page[AuditRecord]:
+        self._require("table")
+        window = OrderedWindow.build(since, until, limit, page, newest_first=newest_first)
+        return paginate_ordered(
+            self._scan_ordered("service = ? AND table_name = ?", (service, table), window), window
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -331,4 +512,4 @@ class SQLiteStore:
                 self._conn.close()
 
 
-__all__ = ["SCHEMA", "SQLiteStore"]
+__all__ = ["LAYOUT_VERSION", "SCHEMA", "SQLiteStore"]

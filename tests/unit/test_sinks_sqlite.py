@@ -44,12 +44,12 @@ def limits(store: SQLiteStore) -> list[int]:
 def test_a_page_asks_for_one_row_more_than_its_limit(store: SQLiteStore, limits: list[int]) -> None:
     """history(limit=n) reads n + 1 rows in one SELECT, not a fixed large chunk."""
     store.write(make_record(committed_at=T0 + dt.timedelta(seconds=i)) for i in range(50))
-    page = store.history("accounts", "1", limit=1)
+    page = store.history("billing", "accounts", "1", limit=1)
     assert len(page.items) == 1
     assert page.next_page is not None
     assert limits == [2]
     limits.clear()
-    assert len(store.history("accounts", "1", limit=20).items) == 20
+    assert len(store.history("billing", "accounts", "1", limit=20).items) == 20
     assert limits == [21]
 
 
@@ -70,6 +70,7 @@ def test_microsecond_bounds_are_exact_in_the_first_read(
     records = [make_record(committed_at=T0 + dt.timedelta(microseconds=i)) for i in range(10)]
     store.write(records)
     page = store.history(
+        "billing",
         "accounts",
         "1",
         since=T0 + dt.timedelta(microseconds=3),
