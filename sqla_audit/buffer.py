@@ -27,6 +27,9 @@ keeps the value of the earlier after image. A flush reports the session's value 
 it did not write, which is stale after a bulk UPDATE with ``synchronize_session=False``: the
 bulk change of that column survives.
 
+Order. Changes leave the buffer in first-change order, except that a change moving a row off
+a key comes before the change putting another row on it (see :func:`vacate_first`).
+
 A coalesced change keeps the position of the row's first change (its ``sequence``), the
 actor, request id and ``occurred_at`` of its last change, and merged metadata. Masked
 columns cannot be compared, so they count as changed when any step changed them.
@@ -42,6 +45,7 @@ a row whose key happens to be ``"*"``.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -185,6 +189,45 @@ def coalesce(first: RowChange, then: RowChange) -> RowChange | None:
     return then
 
 
+def vacate_first(changes: list[RowChange]) -> list[RowChange]:
+    """``changes`` in order, except that a change moving a row off a key comes before the
+    change that puts another row on that key (row A moved 1 -> 10, row B moved 3 -> 1: A's
+    change first, whichever row the transaction touched first), so that applying the events
+    in ``sequence`` order never finds two rows on one key. Keys swapped in a cycle cannot be
+    ordered so: they keep first-change order.
+    """
+    vacating: dict[tuple[str, str], int] = {}
+    for index, change in enumerate(changes):
+        if change.previous_record_id is not None:
+            vacating[(change.table, change.previous_record_id)] = index
+    if not vacating:
+        return changes
+    waits: dict[int, int] = {}
+    for index, change in enumerate(changes):
+        blocker = vacating.get((change.table, change.record_id))
+        if blocker is not None and blocker != index:
+            waits[index] = blocker
+    if all(blocker < index for index, blocker in waits.items()):
+        return changes
+    pending = [1 if index in waits else 0 for index in range(len(changes))]
+    unblocks: dict[int, list[int]] = {}
+    for index, blocker in waits.items():
+        unblocks.setdefault(blocker, []).append(index)
+    ready = [index for index, count in enumerate(pending) if count == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        index = heapq.heappop(ready)
+        order.append(index)
+        for waiting in unblocks.get(index, ()):
+            pending[waiting] -= 1
+            if pending[waiting] == 0:
+                heapq.heappush(ready, waiting)
+    placed = set(order)
+    order.extend(index for index in range(len(changes)) if index not in placed)  # cycles
+    return [changes[index] for index in order]
+
+
 @dataclass(slots=True)
 class _Entry:
     position: int
@@ -231,7 +274,8 @@ class Frame:
         return sorted([*self._index.values(), *self._displaced], key=lambda e: e.position)
 
     def changes(self) -> list[RowChange]:
-        return [entry.change for entry in self.entries()]
+        """The changes in first-change order, a row leaving a key before another takes it."""
+        return vacate_first([entry.change for entry in self.entries()])
 
     def __len__(self) -> int:
         return len(self._index) + len(self._displaced)
@@ -303,4 +347,4 @@ class TransactionBuffer:
         self._committed.clear()
 
 
-__all__ = ["Frame", "TransactionBuffer", "TransactionLike", "coalesce"]
+__all__ = ["Frame", "TransactionBuffer", "TransactionLike", "coalesce", "vacate_first"]

@@ -80,7 +80,14 @@ from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.sql import dml
 from sqlalchemy.sql.elements import BindParameter, ClauseElement
 
-from sqla_audit.capture import PREFETCH_CHUNK, Capturer, ChangeSink, RowChange, same_value
+from sqla_audit.capture import (
+    PREFETCH_CHUNK,
+    STALE_KEYS,
+    Capturer,
+    ChangeSink,
+    RowChange,
+    same_value,
+)
 from sqla_audit.config import ColumnSpec, ModelPlan
 from sqla_audit.context import AuditContext, current_context
 from sqla_audit.events import MARKER_METADATA_KEY, MARKER_RECORD_ID, Operation, utcnow
@@ -149,6 +156,8 @@ class _Job:
     occurred_at: dt.datetime
     context: AuditContext
     changes: list[RowChange] = field(default_factory=list)
+    #: (key, attribute keys) of each row an UPDATE changed
+    updated: list[tuple[Key, list[str]]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,9 +293,25 @@ class BulkCapturer:
             result = self._update_by_keys(job, call) if update else call.invoke()
         else:
             result = self._where(job, call)
+        if job.updated and (
+            state.is_executemany
+            or state.execution_options.get("synchronize_session", "auto") in (False, None)
+        ):
+            self._mark_stale(job)
         for change in job.changes:
             self.sink(session, self.capturer.with_hook_metadata(session, change))
         return result
+
+    @staticmethod
+    def _mark_stale(job: _Job) -> None:
+        """Note, on the session's loaded objects of the rows an unsynchronized UPDATE changed,
+        which attributes now hold stale values: their next flush reads them from the database.
+        """
+        mapper, identity_map = job.plan.mapper, job.session.identity_map
+        for key, attributes in job.updated:
+            obj = identity_map.get(mapper.identity_key_from_primary_key(key))
+            if obj is not None:
+                sa.inspect(obj).info.setdefault(STALE_KEYS, set()).update(attributes)
 
     # -- reading rows ----------------------------------------------------------------------
 
@@ -390,11 +415,15 @@ class BulkCapturer:
 
     def _updated(self, job: _Job, before: Raw, after: Raw) -> None:
         plan = job.plan
-        changed = [
-            spec.name for spec in plan.columns if not same_value(before[spec.key], after[spec.key])
+        changed_specs = [
+            spec for spec in plan.columns if not same_value(before[spec.key], after[spec.key])
         ]
-        if not changed:
+        if not changed_specs:
             return
+        changed = [spec.name for spec in changed_specs]
+        job.updated.append(
+            (tuple(after[spec.key] for spec in plan.primary_key), [s.key for s in changed_specs])
+        )
         fallback = self.capturer.config.unknown_types
         encoded_before: dict[str, JSONValue] = {}
         encoded_after: dict[str, JSONValue] = {}

@@ -86,6 +86,14 @@ PREFETCH_CHUNK: Final = 500
 _EMPTY_MAPPING: Final[Mapping[str, JSONValue]] = MappingProxyType({})
 _NO_KEYS: Final[frozenset[str]] = frozenset()
 
+#: Key in ``InstanceState.info``: the attribute keys whose loaded values a bulk UPDATE that
+#: did not synchronize the session made stale (set by :mod:`sqla_audit.bulk`). A flush reads
+#: them from the database instead of trusting the object.
+STALE_KEYS: Final = "sqla_audit.stale_keys"
+#: Key in ``InstanceState.info``: the stale values a flush saw loaded (to tell, after it,
+#: the columns it did not write from those it wrote).
+_STALE_SEEN: Final = "sqla_audit.stale_seen"
+
 
 #: Receives every change captured from a flush, in order.
 ChangeSink = Callable[[Session, RowChange], None]
@@ -345,6 +353,9 @@ class Capturer:
             before: dict[str, Any] = {}
             missing: list[str] = []
             untouched: list[str] = []
+            stale = state.info.get(STALE_KEYS, _NO_KEYS)
+            if stale:
+                state.info[_STALE_SEEN] = {k: loaded[k] for k in stale if k in loaded}
             for key, _name, _masked, _spec in plan.column_rows:
                 if key in committed:
                     original = committed[key]
@@ -352,7 +363,7 @@ class Capturer:
                         missing.append(key)  # assigned while unloaded, or mutated in place
                     else:
                         before[key] = original
-                elif key in loaded:
+                elif key in loaded and key not in stale:
                     before[key] = loaded[key]
                 else:
                     missing.append(key)
@@ -436,7 +447,7 @@ class Capturer:
                     )
                 )
             else:
-                pending = self._update_pending(state, plan, snapshots.get(state))
+                pending = self._update_pending(state, plan, snapshots.get(state), session)
                 if pending is not None:
                     record.updates.append(pending)
         record.inserts.sort(key=lambda row: row.state.insert_order or 0)
@@ -491,19 +502,36 @@ class Capturer:
         )
 
     def _update_pending(
-        self, state: InstanceState[Any], plan: ModelPlan, snapshot: _Snapshot | None
+        self,
+        state: InstanceState[Any],
+        plan: ModelPlan,
+        snapshot: _Snapshot | None,
+        session: Session,
     ) -> _PendingRow | None:
         if snapshot is None:
             # Not modified before the flush: only the flush itself changed it (a foreign
             # key synchronized from a relationship). History still holds those values.
             if not any(_assigned(state, spec.key) for spec in plan.columns):
                 return None
+            # Columns a bulk UPDATE made stale were not written by this flush: the
+            # database holds their value before and after it.
+            stale = [
+                key for key in state.info.get(STALE_KEYS, _NO_KEYS) if not _assigned(state, key)
+            ]
+            fetched = (
+                self._prefetch(session, state.mapper, [(state, stale)]).get(state, {})
+                if stale
+                else {}
+            )
+            if fetched:
+                state.info[_STALE_SEEN] = {k: state.dict[k] for k in fetched if k in state.dict}
             snapshot = _Snapshot(
-                before=self._before_image(state, plan, {}),
+                before={**self._before_image(state, plan, {}), **fetched},
                 untouched_unloaded=frozenset(
                     spec.key
                     for spec in plan.columns
-                    if spec.key not in state.dict and not _assigned(state, spec.key)
+                    if (spec.key not in state.dict or spec.key in fetched)
+                    and not _assigned(state, spec.key)
                 ),
             )
         assert state.key is not None
@@ -667,10 +695,16 @@ class Capturer:
 
     def _after_image(self, pending: _PendingRow) -> dict[str, Any]:
         loaded = pending.state.dict
+        untouched = pending.untouched_unloaded
+        seen = pending.state.info.get(_STALE_SEEN) if untouched else None
         after: dict[str, Any] = {}
         for key, _name, _masked, spec in pending.plan.column_rows:
             if key in loaded:  # the common case, without a call
-                after[key] = loaded[key]
+                value = loaded[key]
+                if seen and key in untouched and seen.get(key, _MISSING) is value:
+                    # stale, and not written by the flush: the database's value is before's
+                    value = pending.before.get(key, value)
+                after[key] = value
                 continue
             value = self._current(pending, spec)
             if value is not _MISSING:
@@ -816,6 +850,7 @@ class Capturer:
 
 __all__ = [
     "PREFETCH_CHUNK",
+    "STALE_KEYS",
     "Capturer",
     "ChangeSink",
     "ChangesSink",

@@ -534,3 +534,51 @@ def test_insert_then_bulk_update_then_flush_keeps_the_bulk_value(
         "insert",
         _row(5, email="later@x", login_count=9),
     )
+
+
+@pytest.mark.parametrize("by_key", [False, True], ids=["where", "by-primary-key"])
+def test_stale_object_in_a_later_transaction_reports_the_database_values(
+    engine: sa.engine.Engine, by_key: bool
+) -> None:
+    """expire_on_commit=False: a later flush of an object a bulk UPDATE made stale shows the
+    bulk value in both images, for an assigned attribute and for a synchronized foreign key."""
+    from capture_model import Item, ModelBase, Owner  # noqa: PLC0415 -- its own tables
+
+    from sqla_audit.testing import capture_events  # noqa: PLC0415
+
+    ModelBase.metadata.create_all(engine)
+    maker = sessionmaker(engine, expire_on_commit=False)
+    with capture_events(maker) as published, maker() as session:
+        with session.begin():
+            owner = Owner(id=1, name="o")
+            session.add_all(
+                [
+                    Item(id=1, name="i", price=1, owner=owner),
+                    Item(id=2, name="j", price=2, owner=owner),
+                ]
+            )
+        with session.begin():
+            if by_key:
+                session.execute(update(Item), [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}])
+            else:
+                statement = update(Item).values(name=sa.func.upper(Item.name))
+                session.execute(statement.execution_options(synchronize_session=False))
+        with session.begin():
+            session.get(Item, 1).price = 5  # type: ignore[union-attr]
+        with session.begin():
+            session.delete(owner)  # sets both items' owner_id to NULL
+        with maker() as reader:
+            stored = {i.id: i.name for i in reader.scalars(select(Item))}
+        images = [
+            (e.record_id, e.before["name"], e.after["name"])  # type: ignore[index]
+            for e in published.events
+            if e.table == "model_items" and e.operation.value == "update"
+        ]
+    assert stored == ({1: "a", 2: "b"} if by_key else {1: "I", 2: "J"})
+    bulk, later = images[:2], images[2:]
+    assert later == [
+        ("1", stored[1], stored[1]),
+        ("1", stored[1], stored[1]),
+        ("2", stored[2], stored[2]),
+    ]
+    assert [after for _, _, after in bulk] == [stored[1], stored[2]]

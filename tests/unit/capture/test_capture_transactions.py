@@ -412,3 +412,21 @@ def test_outbox_commit_with_open_savepoint_is_reported(maker: sessionmaker[Sessi
         uninstall_audit(maker)
     assert writer.batches == []
     assert [(type(exc).__name__, count) for exc, count in reported] == [("ConfigurationError", 2)]
+
+
+def test_row_leaves_a_key_before_another_row_takes_it(
+    maker: sessionmaker[Session], published: InMemoryPublisher
+) -> None:
+    """B touched first, A moved US -> ZZ, B moved CA -> US: A's move is published first."""
+    seed(maker, published, Country(code="US", name="a"), Country(code="CA", name="b"))
+    with maker.begin() as session:
+        a, b = session.get(Country, "US"), session.get(Country, "CA")
+        assert a is not None
+        assert b is not None
+        b.name = "b2"
+        session.flush()
+        a.code = "ZZ"
+        session.flush()
+        b.code = "US"
+    moves = [(e.sequence, e.previous_record_id, e.record_id) for e in published.events]
+    assert moves == [(0, "US", "ZZ"), (1, "CA", "US")]
