@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, TypeVar, cast
 
+from consumer.sinks.base import parse_views
 from sqla_audit.errors import ConfigurationError
 from sqla_audit.limits import (
     SQS_MAX_RECEIVE_MESSAGES,
@@ -42,9 +43,11 @@ CONSISTENCY_LEVELS: Final = (
 )
 REPLICATION_CLASSES: Final = ("SimpleStrategy", "NetworkTopologyStrategy")
 TIME_BUCKETS: Final = ("none", "year", "month", "day")
+TIMELINE_BUCKETS: Final = ("minute", "hour", "day")
 _IDENTIFIER: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 
 TimeBucket = Literal["none", "year", "month", "day"]
+TimelineBucket = Literal["minute", "hour", "day"]
 StoreKind = Literal["cassandra", "sqlite"]
 SourceKind = Literal["sqs", "outbox"]
 LogFormat = Literal["text", "json"]
@@ -67,6 +70,13 @@ class CassandraSchemaConfig:
     ttl_seconds: int = 0
     #: Adds a time bucket to the primary table's partition key (see docs/consumer.md).
     time_bucket: TimeBucket = "none"
+    #: The secondary views (``--views``; see :data:`consumer.sinks.base.VIEWS`). ``None``:
+    #: ``schema apply`` creates the default set and a store uses what the keyspace records.
+    views: frozenset[str] | None = None
+    #: Time bucket of the table timeline (``changes_by_table``) partitions.
+    timeline_bucket: TimelineBucket = "hour"
+    #: Shards per timeline bucket (a stable hash of the record id), for hot tables.
+    timeline_shards: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +265,15 @@ def _datacenters(text: str) -> dict[str, int]:
     return out
 
 
+_VIEWS_EXPLAINED: Final = (
+    "a comma-separated list of actor, transaction, request, trace, table (or history, all)"
+)
+
+
+def _views(text: str) -> frozenset[str] | None:
+    return parse_views(text)
+
+
 def _url(text: str) -> str:
     if not re.match(r"^https?://[^\s/]+", text):
         raise ValueError(text)
@@ -314,6 +333,20 @@ def add_cassandra_arguments(parser: argparse.ArgumentParser, *, connection: bool
     group.add_argument(
         "--time-bucket",
         help="none, year, month or day: bucket hot records' partitions [SQLA_AUDIT_TIME_BUCKET]",
+    )
+    group.add_argument(
+        "--views",
+        help="secondary views besides the always-on history, comma-separated from "
+        "actor,transaction,request,trace,table (default: all; 'history' alone: none); "
+        "Cassandra: chosen by `schema apply`, SQLite: by `consume` [SQLA_AUDIT_VIEWS]",
+    )
+    group.add_argument(
+        "--timeline-bucket",
+        help="minute, hour or day: partition of the table timeline [SQLA_AUDIT_TIMELINE_BUCKET]",
+    )
+    group.add_argument(
+        "--timeline-shards",
+        help="partitions per timeline bucket, 1-256 [SQLA_AUDIT_TIMELINE_SHARDS]",
     )
 
 
@@ -388,7 +421,24 @@ def load_schema_config(args: argparse.Namespace, env: Mapping[str, str]) -> Cass
         "none",
         "one of none, year, month, day",
     )
+    views = look.get("views", ("SQLA_AUDIT_VIEWS",), _views, None, _VIEWS_EXPLAINED)
+    timeline_bucket = look.get(
+        "timeline_bucket",
+        ("SQLA_AUDIT_TIMELINE_BUCKET",),
+        _choice(TIMELINE_BUCKETS),
+        "hour",
+        "one of minute, hour, day",
+    )
     return CassandraSchemaConfig(
+        views=views,
+        timeline_bucket=cast("TimelineBucket", timeline_bucket),
+        timeline_shards=look.get(
+            "timeline_shards",
+            ("SQLA_AUDIT_TIMELINE_SHARDS",),
+            _int_in(1, 256),
+            1,
+            "an integer from 1 to 256",
+        ),
         keyspace=look.get(
             "keyspace",
             ("SQLA_AUDIT_KEYSPACE",),

@@ -1,10 +1,16 @@
-"""``sqla-audit consume`` (and ``python -m consumer``): run the worker until SIGTERM/SIGINT.
+"""``sqla-audit consume`` (and ``python -m consumer``): run the worker until SIGTERM/SIGINT,
+or with ``--until-empty`` until the source is drained.
 
 Configuration comes from flags and environment (see :mod:`consumer.config` and
 docs/consumer.md) and is validated before anything connects. Cassandra may come up after
 the worker: connecting is retried with backoff (the health endpoint reports "not ready"
 meanwhile). On SIGTERM or SIGINT the worker stops polling, finishes its batches, releases
-the rest and the command exits 0.
+the rest and the command exits 0 (SIGTERM) or 130 (SIGINT).
+
+``--until-empty`` drains the source and exits 0 with a summary: each poller stops at its
+first empty receive. In this mode a store or source that cannot be reached at the start
+is an error (exit 3) instead of something to wait for. Every ``--progress-interval``
+seconds (default 30; 0 = never) a one-line summary is logged, and a final one at exit.
 """
 
 from __future__ import annotations
@@ -18,9 +24,12 @@ from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
-from consumer.config import ConsumerConfig, add_consumer_arguments, load_consumer_config
+from consumer.commands.outbox import require_sqlite_file
+from consumer.config import ConsumerConfig, add_consumer_arguments, load_consumer_config, setting
+from consumer.failures import EXIT_INTERRUPTED
 from consumer.logs import configure_logging
-from sqla_audit.errors import TransportError
+from consumer.progress import DEFAULT_PROGRESS_INTERVAL, PROGRESS_ENV, Progress, parse_interval
+from sqla_audit.errors import ConfigurationError, StoreError, TransportError
 
 log = logging.getLogger("consumer.consume")
 
@@ -33,18 +42,51 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_consumer_arguments(parser)
+    add_run_arguments(parser)
     parser.set_defaults(func=run)
 
 
-def _open_store(config: ConsumerConfig, stop: threading.Event) -> Any:
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--until-empty`` and ``--progress-interval``."""
+    group = parser.add_argument_group("run")
+    group.add_argument(
+        "--until-empty",
+        action="store_true",
+        help="drain the source, then exit 0 with a summary (exit 3 if the store or the "
+        "source cannot be reached)",
+    )
+    group.add_argument(
+        "--progress-interval",
+        metavar="SECONDS",
+        help=f"seconds between progress lines, 0 = only the final one "
+        f"(default: {DEFAULT_PROGRESS_INTERVAL:g}) [{PROGRESS_ENV}]",
+    )
+
+
+def progress_interval(args: argparse.Namespace, env: Mapping[str, str]) -> float:
+    """``--progress-interval`` or its environment variable, validated."""
+    text = setting(getattr(args, "progress_interval", None), env, PROGRESS_ENV)
+    if text is None:
+        return DEFAULT_PROGRESS_INTERVAL
+    try:
+        return parse_interval(text)
+    except ValueError:
+        raise ConfigurationError(
+            f"--progress-interval / {PROGRESS_ENV} must be seconds from 0 to 86400, got {text!r}"
+        ) from None
+
+
+def _open_store(config: ConsumerConfig, stop: threading.Event, *, until_empty: bool) -> Any:
     if config.store == "sqlite":
         from consumer.sinks.sqlite import SQLiteStore  # noqa: PLC0415
 
         assert config.sqlite_path is not None  # checked by the config loader
-        return SQLiteStore(config.sqlite_path)
+        return SQLiteStore(config.sqlite_path, views=config.cassandra.schema.views)
     from consumer.sinks.cassandra import wait_for_cassandra  # noqa: PLC0415
 
     def retrying(exc: BaseException, delay: float) -> None:
+        if until_empty:  # a drain is a batch job: report the store as down, do not wait
+            raise StoreError(f"Cassandra not reachable: {exc}") from exc
         log.warning("Cassandra not reachable, retrying in %.1fs: %s", delay, exc)
 
     return wait_for_cassandra(
@@ -55,7 +97,7 @@ def _open_store(config: ConsumerConfig, stop: threading.Event) -> Any:
     )
 
 
-def _open_source(config: ConsumerConfig) -> tuple[Any, Any]:
+def _open_source(config: ConsumerConfig, *, until_empty: bool) -> tuple[Any, Any]:
     """The message source and its decoder (only SQS messages may point to S3 payloads)."""
     from consumer.decoding import Decoder  # noqa: PLC0415
 
@@ -63,12 +105,16 @@ def _open_source(config: ConsumerConfig) -> tuple[Any, Any]:
         from consumer.sources.outbox import OutboxSource  # noqa: PLC0415
 
         assert config.outbox is not None  # checked by the config loader
+        require_sqlite_file(config.outbox.db_url, "--db / SQLA_AUDIT_DB_URL", write=True)
         outbox = OutboxSource.from_url(
             config.outbox.db_url, table_name=config.outbox.table, schema=config.outbox.schema
         )
         try:
             outbox.check()
         except TransportError as exc:  # the database may come up after the worker
+            if until_empty:
+                outbox.close()
+                raise
             log.warning("outbox database not reachable yet: %s", exc)
         except BaseException:
             outbox.close()
@@ -80,22 +126,29 @@ def _open_source(config: ConsumerConfig) -> tuple[Any, Any]:
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
-    config = load_consumer_config(args, os.environ if env is None else env)
-    configure_logging(config.worker.log_format, getattr(args, "log_level", "INFO"))
+    env = os.environ if env is None else env
+    config = load_consumer_config(args, env)
+    interval = progress_interval(args, env)
+    until_empty = bool(getattr(args, "until_empty", False))
+    configure_logging(
+        config.worker.log_format,
+        getattr(args, "log_level", "INFO"),
+        debug=bool(getattr(args, "debug", False)),
+    )
 
     from consumer.metrics import MetricsServer, WorkerMetrics  # noqa: PLC0415
     from consumer.worker import Worker  # noqa: PLC0415
 
     stop = threading.Event()
     holder: dict[str, Worker] = {}
+    received: list[int] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
+        received.append(signum)
         stop.set()
         if "worker" in holder:
             holder["worker"].stop()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def health() -> Mapping[str, Any]:
         if "worker" in holder:
@@ -103,18 +156,18 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
         return {"alive": not stop.is_set(), "ready": False, "state": "connecting"}
 
     metrics = WorkerMetrics()
-    server = None
-    if config.worker.metrics_port is not None:
-        server = MetricsServer(
-            config.worker.metrics_host, config.worker.metrics_port, metrics, health
-        )
-        log.info("metrics and health on http://%s:%d/", server.host, server.port)
-    source = store = None
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    server = source = store = progress = None
     try:
-        store = _open_store(config, stop)
+        if config.worker.metrics_port is not None:
+            server = MetricsServer(
+                config.worker.metrics_host, config.worker.metrics_port, metrics, health
+            )
+            log.info("metrics and health on http://%s:%d/", server.host, server.port)
+        store = _open_store(config, stop, until_empty=until_empty)
         if store is None:  # stopped while waiting for the store
-            return 0
-        source, decoder = _open_source(config)
+            return EXIT_INTERRUPTED if signal.SIGINT in received else 0
+        source, decoder = _open_source(config, until_empty=until_empty)
         worker = Worker(
             source,
             store,
@@ -129,14 +182,26 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
         )
         holder["worker"] = worker
         origin = config.sqs.queue_url if config.source == "sqs" else "the outbox"
+        progress = Progress(_summary(worker, source), interval, log)
         log.info(
-            "consuming %s into %s",
+            "consuming %s into %s%s",
             origin,
             config.store,
+            " until it is empty" if until_empty else "",
             extra={"queue_url": config.sqs.queue_url, "store": config.store},
         )
-        return worker.run(stop)
+        progress.start()
+        worker.run(stop, until_empty=until_empty)
+        if worker.drain_error is not None:
+            raise TransportError(f"cannot receive from {origin}: {worker.drain_error}")
+        if signal.SIGINT in received:
+            return EXIT_INTERRUPTED
+        if until_empty and not received:
+            print(f"drained {origin}: {worker.totals.summary()}")
+        return 0
     finally:
+        if progress is not None:
+            progress.close("stopped")
         if server is not None:
             server.close()
         if source is not None:
@@ -145,6 +210,21 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
             store.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _summary(worker: Any, source: Any) -> Any:
+    """The progress line: the worker's totals, and the outbox's backlog when it has one."""
+    from sqla_audit.outbox import outbox_counts  # noqa: PLC0415
+
+    def summary() -> str:
+        text: str = worker.totals.summary()
+        engine, table = getattr(source, "engine", None), getattr(source, "table", None)
+        if engine is not None and table is not None:
+            pending, parked = outbox_counts(engine, table)
+            text += f"; outbox backlog {pending} pending, {parked} parked"
+        return text
+
+    return summary
 
 
 __all__ = ["register", "run"]

@@ -61,25 +61,37 @@ unavailable, overloaded) is a retryable :class:`~sqla_audit.errors.StoreError`.
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import logging
 import threading
 import uuid
+import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import Any, Final
+from dataclasses import dataclass, replace
+from typing import Any, Final, cast
 
-from consumer.config import CassandraConfig, CassandraSchemaConfig
-from consumer.records import AuditRecord, record_from_row, record_to_row
+from consumer.config import CassandraConfig, CassandraSchemaConfig, TimeBucket, TimelineBucket
+from consumer.records import AuditRecord, record_from_row, record_to_row, to_micros
 from consumer.sinks.base import (
+    InvalidQuery,
+    OrderedWindow,
     Page,
     RecordConflict,
     RecordRejected,
+    ViewDisabled,
     Window,
+    check_views,
+    commit_key,
     conflict,
     content_digest,
+    format_views,
     paginate,
+    paginate_ordered,
+    parse_views,
 )
 from sqla_audit.errors import ConfigurationError, StoreError
+from sqla_audit.wire_limits import MAX_IDENTIFIER_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +100,10 @@ _MAX_UUID: Final = uuid.UUID(int=(1 << 128) - 1)
 #: Lower bound used when a read has no ``since`` (Cassandra timestamps are signed ms).
 _MIN_MS: Final = -(2**62)
 _MAX_MS: Final = 2**62
+_MIN_BIGINT: Final = -(2**63)
+_MAX_BIGINT: Final = 2**63 - 1
+_MIN_INT: Final = -(2**31)
+_MAX_INT: Final = 2**31 - 1
 
 _RECORD_COLUMNS: Final = (
     ("table_name", "text"),
@@ -126,11 +142,42 @@ def bucket_of(event_time: dt.datetime, granularity: str) -> int:
     raise ValueError(f"no time bucket {granularity!r}")
 
 
+#: The layout this version writes and reads (recorded in ``schema_info``).
+LAYOUT_VERSION: Final = 2
+
+#: The row of ``schema_info`` that describes the keyspace.
+SCHEMA_INFO_NAME: Final = "audit"
+
+#: Milliseconds per timeline bucket.
+TIMELINE_BUCKET_MS: Final = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
+
+#: Most timeline buckets one read may walk (about 11 years of hours).
+MAX_TIMELINE_BUCKETS: Final = 100_000
+
+#: Clustering of the ordered views: commit order. ``event_time`` first so cqlsh users can
+#: slice by time; it is ``event_time_us // 1000``, so the order is that of the microseconds.
+_COMMIT_ORDER: Final = ("event_time", "event_time_us", "sequence", "event_id")
+
+
+def timeline_bucket_ms(event_time_ms: int, granularity: str) -> int:
+    """Start (ms since the epoch, UTC) of the timeline bucket holding ``event_time_ms``."""
+    size = TIMELINE_BUCKET_MS[granularity]
+    return event_time_ms // size * size
+
+
+def timeline_shard(record_id: str, shards: int) -> int:
+    """The timeline shard of a record id: a stable hash (CRC-32 of its UTF-8) mod ``shards``."""
+    if shards <= 1:
+        return 0
+    return zlib.crc32(record_id.encode("utf-8", "surrogatepass")) % shards
+
+
 class CassandraSchema:
-    """The CQL that creates the store for one :class:`CassandraSchemaConfig`."""
+    """The CQL that creates the store (layout 2) for one :class:`CassandraSchemaConfig`."""
 
     def __init__(self, config: CassandraSchemaConfig) -> None:
         self.config = config
+        self.views = check_views(config.views)
 
     @property
     def bucketed(self) -> bool:
@@ -161,40 +208,52 @@ class CassandraSchema:
             + "\n  AND ".join(options)
         )
 
-    def statements(self) -> list[str]:
-        """``CREATE ... IF NOT EXISTS`` statements, in the order to run them."""
+    def _ordered_view(self, name: str, extra: list[tuple[str, str]], partition: str) -> str:
+        return self._table(
+            name,
+            extra,
+            f"({partition}), {', '.join(_COMMIT_ORDER)}",
+            ", ".join(f"{column} ASC" for column in _COMMIT_ORDER),
+        )
+
+    def _small_table(self, name: str, columns: str, key: str, order: str | None = None) -> str:
+        options = [f"CLUSTERING ORDER BY ({order})"] if order else []
+        if self.config.ttl_seconds:
+            options.append(f"default_time_to_live = {self.config.ttl_seconds}")
+        tail = (" WITH " + "\n  AND ".join(options)) if options else ""
+        return (
+            f"CREATE TABLE IF NOT EXISTS {self.config.keyspace}.{name} (\n"
+            f"{columns}\n    PRIMARY KEY ({key})\n){tail}"
+        )
+
+    def tables(self) -> list[str]:
+        """``CREATE ... IF NOT EXISTS`` statements of the keyspace and its tables."""
         ks = self.config.keyspace
         record_key = (
-            "(table_name, record_id, bucket)" if self.bucketed else "(table_name, record_id)"
+            "(service, table_name, record_id, bucket)"
+            if self.bucketed
+            else "(service, table_name, record_id)"
         )
         record_extra = [("bucket", "int")] if self.bucketed else []
+        newest = "event_time DESC, event_id DESC"
         out = [
             f"CREATE KEYSPACE IF NOT EXISTS {ks}\n"
             f"  WITH replication = {self._replication()}\n  AND durable_writes = true",
+            f"CREATE TABLE IF NOT EXISTS {ks}.schema_info (\n"
+            "    name text PRIMARY KEY,\n    layout int,\n    views text,\n"
+            "    time_bucket text,\n    timeline_bucket text,\n    timeline_shards int\n)",
             self._table(
-                "changes_by_record",
+                "changes_by_service_record",
                 record_extra,
                 f"{record_key}, event_time, event_id",
-                "event_time DESC, event_id DESC",
+                newest,
             ),
-            self._table(
-                "changes_by_actor",
-                [("actor_id", "text"), ("day", "date")],
-                "(actor_id, day), event_time, event_id",
-                "event_time DESC, event_id DESC",
-            ),
-            self._table(
-                "changes_by_transaction",
-                [("transaction_id", "uuid")],
-                "(transaction_id), sequence, event_id",
-                "sequence ASC, event_id ASC",
+            self._small_table(
+                "record_services",
+                "    table_name text,\n    record_id text,\n    service text,",
+                "(table_name, record_id), service",
             ),
         ]
-        ttl = (
-            f"\n  AND default_time_to_live = {self.config.ttl_seconds}"
-            if self.config.ttl_seconds
-            else ""
-        )
         digest_ttl = (
             f" WITH default_time_to_live = {self.config.ttl_seconds}"
             if self.config.ttl_seconds
@@ -206,12 +265,58 @@ class CassandraSchema:
         )
         if self.bucketed:
             out.append(
-                f"CREATE TABLE IF NOT EXISTS {ks}.record_buckets (\n"
-                "    table_name text,\n    record_id text,\n    bucket int,\n"
-                "    PRIMARY KEY ((table_name, record_id), bucket)\n"
-                f") WITH CLUSTERING ORDER BY (bucket DESC){ttl}"
+                self._small_table(
+                    "service_record_buckets",
+                    "    service text,\n    table_name text,\n    record_id text,\n    bucket int,",
+                    "(service, table_name, record_id), bucket",
+                    "bucket DESC",
+                )
+            )
+        if "actor" in self.views:
+            out.append(
+                self._table(
+                    "changes_by_actor",
+                    [("actor_id", "text"), ("day", "date")],
+                    "(actor_id, day), event_time, event_id",
+                    newest,
+                )
+            )
+        if "transaction" in self.views:
+            out.append(
+                self._table(
+                    "changes_by_transaction",
+                    [("transaction_id", "uuid")],
+                    "(transaction_id), sequence, event_id",
+                    "sequence ASC, event_id ASC",
+                )
+            )
+        if "request" in self.views:
+            out.append(self._ordered_view("changes_by_request", [], "request_id"))
+        if "trace" in self.views:
+            out.append(self._ordered_view("changes_by_trace", [("trace_id", "text")], "trace_id"))
+        if "table" in self.views:
+            out.append(
+                self._ordered_view(
+                    "changes_by_table",
+                    [("bucket", "timestamp"), ("shard", "int")],
+                    "service, table_name, bucket, shard",
+                )
             )
         return out
+
+    def info_statement(self) -> str:
+        """The ``INSERT`` that records the layout, views and buckets in ``schema_info``."""
+        cfg = self.config
+        return (
+            f"INSERT INTO {cfg.keyspace}.schema_info "
+            "(name, layout, views, time_bucket, timeline_bucket, timeline_shards)\n"
+            f"  VALUES ('{SCHEMA_INFO_NAME}', {LAYOUT_VERSION}, '{format_views(self.views)}', "
+            f"'{cfg.time_bucket}', '{cfg.timeline_bucket}', {cfg.timeline_shards})"
+        )
+
+    def statements(self) -> list[str]:
+        """Every statement, in the order to run them: the tables, then ``schema_info``."""
+        return [*self.tables(), self.info_statement()]
 
     def cql(self) -> str:
         """The whole schema as a CQL script."""
@@ -276,17 +381,107 @@ def connect(config: CassandraConfig) -> Any:
     return cluster
 
 
+@dataclass(frozen=True, slots=True)
+class KeyspaceLayout:
+    """What a keyspace holds: its layout version (0: no audit tables) and, from layout 2
+    on, the settings ``schema_info`` records."""
+
+    version: int
+    views: frozenset[str] = frozenset()
+    time_bucket: str = "none"
+    timeline_bucket: str = "hour"
+    timeline_shards: int = 1
+
+
+def read_layout(session: Any, keyspace: str, timeout: float = 30.0) -> KeyspaceLayout:
+    """The layout of ``keyspace``: ``schema_info`` if it has a row, else 1 if the layout-1
+    history table ``changes_by_record`` exists, else 0."""
+    try:
+        rows = session.execute(
+            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s",
+            (keyspace,),
+            timeout=timeout,
+        )
+        tables = {_column(row, "table_name") for row in rows}
+        if "schema_info" in tables:
+            row = session.execute(
+                f"SELECT layout, views, time_bucket, timeline_bucket, timeline_shards "
+                f"FROM {keyspace}.schema_info WHERE name = %s",
+                (SCHEMA_INFO_NAME,),
+                timeout=timeout,
+            ).one()
+            if row is not None and _column(row, "layout") is not None:
+                return KeyspaceLayout(
+                    version=int(_column(row, "layout")),
+                    views=parse_views(_column(row, "views") or ""),
+                    time_bucket=_column(row, "time_bucket") or "none",
+                    timeline_bucket=_column(row, "timeline_bucket") or "hour",
+                    timeline_shards=int(_column(row, "timeline_shards") or 1),
+                )
+    except Exception as exc:
+        raise _store_error(f"cannot read the layout of keyspace {keyspace!r}", exc) from exc
+    return KeyspaceLayout(1 if "changes_by_record" in tables else 0)
+
+
+def _column(row: Any, name: str) -> Any:
+    """A column of a driver row, whichever row factory the session uses."""
+    return row[name] if isinstance(row, dict) else getattr(row, name)
+
+
+def layout_problem(layout: KeyspaceLayout, keyspace: str) -> str | None:
+    """Why this version cannot use a keyspace of ``layout`` (one line), or ``None``."""
+    if layout.version == LAYOUT_VERSION:
+        return None
+    if layout.version == 0:
+        return (
+            f"keyspace {keyspace!r} has no audit tables: run "
+            f"`sqla-audit schema apply --keyspace {keyspace}`"
+        )
+    if layout.version < LAYOUT_VERSION:
+        return (
+            f"the keyspace {keyspace!r} holds audit layout {layout.version}; run "
+            f"`sqla-audit schema migrate --keyspace {keyspace}` (docs/cql.md, Migrating)"
+        )
+    return (
+        f"the keyspace {keyspace!r} holds audit layout {layout.version}, newer than this "
+        f"sqla-audit understands ({LAYOUT_VERSION}): upgrade sqla-audit"
+    )
+
+
 def apply_schema(config: CassandraConfig) -> list[str]:
-    """Create the keyspace and tables if they do not exist; returns the statements run."""
-    statements = CassandraSchema(config.schema).statements()
+    """Create the keyspace and tables if they do not exist and record the layout, views and
+    buckets in ``schema_info``; returns the statements run.
+
+    A keyspace of another layout is refused (:class:`ConfigurationError` naming what to
+    run): a layout-1 keyspace needs ``schema migrate``, which copies its rows.
+    """
+    schema = CassandraSchema(config.schema)
+    statements = schema.statements()
     cluster = connect(config)
     try:
         session = cluster.connect()
+        layout = read_layout(session, config.schema.keyspace)
+        if layout.version not in {0, LAYOUT_VERSION}:
+            raise ConfigurationError(layout_problem(layout, config.schema.keyspace))
+        if layout.version == LAYOUT_VERSION:
+            recorded = (layout.time_bucket, layout.timeline_bucket, layout.timeline_shards)
+            wanted = (
+                config.schema.time_bucket,
+                config.schema.timeline_bucket,
+                config.schema.timeline_shards,
+            )
+            if recorded != wanted:
+                raise ConfigurationError(
+                    f"keyspace {config.schema.keyspace!r} was created with time bucket "
+                    f"{recorded[0]}, timeline bucket {recorded[1]} and {recorded[2]} timeline "
+                    "shard(s); they cannot be changed on an existing keyspace (pass the same "
+                    "--time-bucket/--timeline-bucket/--timeline-shards)"
+                )
         for statement in statements:
             session.execute(statement, timeout=max(config.request_timeout, 60.0))
         if not cluster.control_connection.wait_for_schema_agreement():
             raise StoreError("Cassandra nodes did not agree on the schema in time")
-    except StoreError:
+    except (StoreError, ConfigurationError):
         raise
     except Exception as exc:
         raise _store_error("applying the schema failed", exc) from exc
@@ -321,9 +516,13 @@ def _absent_unset(values: tuple[Any, ...], unset: Any) -> tuple[Any, ...]:
 class CassandraStore:
     """An :class:`~consumer.sinks.base.AuditStore` over an existing keyspace.
 
-    Build it with :meth:`connect` (owns the cluster) or from a session you manage. The
-    tables must exist (``sqla-audit schema apply``); otherwise preparing the statements
-    fails with a :class:`ConfigurationError` that says so.
+    Build it with :meth:`connect` (owns the cluster) or from a session you manage. At
+    start the store reads the keyspace's layout (``schema_info``): a keyspace without audit
+    tables, of layout 1 or of a newer layout stops it with a :class:`ConfigurationError`
+    naming what to run. The views, the time bucket and the timeline settings come from
+    ``schema_info``; ``schema.views``, when set (the consumer's ``--views``), must match the
+    recorded views. ``layout`` skips reading it (tests, and ``schema migrate`` writing into
+    the tables it just created).
     """
 
     def __init__(
@@ -334,11 +533,10 @@ class CassandraStore:
         max_in_flight: int = 64,
         request_timeout: float = 10.0,
         cluster: Any = None,
+        layout: KeyspaceLayout | None = None,
     ) -> None:
         self._session = session
         self._cluster = cluster
-        self._schema = CassandraSchema(schema)
-        self._bucket = schema.time_bucket
         self._timeout = request_timeout
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._closed = False
@@ -348,6 +546,30 @@ class CassandraStore:
                 f"the Cassandra store needs native protocol 4 or later (got {protocol}): "
                 "absent values are left unset, which protocol 3 cannot express"
             )
+        if layout is None:
+            layout = read_layout(session, schema.keyspace, request_timeout)
+        problem = layout_problem(layout, schema.keyspace)
+        if problem is not None:
+            raise ConfigurationError(problem)
+        if schema.views is not None and check_views(schema.views) != layout.views:
+            raise ConfigurationError(
+                f"--views {format_views(schema.views)} differs from the views keyspace "
+                f"{schema.keyspace!r} keeps ({format_views(layout.views)}): run "
+                f"`sqla-audit schema apply --views {format_views(schema.views)}` first, "
+                "or leave --views out"
+            )
+        effective = replace(
+            schema,
+            views=layout.views,
+            time_bucket=cast("TimeBucket", layout.time_bucket),
+            timeline_bucket=cast("TimelineBucket", layout.timeline_bucket),
+            timeline_shards=layout.timeline_shards,
+        )
+        self._schema = CassandraSchema(effective)
+        self.views = self._schema.views
+        self._bucket = effective.time_bucket
+        self._timeline_bucket = effective.timeline_bucket
+        self._shards = effective.timeline_shards
         from cassandra.query import UNSET_VALUE  # noqa: PLC0415 - heavy, optional dependency
 
         self._unset = UNSET_VALUE
@@ -372,32 +594,59 @@ class CassandraStore:
         from cassandra import InvalidRequest  # noqa: PLC0415
 
         ks = self._schema.config.keyspace
+        views = self.views
         record_names = (*_NAMES, "bucket") if self._schema.bucketed else _NAMES
 
         def insert(table: str, names: tuple[str, ...]) -> str:
             marks = ", ".join("?" for _ in names)
             return f"INSERT INTO {ks}.{table} ({', '.join(names)}) VALUES ({marks})"
 
-        partition = "table_name = ? AND record_id = ?" + (
+        partition = "service = ? AND table_name = ? AND record_id = ?" + (
             " AND bucket = ?" if self._schema.bucketed else ""
         )
         lower = "(event_time, event_id) >= (?, ?)"
+        order = f"({', '.join(_COMMIT_ORDER)})"
+        ordered_slice = f"{order} >= (?, ?, ?, ?) AND {order} <= (?, ?, ?, ?)"
+        descending = ", ".join(f"{column} DESC" for column in _COMMIT_ORDER)
+        self._insert_actor = self._insert_txn = self._insert_bucket = None
+        self._insert_request = self._insert_trace = self._insert_table = None
+        self._actor: dict[bool, Any] = {}
+        self._txn = self._buckets = self._request = self._trace = None
+        self._table: dict[bool, Any] = {}
         try:
             prepare = self._session.prepare
-            self._insert_record = prepare(insert("changes_by_record", record_names))
-            self._insert_actor = prepare(insert("changes_by_actor", (*_NAMES, "day")))
-            self._insert_txn = prepare(insert("changes_by_transaction", _NAMES))
-            self._insert_bucket = (
-                prepare(insert("record_buckets", ("table_name", "record_id", "bucket")))
-                if self._schema.bucketed
-                else None
+            self._insert_record = prepare(insert("changes_by_service_record", record_names))
+            self._insert_service = prepare(
+                insert("record_services", ("table_name", "record_id", "service"))
             )
+            if "actor" in views:
+                self._insert_actor = prepare(insert("changes_by_actor", (*_NAMES, "day")))
+            if "transaction" in views:
+                self._insert_txn = prepare(insert("changes_by_transaction", _NAMES))
+            if "request" in views:
+                self._insert_request = prepare(insert("changes_by_request", _NAMES))
+            if "trace" in views:
+                self._insert_trace = prepare(insert("changes_by_trace", (*_NAMES, "trace_id")))
+            if "table" in views:
+                self._insert_table = prepare(
+                    insert("changes_by_table", (*_NAMES, "bucket", "shard"))
+                )
+            if self._schema.bucketed:
+                self._insert_bucket = prepare(
+                    insert(
+                        "service_record_buckets", ("service", "table_name", "record_id", "bucket")
+                    )
+                )
             self._insert_digest = prepare(insert("event_digests", ("event_id", "digest")))
             self._digest = prepare(f"SELECT digest FROM {ks}.event_digests WHERE event_id = ?")
             for statement in (
                 self._insert_record,
+                self._insert_service,
                 self._insert_actor,
                 self._insert_txn,
+                self._insert_request,
+                self._insert_trace,
+                self._insert_table,
                 self._insert_bucket,
                 self._insert_digest,
                 self._digest,
@@ -406,29 +655,50 @@ class CassandraStore:
                     statement.is_idempotent = True
             self._history = {
                 inclusive: prepare(
-                    f"SELECT * FROM {ks}.changes_by_record WHERE {partition} AND {lower} "
-                    f"AND (event_time, event_id) {'<=' if inclusive else '<'} (?, ?)"
+                    f"SELECT * FROM {ks}.changes_by_service_record WHERE {partition} AND "
+                    f"{lower} AND (event_time, event_id) {'<=' if inclusive else '<'} (?, ?)"
                 )
                 for inclusive in (True, False)
             }
-            self._actor = {
-                inclusive: prepare(
-                    f"SELECT * FROM {ks}.changes_by_actor WHERE actor_id = ? AND day = ? "
-                    f"AND {lower} AND (event_time, event_id) {'<=' if inclusive else '<'} (?, ?)"
-                )
-                for inclusive in (True, False)
-            }
-            self._txn = prepare(
-                f"SELECT * FROM {ks}.changes_by_transaction WHERE transaction_id = ?"
+            self._services = prepare(
+                f"SELECT service FROM {ks}.record_services WHERE table_name = ? AND record_id = ?"
             )
-            self._buckets = (
-                prepare(
-                    f"SELECT bucket FROM {ks}.record_buckets WHERE table_name = ? "
-                    "AND record_id = ? AND bucket >= ? AND bucket <= ?"
+            if "actor" in views:
+                self._actor = {
+                    inclusive: prepare(
+                        f"SELECT * FROM {ks}.changes_by_actor WHERE actor_id = ? AND day = ? "
+                        f"AND {lower} AND (event_time, event_id) "
+                        f"{'<=' if inclusive else '<'} (?, ?)"
+                    )
+                    for inclusive in (True, False)
+                }
+            if "transaction" in views:
+                self._txn = prepare(
+                    f"SELECT * FROM {ks}.changes_by_transaction WHERE transaction_id = ?"
                 )
-                if self._schema.bucketed
-                else None
-            )
+            if "request" in views:
+                self._request = prepare(
+                    f"SELECT * FROM {ks}.changes_by_request WHERE request_id = ? "
+                    f"AND {ordered_slice}"
+                )
+            if "trace" in views:
+                self._trace = prepare(
+                    f"SELECT * FROM {ks}.changes_by_trace WHERE trace_id = ? AND {ordered_slice}"
+                )
+            if "table" in views:
+                self._table = {
+                    newest: prepare(
+                        f"SELECT * FROM {ks}.changes_by_table WHERE service = ? AND "
+                        f"table_name = ? AND bucket = ? AND shard = ? AND {ordered_slice}"
+                        + (f" ORDER BY {descending}" if newest else "")
+                    )
+                    for newest in (True, False)
+                }
+            if self._schema.bucketed:
+                self._buckets = prepare(
+                    f"SELECT bucket FROM {ks}.service_record_buckets WHERE service = ? AND "
+                    "table_name = ? AND record_id = ? AND bucket >= ? AND bucket <= ?"
+                )
         except InvalidRequest as exc:
             raise ConfigurationError(
                 f"the audit tables in keyspace {ks!r} are missing or differ from this "
@@ -439,28 +709,53 @@ class CassandraStore:
 
     # -- writes ----------------------------------------------------------------------------
 
-    def _statements_for(self, record: AuditRecord) -> Iterator[tuple[Any, tuple[Any, ...]]]:
+    def _statements_for(
+        self, record: AuditRecord, *, migrating: bool = False
+    ) -> Iterator[tuple[Any, tuple[Any, ...]]]:
         """The statements and bound values that store ``record``.
 
         The record's JSON texts are rendered once (:func:`record_to_row`) and the same
-        values tuple is bound to every table's statement.
+        values tuple is bound to every table's statement. ``migrating`` leaves out the
+        tables a layout-1 keyspace already has (by actor, by transaction).
         """
         row = record_to_row(record)
         row["event_time"] = row["event_time_us"] // 1000  # == to_millis(record.event_time)
         row["occurred_at"] = row["occurred_at_us"] // 1000
         # absent values stay unset: a bound None would write a tombstone
         values = _absent_unset(tuple(map(row.__getitem__, _NAMES)), self._unset)
+        key = (record.service, record.table, record.record_id)
         if self._insert_bucket is not None:
             bucket = bucket_of(record.event_time, self._bucket)
             yield self._insert_record, (*values, bucket)
-            yield self._insert_bucket, (record.table, record.record_id, bucket)
+            yield self._insert_bucket, (*key, bucket)
         else:
             yield self._insert_record, values
+        yield self._insert_service, (record.table, record.record_id, record.service)
         if record.is_departure:
             return  # the companion tables keep the real event only (it names the old id)
-        yield self._insert_txn, values
-        if record.actor_id is not None:
-            yield self._insert_actor, (*values, record.day)
+        if not migrating:
+            if self._insert_txn is not None:
+                yield self._insert_txn, values
+            if self._insert_actor is not None and record.actor_id is not None:
+                yield self._insert_actor, (*values, record.day)
+        if self._insert_request is not None and record.request_id:
+            yield self._insert_request, values
+        if self._insert_trace is not None and record.trace_id is not None:
+            yield self._insert_trace, (*values, record.trace_id)
+        if self._insert_table is not None:
+            bucket_ms = timeline_bucket_ms(row["event_time"], self._timeline_bucket)
+            shard = timeline_shard(record.record_id, self._shards)
+            yield self._insert_table, (*values, bucket_ms, shard)
+
+    def copy(self, records: Iterable[AuditRecord]) -> None:
+        """Write layout-1 records into this layout's tables (``schema migrate``): history,
+        its lookups and the request, trace and table views; not the by-actor and
+        by-transaction tables, which both layouts share, nor the digests, already there."""
+        self._run(
+            (record, statement, params)
+            for record in records
+            for statement, params in self._statements_for(record, migrating=True)
+        )
 
     def _settle(self, future: Any, errors: list[BaseException]) -> Any:
         """Wait for one sent request, give its in-flight slot back; its result or None."""
@@ -619,13 +914,17 @@ class CassandraStore:
     def _fetch(self, window: Window) -> int:
         return window.limit + 1
 
+    def _require(self, view: str) -> None:
+        if view not in self.views:
+            raise ViewDisabled(view)
+
     def _history_candidates(
-        self, table: str, record_id: str, window: Window
+        self, key: tuple[str, str, str], window: Window
     ) -> Iterator[AuditRecord]:
         inclusive, bounds = self._bounds(window)
         statement = self._history[inclusive]
         if self._buckets is None:
-            for row in self._rows(statement, (table, record_id, *bounds), self._fetch(window)):
+            for row in self._rows(statement, (*key, *bounds), self._fetch(window)):
                 yield record_from_row(row)
             return
         low_ms, high_ms = bounds[0], bounds[2]
@@ -635,15 +934,15 @@ class CassandraStore:
         )
         buckets = [
             row["bucket"]
-            for row in self._rows(self._buckets, (table, record_id, low_bucket, high_bucket), 1000)
+            for row in self._rows(self._buckets, (*key, low_bucket, high_bucket), 1000)
         ]
         for bucket in buckets:
-            params = (table, record_id, bucket, *bounds)
-            for row in self._rows(statement, params, self._fetch(window)):
+            for row in self._rows(statement, (*key, bucket, *bounds), self._fetch(window)):
                 yield record_from_row(row)
 
     def history(
         self,
+        service: str,
         table: str,
         record_id: str,
         *,
@@ -653,7 +952,12 @@ class CassandraStore:
         page: str | None = None,
     ) -> Page[AuditRecord]:
         window = Window.build(since, until, limit, page)
-        return paginate(self._history_candidates(table, record_id, window), window)
+        return paginate(self._history_candidates((service, table, record_id), window), window)
+
+    def services_of(self, table: str, record_id: str) -> list[str]:
+        return sorted(
+            row["service"] for row in self._rows(self._services, (table, record_id), 1000)
+        )
 
     def _actor_candidates(
         self, actor_id: str, window: Window, until: dt.datetime | None
@@ -679,12 +983,114 @@ class CassandraStore:
         until: dt.datetime | None = None,
         limit: int = 100,
         page: str | None = None,
+        service: str | None = None,
     ) -> Page[AuditRecord]:
+        self._require("actor")
         window = Window.build(since, until, limit, page)
-        return paginate(self._actor_candidates(actor_id, window, until), window)
+        found = self._actor_candidates(actor_id, window, until)
+        if service is not None:
+            found = (record for record in found if record.service == service)
+        return paginate(found, window)
 
     def by_transaction(self, transaction_id: uuid.UUID) -> list[AuditRecord]:
+        self._require("transaction")
         return [record_from_row(row) for row in self._rows(self._txn, (transaction_id,), 1000)]
+
+    @staticmethod
+    def _ordered_bounds(window: OrderedWindow) -> tuple[Any, ...]:
+        """The eight clustering bounds (low inclusive, high inclusive) of an ordered read.
+
+        The cursor is a bound itself (inclusive: :func:`paginate_ordered` drops the row it
+        names), so a page after a long run of ties starts where the last one ended.
+        """
+        low: tuple[Any, ...] = (_MIN_MS, _MIN_BIGINT, _MIN_INT, _MIN_UUID)
+        high: tuple[Any, ...] = (_MAX_MS, _MAX_BIGINT, _MAX_INT, _MAX_UUID)
+        if window.since_us is not None:
+            low = (window.since_us // 1000, window.since_us, _MIN_INT, _MIN_UUID)
+        if window.until_us is not None:
+            high = (window.until_us // 1000, window.until_us, _MAX_INT, _MAX_UUID)
+        cursor = window.cursor
+        if cursor is not None:
+            at = (cursor.micros // 1000, cursor.micros, cursor.sequence, cursor.event_id)
+            if window.newest_first:
+                high = min(high, at, key=lambda bound: bound[1:])
+            else:
+                low = max(low, at, key=lambda bound: bound[1:])
+        return (*low, *high)
+
+    def _ordered_rows(
+        self, statement: Any, partition: tuple[Any, ...], window: OrderedWindow
+    ) -> Iterator[AuditRecord]:
+        params = (*partition, *self._ordered_bounds(window))
+        for row in self._rows(statement, params, window.limit + 1):
+            yield record_from_row(row)
+
+    def by_request(
+        self, request_id: str, *, limit: int = 100, page: str | None = None
+    ) -> Page[AuditRecord]:
+        self._require("request")
+        window = OrderedWindow.build(None, None, limit, page, newest_first=False)
+        if not request_id:
+            return Page([], None)
+        return paginate_ordered(self._ordered_rows(self._request, (request_id,), window), window)
+
+    def by_trace(
+        self, trace_id: str, *, limit: int = 100, page: str | None = None
+    ) -> Page[AuditRecord]:
+        self._require("trace")
+        window = OrderedWindow.build(None, None, limit, page, newest_first=False)
+        if not trace_id or len(trace_id) > MAX_IDENTIFIER_CHARS:
+            return Page([], None)  # the trace view indexes no such id
+        return paginate_ordered(self._ordered_rows(self._trace, (trace_id,), window), window)
+
+    def _timeline_buckets(self, window: OrderedWindow) -> list[int]:
+        """The timeline buckets (start ms) a window spans, in the read's order."""
+        size = TIMELINE_BUCKET_MS[self._timeline_bucket]
+        assert window.low_us is not None  # by_table requires since
+        high_us = window.high_us
+        if high_us is None:  # no until: one day ahead of now, for producers' clock skew
+            high_us = to_micros(dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
+        first = timeline_bucket_ms(window.low_us // 1000, self._timeline_bucket)
+        last = timeline_bucket_ms(high_us // 1000, self._timeline_bucket)
+        count = (last - first) // size + 1
+        if count > MAX_TIMELINE_BUCKETS:
+            raise InvalidQuery(
+                f"the window spans {count} {self._timeline_bucket} buckets of the table "
+                f"timeline (at most {MAX_TIMELINE_BUCKETS}): narrow since/until"
+            )
+        buckets = list(range(first, last + 1, size)) if count > 0 else []
+        return buckets[::-1] if window.newest_first else buckets
+
+    def _timeline(self, service: str, table: str, window: OrderedWindow) -> Iterator[AuditRecord]:
+        """The table's records in the window's order: bucket after bucket, each bucket's
+        shards merged by commit order. Each partition is read lazily, a page at a time."""
+        statement = self._table[window.newest_first]
+        for bucket in self._timeline_buckets(window):
+            shards = [
+                self._ordered_rows(statement, (service, table, bucket, shard), window)
+                for shard in range(self._shards)
+            ]
+            if len(shards) == 1:
+                yield from shards[0]
+            else:
+                yield from heapq.merge(*shards, key=commit_key, reverse=window.newest_first)
+
+    def by_table(
+        self,
+        service: str,
+        table: str,
+        *,
+        since: dt.datetime,
+        until: dt.datetime | None = None,
+        newest_first: bool = True,
+        limit: int = 100,
+        page: str | None = None,
+    ) -> Page[AuditRecord]:
+        self._require("table")
+        window = OrderedWindow.build(since, until, limit, page, newest_first=newest_first)
+        if window.since_us is None:
+            raise InvalidQuery("by_table needs since")
+        return paginate_ordered(self._timeline(service, table, window), window)
 
     def close(self) -> None:
         if self._closed:
@@ -723,10 +1129,16 @@ def wait_for_cassandra(
 
 
 __all__ = [
+    "LAYOUT_VERSION",
     "CassandraSchema",
     "CassandraStore",
+    "KeyspaceLayout",
     "apply_schema",
     "bucket_of",
     "connect",
+    "layout_problem",
+    "read_layout",
+    "timeline_bucket_ms",
+    "timeline_shard",
     "wait_for_cassandra",
 ]
