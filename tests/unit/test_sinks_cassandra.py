@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import zlib
 from typing import Any
 
 import pytest
@@ -12,31 +13,63 @@ from cassandra.query import UNSET_VALUE
 
 from consumer.config import CassandraSchemaConfig
 from consumer.sinks.base import RecordRejected
-from consumer.sinks.cassandra import CassandraSchema, CassandraStore, bucket_of
+from consumer.sinks.cassandra import (
+    CassandraSchema,
+    CassandraStore,
+    KeyspaceLayout,
+    bucket_of,
+    timeline_bucket_ms,
+    timeline_shard,
+)
 from consumer.testing import make_record
 from sqla_audit.errors import ConfigurationError, StoreError
 
 
-def test_default_schema_has_the_three_tables() -> None:
-    """The default schema creates the keyspace and three tables, all IF NOT EXISTS."""
+def test_default_schema_is_layout_2_with_every_view() -> None:
+    """The default schema: keyspace, schema_info, service-scoped history, record_services,
+    digests and the five views, all IF NOT EXISTS, then the schema_info row."""
     statements = CassandraSchema(CassandraSchemaConfig()).statements()
-    assert len(statements) == 5
-    assert all(" IF NOT EXISTS " in s for s in statements)
+    assert len(statements) == 11
+    assert all(" IF NOT EXISTS " in s for s in statements[:-1])
     cql = CassandraSchema(CassandraSchemaConfig()).cql()
     assert "'class': 'SimpleStrategy', 'replication_factor': 1" in cql
-    assert "PRIMARY KEY ((table_name, record_id), event_time, event_id)" in cql
+    assert "PRIMARY KEY ((service, table_name, record_id), event_time, event_id)" in cql
     assert "CLUSTERING ORDER BY (event_time DESC, event_id DESC)" in cql
+    assert "PRIMARY KEY ((table_name, record_id), service)" in cql
     assert "PRIMARY KEY ((actor_id, day), event_time, event_id)" in cql
     assert "PRIMARY KEY ((transaction_id), sequence, event_id)" in cql
+    order = "event_time, event_time_us, sequence, event_id"
+    assert f"PRIMARY KEY ((request_id), {order})" in cql
+    assert f"PRIMARY KEY ((trace_id), {order})" in cql
+    assert f"PRIMARY KEY ((service, table_name, bucket, shard), {order})" in cql
     assert "event_id uuid" in cql
     assert "timeuuid" not in cql
     assert "default_time_to_live" not in cql
     assert "event_id uuid PRIMARY KEY,\n    digest blob" in cql
-    assert cql.count(";") == 5
+    assert "VALUES ('audit', 2, 'actor,transaction,request,trace,table', 'none', 'hour', 1)" in cql
+    assert cql.count(";") == 11
+
+
+def test_views_choose_the_view_tables() -> None:
+    """Only the chosen views get a table; history, its lookup and schema_info always do."""
+    cql = CassandraSchema(CassandraSchemaConfig(views=frozenset({"request"}))).cql()
+    assert "changes_by_request" in cql
+    for absent in (
+        "changes_by_actor",
+        "changes_by_transaction",
+        "changes_by_trace",
+        "changes_by_table",
+    ):
+        assert absent not in cql
+    assert "changes_by_service_record" in cql
+    assert "record_services" in cql
+    assert "'request', 'none', 'hour', 1)" in cql
+    bare = CassandraSchema(CassandraSchemaConfig(views=frozenset())).cql()
+    assert "'history', 'none', 'hour', 1)" in bare
 
 
 def test_network_topology_and_ttl() -> None:
-    """Replication per datacenter and a TTL on every table."""
+    """Replication per datacenter and a TTL on every table but schema_info."""
     cql = CassandraSchema(
         CassandraSchemaConfig(
             keyspace="audit",
@@ -46,16 +79,27 @@ def test_network_topology_and_ttl() -> None:
         )
     ).cql()
     assert "{'class': 'NetworkTopologyStrategy', 'dc1': 3, 'dc2': 2}" in cql
-    assert cql.count("default_time_to_live = 3600") == 4  # event_digests expire with the rows
-    assert "CREATE TABLE IF NOT EXISTS audit.changes_by_record" in cql
+    assert cql.count("default_time_to_live = 3600") == 8  # digests expire with the rows
+    assert "CREATE TABLE IF NOT EXISTS audit.changes_by_service_record" in cql
 
 
 def test_time_bucket_adds_partition_key_and_bucket_table() -> None:
-    """A time bucket joins the primary partition key and adds record_buckets."""
+    """A time bucket joins the history partition key and adds service_record_buckets."""
     cql = CassandraSchema(CassandraSchemaConfig(time_bucket="month", ttl_seconds=60)).cql()
-    assert "PRIMARY KEY ((table_name, record_id, bucket), event_time, event_id)" in cql
-    assert "CREATE TABLE IF NOT EXISTS sqla_audit.record_buckets" in cql
-    assert cql.count("default_time_to_live = 60") == 5
+    assert "PRIMARY KEY ((service, table_name, record_id, bucket), event_time, event_id)" in cql
+    assert "CREATE TABLE IF NOT EXISTS sqla_audit.service_record_buckets" in cql
+    assert cql.count("default_time_to_live = 60") == 9
+
+
+def test_timeline_buckets_and_shards() -> None:
+    """Timeline buckets start at the UTC minute, hour or day; shards are a stable hash."""
+    at = 1_767_225_600_000 + 3 * 3_600_000 + 17 * 60_000 + 5_123  # 2026-01-01 03:17:05.123
+    assert timeline_bucket_ms(at, "minute") == at - 5_123
+    assert timeline_bucket_ms(at, "hour") == at - 17 * 60_000 - 5_123
+    assert timeline_bucket_ms(at, "day") == 1_767_225_600_000
+    assert timeline_shard("42", 1) == 0
+    assert {timeline_shard(str(i), 4) for i in range(100)} == {0, 1, 2, 3}
+    assert timeline_shard("42", 4) == timeline_shard("42", 4) == zlib.crc32(b"42") % 4
 
 
 @pytest.mark.parametrize(
@@ -145,8 +189,9 @@ class _Session:
 
 
 def _store(session: _Session, max_in_flight: int) -> CassandraStore:
+    layout = KeyspaceLayout(2, views=frozenset({"actor", "transaction"}))
     return CassandraStore(
-        session, CassandraSchemaConfig(keyspace="ks"), max_in_flight=max_in_flight
+        session, CassandraSchemaConfig(keyspace="ks"), max_in_flight=max_in_flight, layout=layout
     )
 
 
@@ -167,8 +212,8 @@ def test_a_write_larger_than_the_window_settles_its_own_requests() -> None:
     """A write of more statements than max_in_flight finishes, never above the bound."""
     session = _Session()
     store = _store(session, max_in_flight=4)
-    store.write(_records(10))  # per record: digest read, record, transaction, actor, digest
-    assert len(session.sent) == 50
+    store.write(_records(10))  # per record: digest read, record, service, txn, actor, digest
+    assert len(session.sent) == 60
     assert session.most_out == 4
     assert all(future.collected for future in session.sent)
     assert _free_slots(store) == 4
@@ -183,7 +228,7 @@ def test_the_window_is_shared_by_threads() -> None:
         thread.start()
     for thread in threads:
         thread.join(30)
-    assert len(session.sent) == 400
+    assert len(session.sent) == 480
     assert session.most_out <= 5
     assert all(future.collected for future in session.sent)
     assert _free_slots(store) == 5
@@ -196,7 +241,7 @@ def test_a_refused_record_is_permanent_and_everything_sent_is_collected() -> Non
     store = _store(session, max_in_flight=3)
     with pytest.raises(RecordRejected, match="bad"):
         store.write(_records(4))
-    assert len(session.sent) == 16  # 4 digest reads, 12 rows; a failure does not stop them
+    assert len(session.sent) == 20  # 4 digest reads, 16 rows; a failure does not stop them
     assert all(future.collected for future in session.sent)
     assert _free_slots(store) == 3
 
