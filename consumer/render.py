@@ -3,7 +3,8 @@
 The table form is for a terminal: one row per change with its time, operation, actor,
 transaction and each changed column as ``old → new``, values shortened to stay readable
 (strings quoted so that ``"NULL"`` and ``NULL`` differ, masked values shown as ``***``).
-It is not meant to be parsed; ``--json`` is. The JSON form keeps values in their wire
+It is not meant to be parsed; ``--format json``/``ndjson``/``csv`` are (see
+:mod:`consumer.export` for CSV and for plain values). The JSON form keeps values in their wire
 encoding (type-tagged JSON, see :mod:`sqla_audit.serialization`), so a program reading it
 gets exactly what was stored and can restore Decimals, datetimes and bytes with
 :func:`~sqla_audit.serialization.decode_value`.
@@ -64,6 +65,7 @@ def record_to_json(record: AuditRecord) -> dict[str, JSONValue]:
 def state_to_json(state: RecordState) -> dict[str, JSONValue]:
     """A :class:`RecordState` as JSON-safe data (``values`` in wire encoding)."""
     return {
+        "service": state.service,
         "table": state.table,
         "record_id": state.record_id,
         "at": format_timestamp(state.at),
@@ -187,12 +189,19 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[Sequence[str]]]
 
 
 def render_records(
-    records: Sequence[AuditRecord], *, show_record: bool = False, arrow: str = "→"
+    records: Sequence[AuditRecord],
+    *,
+    show_record: bool = False,
+    show_service: bool = False,
+    arrow: str = "→",
 ) -> str:
-    """The readable table of a list of changes (``show_record`` adds table and record id)."""
+    """The readable table of a list of changes (``show_record`` adds table and record id,
+    ``show_service`` the service that made each change)."""
     headers = ["EVENT TIME", "OP", "ACTOR", "TRANSACTION"]
     if show_record:
         headers[2:2] = ["TABLE", "RECORD"]
+    if show_service:
+        headers[2:2] = ["SERVICE"]
     headers.append("CHANGES")
     rows: list[list[list[str]]] = []
     for record in records:
@@ -204,6 +213,8 @@ def render_records(
         ]
         if show_record:
             row[2:2] = [[record.table], [record.record_id]]
+        if show_service:
+            row[2:2] = [[record.service]]
         row.append(format_changes(record, arrow=arrow))
         rows.append(row)
     return render_table(headers, rows)
@@ -221,6 +232,8 @@ def describe_event(record: AuditRecord) -> str:
 def render_state(state: RecordState) -> str:
     """The readable form of a record's state at an instant."""
     head = f"{state.table} {state.record_id} as of {format_time(state.at)}"
+    if state.service:
+        head = f"{state.table} {state.record_id} in {state.service} as of {format_time(state.at)}"
     if state.event is None:
         return f"{head}: no change recorded at or before this time"
     if not state.exists and state.moved_to is not None:

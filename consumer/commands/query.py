@@ -1,9 +1,21 @@
-"""``sqla-audit history | as-of | actor | transaction``: the audit log from a shell.
+"""``sqla-audit history | as-of | actor | transaction | request | changes``: the audit log
+from a shell.
 
 Each command opens the store chosen by ``--store`` (``cassandra``, the default, or
 ``sqlite`` with ``--store-url FILE``; environment ``SQLA_AUDIT_STORE`` and
 ``SQLA_AUDIT_STORE_URL``), asks :class:`~consumer.query.AuditQuery` and prints a readable
-table, or with ``--json`` one JSON object per line (``as-of``: one object).
+table. The listing commands (all but ``as-of``) also write ``--format json``/``ndjson``
+(one JSON object per record and line; ``--json`` is ``--format json``) and ``csv`` (one row
+per changed column), with values as stored or, with ``--values plain``, as plain text
+(:mod:`consumer.export`). Those formats stream: the records are read page by page and
+written as they come, so an export of millions of records runs in constant memory; by
+default ``ndjson`` and ``csv`` export every matching record, ``table`` and ``json`` show
+the first :data:`DEFAULT_LIMIT`.
+
+A record is identified by (service, table, record id). ``history`` and ``as-of`` take
+``--service``; without it the record's service is looked up: one service -- that one; none
+-- nothing recorded; several -- exit 2 with one line naming them and asking for
+``--service`` (the histories of different services are never merged into one list).
 
 Exit codes are meant for scripts: ``0`` something was found, ``1`` nothing matched (a
 message on stderr says what was looked for), ``2`` bad arguments or configuration, ``3``
@@ -15,22 +27,24 @@ an audit log spans services in several zones, so a naive time is ambiguous and r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import io
 import os
 import re
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from itertools import islice
-from typing import Any, Final, TypeVar
+from itertools import chain
+from typing import Any, Final, TextIO
 
 from consumer.config import add_cassandra_arguments, load_cassandra_config
-from consumer.query import AuditQuery, RecordState
+from consumer.export import CsvWriter, NdjsonWriter, Progress, RecordWriter, export
+from consumer.query import AmbiguousRecord, AuditQuery, RecordState
 from consumer.records import AuditRecord
 from consumer.render import (
     dumps,
     format_time,
-    json_lines,
     render_records,
     render_state,
     state_to_json,
@@ -40,14 +54,17 @@ from consumer.sinks.base import (
     AuditStore,
     Cursor,
     InvalidQuery,
+    Page,
     encode_page_token,
 )
 from sqla_audit.errors import ConfigurationError, DecodeError, StoreError
 
-T = TypeVar("T")
-
-#: Default number of changes shown by ``history`` and ``actor``.
+#: Default number of changes shown by the listing commands in ``table`` and ``json`` form.
 DEFAULT_LIMIT: Final = 50
+#: The output forms of the listing commands.
+FORMATS: Final = ("table", "json", "ndjson", "csv")
+#: The forms that export every matching record unless ``--limit`` is given.
+EXPORT_FORMATS: Final = frozenset({"ndjson", "csv"})
 #: Largest ``--limit`` (the commands follow the store's pages up to it).
 MAX_LIMIT: Final = 10_000
 #: ``actor`` without ``--since`` looks this far back from ``--until`` (or now).
@@ -174,23 +191,95 @@ def _note(text: str) -> None:
     print(f"sqla-audit: {text}", file=sys.stderr)
 
 
-def _take(items: Iterator[T], limit: int) -> tuple[list[T], bool]:
-    """Up to ``limit`` items, and whether at least one more exists."""
-    taken = list(islice(items, limit + 1))
-    return taken[:limit], len(taken) > limit
+Fetch = Callable[[str | None, int], Page[AuditRecord]]
 
 
-def _print_records(
-    args: argparse.Namespace, records: list[AuditRecord], *, more: bool, show_record: bool
-) -> None:
-    if args.json:
-        for line in json_lines(records):
-            _emit(line)
+class _Pages:
+    """The records of a paged read, page after page, up to ``limit`` (``None``: all).
+
+    Each page is asked for at most the records still wanted, so a cut by ``limit`` falls
+    on a page end and :attr:`more` is the store's own token for the rest. With ``keep``
+    (a filter) pages are full size and a cut inside a page continues after the last
+    record shown (``token_after``).
+    """
+
+    def __init__(
+        self,
+        fetch: Fetch,
+        page: str | None,
+        limit: int | None,
+        *,
+        keep: Callable[[AuditRecord], bool] | None = None,
+        token_after: Callable[[AuditRecord], str] | None = None,
+    ) -> None:
+        self._fetch = fetch
+        self._start = page
+        self._limit = limit
+        self._keep = keep
+        self._token_after = token_after
+        self.more: str | None = None
+
+    def __iter__(self) -> Iterator[AuditRecord]:
+        token, remaining, keep = self._start, self._limit, self._keep
+        while True:
+            size = MAX_PAGE_SIZE
+            if remaining is not None and keep is None:
+                size = min(remaining, MAX_PAGE_SIZE)
+            page = self._fetch(token, size)
+            for index, record in enumerate(page.items):
+                if keep is not None and not keep(record):
+                    continue
+                if remaining == 0:  # filtered: one more match exists; resume right before it
+                    assert self._token_after is not None
+                    self.more = token if index == 0 else self._token_after(page.items[index - 1])
+                    return
+                yield record
+                if remaining is not None:
+                    remaining -= 1
+            if page.next_page is None:
+                return
+            token = page.next_page
+            if remaining == 0 and keep is None:
+                self.more = token
+                return
+
+
+def _write_listing(
+    args: argparse.Namespace,
+    pages: _Pages | list[AuditRecord],
+    *,
+    show_service: bool = False,
+    show_record: bool = False,
+    nothing: str,
+) -> int:
+    """Print a listing in ``args.format``; exit 1 with ``nothing`` on stderr when empty."""
+    records = iter(pages)
+    first = next(records, None)
+    if first is None:
+        _note(nothing)
+        return EXIT_NOT_FOUND
+    everything = chain([first], records)
+    if args.format == "table":
+        _emit(render_records(list(everything), show_record=show_record, show_service=show_service))
     else:
-        _emit(render_records(records, show_record=show_record))
-    if more:
-        token = encode_page_token(Cursor.after(records[-1]))
-        _note(f"more changes exist: repeat with --page {token}")
+        out = _export_stream()
+        writer: RecordWriter = (
+            CsvWriter(out, args.values) if args.format == "csv" else NdjsonWriter(out, args.values)
+        )
+        export(everything, writer, progress=Progress(sys.stderr), flush=out.flush)
+    more = pages.more if isinstance(pages, _Pages) else None
+    if more is not None:
+        _note(f"more changes exist: repeat with --page {more}")
+    return EXIT_FOUND
+
+
+def _export_stream() -> TextIO:
+    """stdout for an export: UTF-8 whatever the locale, CSV line ends untouched."""
+    stream = sys.stdout
+    if isinstance(stream, io.TextIOWrapper):
+        with contextlib.suppress(ValueError, OSError, AttributeError):
+            stream.reconfigure(encoding="utf-8", newline="")
+    return stream
 
 
 def _window_text(since: dt.datetime | None, until: dt.datetime | None) -> str:
@@ -203,57 +292,74 @@ def _window_text(since: dt.datetime | None, until: dt.datetime | None) -> str:
     return ""
 
 
+def _limit(args: argparse.Namespace) -> int | None:
+    """The most records to show: ``--limit``, else everything (``--all``, or an export
+    format), else :data:`DEFAULT_LIMIT`."""
+    if args.limit is not None:
+        return int(args.limit)
+    if args.all or args.format in EXPORT_FORMATS:
+        return None
+    return DEFAULT_LIMIT
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    if args.all and args.limit is not None:
+        raise InvalidQuery("--all and --limit exclude each other")
+    if args.all and args.format == "table":
+        raise InvalidQuery(
+            "--all needs --format json, ndjson or csv (a table is sized to its rows)"
+        )
+
+
+def _record_text(args: argparse.Namespace) -> str:
+    service = f" in service {args.service}" if args.service else ""
+    return f"{args.table} {args.record_id}{service}"
+
+
 # --------------------------------------------------------------------------- commands
 
 
 def _history(args: argparse.Namespace, query: AuditQuery) -> int:
-    page_size = min(args.limit + 1, MAX_PAGE_SIZE)
-    records: Iterator[AuditRecord]
-    if args.column:
-        records = (
-            change.record
-            for change in query.column_history(
-                args.table,
-                args.record_id,
-                args.column,
-                since=args.since,
-                until=args.until,
-                page_size=page_size,
-                page=args.page,
-            )
-        )
-    else:
-        records = query.iter_history(
+    _check_output(args)
+    column: str | None = args.column
+
+    def fetch(token: str | None, size: int) -> Page[AuditRecord]:
+        return query.history(
             args.table,
             args.record_id,
+            service=args.service,
             since=args.since,
             until=args.until,
-            page_size=page_size,
-            page=args.page,
+            limit=size,
+            page=token,
         )
-    found, more = _take(records, args.limit)
-    if not found:
-        what = f" of column {args.column}" if args.column else ""
-        _note(
-            f"no changes{what} recorded for {args.table} {args.record_id}"
+
+    pages = _Pages(
+        fetch,
+        args.page,
+        _limit(args),
+        keep=None if column is None else (lambda record: column in record.changes),
+        token_after=lambda record: encode_page_token(Cursor.after(record)),
+    )
+    what = f" of column {column}" if column else ""
+    return _write_listing(
+        args,
+        pages,
+        nothing=(
+            f"no changes{what} recorded for {_record_text(args)}"
             f"{_window_text(args.since, args.until)}"
-        )
-        return EXIT_NOT_FOUND
-    _print_records(args, found, more=more, show_record=False)
-    return EXIT_FOUND
+        ),
+    )
 
 
 def _as_of(args: argparse.Namespace, query: AuditQuery) -> int:
-    state: RecordState = query.as_of(args.table, args.record_id, args.at)
+    state: RecordState = query.as_of(args.table, args.record_id, args.at, service=args.service)
     if args.json:
         _emit(dumps(state_to_json(state)))
     elif state.known:
         _emit(render_state(state))
     if not state.known:
-        _note(
-            f"no change recorded for {args.table} {args.record_id} at or before "
-            f"{format_time(args.at)}"
-        )
+        _note(f"no change recorded for {_record_text(args)} at or before {format_time(args.at)}")
         return EXIT_NOT_FOUND
     return EXIT_FOUND
 
@@ -268,30 +374,96 @@ def _window_start(until: dt.datetime) -> dt.datetime:
 
 
 def _actor(args: argparse.Namespace, query: AuditQuery) -> int:
+    _check_output(args)
     until: dt.datetime | None = args.until
     since: dt.datetime = args.since or _window_start(until or dt.datetime.now(dt.UTC))
-    records = query.iter_by_actor(
-        args.actor_id,
-        since=since,
-        until=until,
-        page_size=min(args.limit + 1, MAX_PAGE_SIZE),
-        page=args.page,
+
+    def fetch(token: str | None, size: int) -> Page[AuditRecord]:
+        return query.by_actor(
+            args.actor_id, since=since, until=until, limit=size, page=token, service=args.service
+        )
+
+    service = f" in service {args.service}" if args.service else ""
+    return _write_listing(
+        args,
+        _Pages(fetch, args.page, _limit(args)),
+        show_service=args.service is None,
+        show_record=True,
+        nothing=(
+            f"no changes recorded for actor {args.actor_id}{service}{_window_text(since, until)}"
+        ),
     )
-    found, more = _take(records, args.limit)
-    if not found:
-        _note(f"no changes recorded for actor {args.actor_id}{_window_text(since, until)}")
-        return EXIT_NOT_FOUND
-    _print_records(args, found, more=more, show_record=True)
-    return EXIT_FOUND
 
 
 def _transaction(args: argparse.Namespace, query: AuditQuery) -> int:
     records = query.by_transaction(args.transaction_id)
-    if not records:
-        _note(f"no changes recorded for transaction {args.transaction_id}")
-        return EXIT_NOT_FOUND
-    _print_records(args, records, more=False, show_record=True)
-    return EXIT_FOUND
+    return _write_listing(
+        args,
+        records,
+        show_service=True,
+        show_record=True,
+        nothing=f"no changes recorded for transaction {args.transaction_id}",
+    )
+
+
+def _request(args: argparse.Namespace, query: AuditQuery) -> int:
+    _check_output(args)
+    if (args.request_id is None) == (args.trace_id is None):
+        raise InvalidQuery("request needs a request id or --trace-id ID (one of them)")
+    if args.trace_id is not None:
+        trace_id: str = args.trace_id
+
+        def fetch(token: str | None, size: int) -> Page[AuditRecord]:
+            return query.by_trace(trace_id, limit=size, page=token)
+
+        what = f"trace {trace_id}"
+    else:
+        request_id: str = args.request_id
+
+        def fetch(token: str | None, size: int) -> Page[AuditRecord]:
+            return query.by_request(request_id, limit=size, page=token)
+
+        what = f"request {request_id}"
+    return _write_listing(
+        args,
+        _Pages(fetch, args.page, _limit(args)),
+        show_service=True,
+        show_record=True,
+        nothing=f"no changes recorded for {what}",
+    )
+
+
+def _changes(args: argparse.Namespace, query: AuditQuery) -> int:
+    _check_output(args)
+
+    def fetch(token: str | None, size: int) -> Page[AuditRecord]:
+        return query.by_table(
+            args.service,
+            args.table,
+            since=args.since,
+            until=args.until,
+            newest_first=not args.oldest_first,
+            limit=size,
+            page=token,
+        )
+
+    return _write_listing(
+        args,
+        _Pages(fetch, args.page, _limit(args)),
+        show_record=True,
+        nothing=(
+            f"no changes recorded in {args.table} of service {args.service}"
+            f"{_window_text(args.since, args.until)}"
+        ),
+    )
+
+
+def _ambiguous(exc: AmbiguousRecord, args: argparse.Namespace) -> str:
+    """One line: which services wrote the record, and what to pass."""
+    return (
+        f"error: {args.table} {args.record_id} was written by {len(exc.services)} services "
+        f"({', '.join(exc.services)}): pass --service SERVICE"
+    )
 
 
 def _runner(command: Callable[[argparse.Namespace, AuditQuery], int]) -> Callable[..., int]:
@@ -306,6 +478,9 @@ def _runner(command: Callable[[argparse.Namespace, AuditQuery], int]) -> Callabl
             return EXIT_STORE
         try:
             return command(args, AuditQuery(store))
+        except AmbiguousRecord as exc:
+            _note(_ambiguous(exc, args))
+            return EXIT_USAGE
         except (ConfigurationError, InvalidQuery) as exc:
             _note(f"error: {exc}")
             return EXIT_USAGE
@@ -321,13 +496,8 @@ def _runner(command: Callable[[argparse.Namespace, AuditQuery], int]) -> Callabl
 # --------------------------------------------------------------------------- registration
 
 
-def _common() -> argparse.ArgumentParser:
+def _store_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument(
-        "--json",
-        action="store_true",
-        help="print JSON (one object per line; as-of: one object) instead of a table",
-    )
     store = parent.add_argument_group("store")
     store.add_argument("--store", help="cassandra (default) or sqlite [SQLA_AUDIT_STORE]")
     store.add_argument(
@@ -337,21 +507,67 @@ def _common() -> argparse.ArgumentParser:
     return parent
 
 
-def _paging(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+def _listing_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    output = parent.add_argument_group("output")
+    output.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help=(
+            "table (default), json or ndjson (one object per line), csv (one row per "
+            "changed column); json, ndjson and csv stream page by page"
+        ),
+    )
+    output.add_argument(
+        "--json",
+        dest="format",
+        action="store_const",
+        const="json",
+        help="the same as --format json",
+    )
+    output.add_argument(
+        "--values",
+        choices=("tagged", "plain"),
+        default="tagged",
+        help=(
+            "json/ndjson/csv values: tagged (default; exactly as stored) or plain "
+            "(decimals as text, times ISO 8601, bytes base64, enums their value)"
+        ),
+    )
+    output.add_argument(
         "--limit",
         type=parse_limit,
-        default=DEFAULT_LIMIT,
-        help=f"most changes to print (default {DEFAULT_LIMIT})",
+        default=None,
+        help=(
+            f"most changes to print (default {DEFAULT_LIMIT}; with --format ndjson or csv: "
+            "all of them)"
+        ),
     )
-    parser.add_argument(
+    output.add_argument(
+        "--all", action="store_true", help="every change, following every page (not --format table)"
+    )
+    output.add_argument(
         "--page", help="continue after the last change of a previous run (the token it printed)"
+    )
+    return parent
+
+
+def _service_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--service",
+        type=_non_empty("service"),
+        help=(
+            f"the service that wrote the {what} (needed only when several services wrote "
+            "one with this table and id)"
+        ),
     )
 
 
 def register(subparsers: Any) -> None:
-    """Add ``history``, ``as-of``, ``actor`` and ``transaction``."""
-    common = _common()
+    """Add ``history``, ``as-of``, ``actor``, ``transaction``, ``request`` and ``changes``."""
+    store = _store_options()
+    listing = _listing_options()
     epilog = (
         "Times are ISO 8601 with a timezone, e.g. 2026-01-01T00:00:00Z or "
         "2026-01-01T01:00:00+01:00. Exit status: 0 found, 1 nothing found, "
@@ -360,7 +576,7 @@ def register(subparsers: Any) -> None:
 
     history = subparsers.add_parser(
         "history",
-        parents=[common],
+        parents=[listing, store],
         help="the changes of one record, newest first",
         description="The changes of one record, newest first.",
         epilog=epilog,
@@ -371,17 +587,17 @@ def register(subparsers: Any) -> None:
         type=_non_empty("record id"),
         help="record id, e.g. 42 (composite: 7:2026-01-01)",
     )
+    _service_option(history, "record")
     history.add_argument(
         "--since", type=parse_since, help="oldest change to show (a time, or 12h / 7d back)"
     )
     history.add_argument("--until", type=parse_instant, help="newest change to show")
     history.add_argument("--column", help="only changes of this column")
-    _paging(history)
     history.set_defaults(func=_runner(_history))
 
     as_of = subparsers.add_parser(
         "as-of",
-        parents=[common],
+        parents=[store],
         help="the whole record as it was at a time",
         description=(
             "The whole record as it was at --at (changes committed at that instant "
@@ -391,12 +607,14 @@ def register(subparsers: Any) -> None:
     )
     as_of.add_argument("table", type=_non_empty("table"), help="audited table")
     as_of.add_argument("record_id", type=_non_empty("record id"), help="record id")
+    _service_option(as_of, "record")
     as_of.add_argument("--at", type=parse_instant, required=True, help="the time to look at")
+    as_of.add_argument("--json", action="store_true", help="print one JSON object")
     as_of.set_defaults(func=_runner(_as_of))
 
     actor = subparsers.add_parser(
         "actor",
-        parents=[common],
+        parents=[listing, store],
         help="what one actor changed in a time window, newest first",
         description="What one actor changed in a time window, newest first.",
         epilog=epilog,
@@ -408,18 +626,60 @@ def register(subparsers: Any) -> None:
         help="start of the window (a time, or 12h / 7d back; default: 24h before --until)",
     )
     actor.add_argument("--until", type=parse_instant, help="end of the window (default: now)")
-    _paging(actor)
+    actor.add_argument(
+        "--service", type=_non_empty("service"), help="only the changes made in this service"
+    )
     actor.set_defaults(func=_runner(_actor))
 
     transaction = subparsers.add_parser(
         "transaction",
-        parents=[common],
+        parents=[listing, store],
         help="everything one transaction changed, in order",
         description="Everything one committed transaction changed, in the order it happened.",
         epilog=epilog,
     )
     transaction.add_argument("transaction_id", type=parse_uuid, help="transaction id (a UUID)")
     transaction.set_defaults(func=_runner(_transaction))
+
+    request = subparsers.add_parser(
+        "request",
+        parents=[listing, store],
+        help="everything one request changed, across services, in commit order",
+        description=(
+            "Every change made under one request id -- in every service and transaction -- "
+            "oldest first, in commit order. --trace-id finds them by OpenTelemetry trace id."
+        ),
+        epilog=epilog,
+    )
+    request.add_argument("request_id", nargs="?", type=_non_empty("request id"), help="request id")
+    request.add_argument(
+        "--trace-id", type=_non_empty("trace id"), help="an OpenTelemetry trace id instead"
+    )
+    request.set_defaults(func=_runner(_request))
+
+    changes = subparsers.add_parser(
+        "changes",
+        parents=[listing, store],
+        help="what changed in one table of one service in a time window",
+        description=(
+            "What changed in one table of one service between --since and --until, "
+            "newest first (--oldest-first for the other order)."
+        ),
+        epilog=epilog,
+    )
+    changes.add_argument("service", type=_non_empty("service"), help="service, e.g. billing")
+    changes.add_argument("table", type=_non_empty("table"), help="audited table, e.g. orders")
+    changes.add_argument(
+        "--since",
+        type=parse_since,
+        required=True,
+        help="start of the window (a time, or 12h / 7d back)",
+    )
+    changes.add_argument("--until", type=parse_instant, help="end of the window (default: now)")
+    changes.add_argument(
+        "--oldest-first", action="store_true", help="oldest change first (default: newest first)"
+    )
+    changes.set_defaults(func=_runner(_changes))
 
 
 __all__ = [

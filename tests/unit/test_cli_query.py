@@ -215,7 +215,9 @@ def test_as_of_prints_the_record(store_file: Path, capsys: pytest.CaptureFixture
         ["as-of", "users", "42", "--at", "2026-01-10T12:00:01.5Z", *sqlite(store_file)], capsys
     )
     assert code == 0
-    assert out.startswith("users 42 as of 2026-01-10T12:00:01.500000Z: last change update at ")
+    assert out.startswith(
+        "users 42 in billing as of 2026-01-10T12:00:01.500000Z: last change update at "
+    )
     assert "by bob" in out
     assert re.search(r"^balance\s+12\.50$", out, re.MULTILINE)
     assert re.search(r'^name\s+"b"$', out, re.MULTILINE)
@@ -263,6 +265,7 @@ def test_as_of_before_any_change(store_file: Path, capsys: pytest.CaptureFixture
     code, out, _ = run([*argv, "--json"], capsys)
     assert code == 1
     assert json.loads(out) == {
+        "service": "billing",
         "table": "users",
         "record_id": "42",
         "at": "2026-01-01T00:00:00.000000Z",
@@ -278,7 +281,7 @@ def test_as_of_before_any_change(store_file: Path, capsys: pytest.CaptureFixture
 def test_actor_lists_changes_with_table_and_record(
     store_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """actor prints what one actor changed in the window, with table and record id."""
+    """actor prints what one actor changed in the window, with service, table and record id."""
     code, out, _ = run(
         ["actor", "bob", "--since", "2026-01-10T00:00:00Z", "--until", "2026-01-11T00:00:00Z",
          *sqlite(store_file)],
@@ -286,10 +289,13 @@ def test_actor_lists_changes_with_table_and_record(
     )  # fmt: skip
     assert code == 0
     assert re.split(r"\s{2,}", out.splitlines()[0]) == [
-        "EVENT TIME", "OP", "TABLE", "RECORD", "ACTOR", "TRANSACTION", "CHANGES",
+        "EVENT TIME", "OP", "SERVICE", "TABLE", "RECORD", "ACTOR", "TRANSACTION", "CHANGES",
     ]  # fmt: skip
-    rows = [line.split()[:4] for line in out.splitlines()[2:] if re.match(r"^\d{4}-", line)]
-    assert [row[1:] for row in rows] == [["update", "users", "42"], ["insert", "users", "7"]]
+    rows = [line.split()[:5] for line in out.splitlines()[2:] if re.match(r"^\d{4}-", line)]
+    assert [row[1:] for row in rows] == [
+        ["update", "billing", "users", "42"],
+        ["insert", "billing", "users", "7"],
+    ]
 
 
 def test_actor_default_window_is_last_24_hours(
