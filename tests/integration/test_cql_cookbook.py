@@ -39,6 +39,7 @@ from sqla_audit.context import audit_context
 from sqla_audit.events import ChangeEvent
 from sqla_audit.install import install_audit, uninstall_audit
 from sqla_audit.publishers.memory import InMemoryPublisher
+from sqla_audit.tracing import TRACE_ID_KEY
 
 if TYPE_CHECKING:
     from cassandra.cluster import Session as CassandraSession
@@ -50,8 +51,12 @@ UTC = dt.UTC
 EXAMPLE_TRANSACTION = "0192e4a1-7b2c-7d3e-8f40-123456789abc"
 EXAMPLES_KEPT = {
     "sqla_audit",
+    "'billing'",
     "'users'",
     "'42'",
+    "'req-42'",
+    "'4bf92f3577b34da6a3ce929d0e0e4736'",
+    "'2026-01-10 10:00:00.000+0000'",
     "'alice'",
     "'2026-01-10'",
     "'2026-01-09'",
@@ -62,6 +67,10 @@ EXAMPLES_KEPT = {
 }
 WINDOW = (dt.datetime(2026, 1, 10, 9, tzinfo=UTC), dt.datetime(2026, 1, 10, 17, tzinfo=UTC))
 AS_OF = dt.datetime(2026, 1, 10, 12, tzinfo=UTC)
+#: The step made under the example request id and trace id, in the example hour bucket.
+REQUEST_AT = dt.datetime(2026, 1, 10, 10, tzinfo=UTC)
+REQUEST_ID = "req-42"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 DAY = dt.date(2026, 1, 10)
 
 
@@ -171,11 +180,17 @@ def produce(tmp: Path) -> list[ChangeEvent]:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr("sqla_audit.capture.utcnow", clock)
             patch.setattr("sqla_audit.delivery.utcnow", clock)
-            install_audit(factory, publisher=publisher, service="cookbook")
+            install_audit(factory, publisher=publisher, service="billing")
             try:
                 for at, actor, change in SCRIPT:
                     clock.now = at
-                    with audit_context(actor=actor), factory.begin() as session:
+                    traced = at == REQUEST_AT
+                    context = audit_context(
+                        actor=actor,
+                        request_id=REQUEST_ID if traced else None,
+                        **({TRACE_ID_KEY: TRACE_ID} if traced else {}),
+                    )
+                    with context, factory.begin() as session:
                         change(session)
             finally:
                 uninstall_audit(factory)
@@ -360,7 +375,61 @@ def check_history_bucket(rows: list[Any], filled: Filled) -> None:
     assert [r.event_id for r in api] == [e.event_id for e in newest_first(_of_42(filled.events))]
 
 
+def check_services(rows: list[Any], filled: Filled) -> None:
+    assert [row.service for row in rows] == ["billing"]
+    assert filled.queries["none"].services_of("users", "42") == ["billing"]
+
+
+def _requested(filled: Filled) -> list[ChangeEvent]:
+    found = [e for e in filled.events if e.request_id == REQUEST_ID]
+    assert [e.committed_at.replace(microsecond=0) for e in found] == [REQUEST_AT]
+    return found
+
+
+def check_request(rows: list[Any], filled: Filled) -> None:
+    expected = _requested(filled)
+    assert [(r.service, r.table_name, r.record_id, r.operation) for r in rows] == [
+        (e.service, e.table, e.record_id, e.operation.value) for e in expected
+    ]
+    assert [json.loads(r.changes) for r in rows] == [_changes(e) for e in expected]
+    api = filled.queries["none"].iter_request(REQUEST_ID)
+    assert [r.event_id for r in api] == [e.event_id for e in expected]
+
+
+def check_trace(rows: list[Any], filled: Filled) -> None:
+    expected = _requested(filled)
+    assert [(r.service, r.record_id, r.operation) for r in rows] == [
+        (e.service, e.record_id, e.operation.value) for e in expected
+    ]
+    api = filled.queries["none"].iter_trace(TRACE_ID)
+    assert [r.event_id for r in api] == [e.event_id for e in expected]
+
+
+def check_table_hour(rows: list[Any], filled: Filled) -> None:
+    end = REQUEST_AT + dt.timedelta(hours=1)
+    expected = sorted(
+        (e for e in filled.events if e.table == "users" and REQUEST_AT <= e.committed_at < end),
+        key=lambda e: (e.committed_at, e.sequence),
+    )
+    assert expected
+    assert [(r.record_id, r.operation, r.actor_id) for r in rows] == [
+        (e.record_id, e.operation.value, e.actor.id if e.actor else None) for e in expected
+    ]
+    api = filled.queries["none"].iter_table(
+        "billing",
+        "users",
+        since=REQUEST_AT,
+        until=end - dt.timedelta(microseconds=1),
+        newest_first=False,
+    )
+    assert [r.event_id for r in api] == [e.event_id for e in expected]
+
+
 CHECKS: dict[str, Callable[[list[Any], Filled], None]] = {
+    "services": check_services,
+    "request": check_request,
+    "trace": check_trace,
+    "table-hour": check_table_hour,
     "history": check_history,
     "history-window": check_history_window,
     "first-change": check_first_change,
