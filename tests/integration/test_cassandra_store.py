@@ -80,9 +80,11 @@ def test_schema_apply_is_idempotent(cassandra_contact: str, cassandra_keyspace: 
 def test_missing_tables_are_a_configuration_error(
     cassandra_contact: str, cassandra_keyspace: str
 ) -> None:
-    """Connecting to a keyspace without the tables says to run `schema apply`."""
-    config = cassandra_config(cassandra_contact, cassandra_keyspace, time_bucket="day")
-    with pytest.raises(ConfigurationError, match="schema apply"):
+    """Connecting to a keyspace without the audit tables says to run `schema apply`."""
+    config = cassandra_config(cassandra_contact, f"{cassandra_keyspace}_empty")
+    with pytest.raises(
+        ConfigurationError, match="has no audit tables: run `sqla-audit schema apply"
+    ):
         CassandraStore.connect(config)
 
 
@@ -91,7 +93,7 @@ def test_history_round_trips_newest_first_across_buckets(store: AuditStore) -> N
     rid = fresh_id()
     written = records(rid, 10)
     store.write(written)
-    assert list(store.history("accounts", rid).items) == list(reversed(written))
+    assert list(store.history("billing", "accounts", rid).items) == list(reversed(written))
 
 
 def test_writes_are_idempotent(store: AuditStore) -> None:
@@ -100,7 +102,7 @@ def test_writes_are_idempotent(store: AuditStore) -> None:
     written = records(rid, 3)
     store.write(written)
     store.write(written)
-    assert len(store.history("accounts", rid).items) == 3
+    assert len(store.history("billing", "accounts", rid).items) == 3
 
 
 def test_paging_visits_everything_once(store: AuditStore) -> None:
@@ -111,7 +113,7 @@ def test_paging_visits_everything_once(store: AuditStore) -> None:
     seen: list[AuditRecord] = []
     token: str | None = None
     while True:
-        page = store.history("accounts", rid, limit=4, page=token)
+        page = store.history("billing", "accounts", rid, limit=4, page=token)
         seen.extend(page.items)
         token = page.next_page
         if token is None:
@@ -128,6 +130,7 @@ def test_window_is_exact_to_the_microsecond(store: AuditStore) -> None:
     ]
     store.write(written)
     page = store.history(
+        "billing",
         "accounts",
         rid,
         since=T0 + dt.timedelta(microseconds=100),
@@ -141,7 +144,7 @@ def test_state_as_of(store: AuditStore) -> None:
     rid = fresh_id()
     written = records(rid, 4)
     store.write(written)
-    page = store.history("accounts", rid, until=T0 + dt.timedelta(days=15), limit=1)
+    page = store.history("billing", "accounts", rid, until=T0 + dt.timedelta(days=15), limit=1)
     assert list(page.items) == [written[2]]
 
 
@@ -189,9 +192,9 @@ def test_a_departure_is_written_to_the_record_table_only(store: AuditStore) -> N
     record, departure = made
     store.write(made)
     store.write(made)  # redelivery rewrites the same rows
-    assert list(store.history("accounts", old_id).items) == [departure]
+    assert list(store.history("billing", "accounts", old_id).items) == [departure]
     assert departure.moved_to == new_id
-    assert list(store.history("accounts", new_id).items) == [record]
+    assert list(store.history("billing", "accounts", new_id).items) == [record]
     assert store.by_transaction(event.transaction_id) == [record]
     page = store.by_actor(actor, since=T0 - dt.timedelta(days=1), until=T0 + dt.timedelta(days=1))
     assert list(page.items) == [record]
@@ -200,7 +203,8 @@ def test_a_departure_is_written_to_the_record_table_only(store: AuditStore) -> N
 def test_plain_cql_reads_the_primary_table(
     cassandra_contact: str, cassandra_session: Session
 ) -> None:
-    """Without a time bucket, `WHERE table_name=? AND record_id=?` reads a record's history."""
+    """Without a time bucket, `WHERE service=? AND table_name=? AND record_id=?` reads a
+    record's history."""
     keyspace = f"sqla_audit_cql_{uuid.uuid4().hex[:8]}"
     config = cassandra_config(cassandra_contact, keyspace)
     apply_schema(config)
@@ -210,9 +214,9 @@ def test_plain_cql_reads_the_primary_table(
         store.write(records(rid, 2))
         rows = list(
             cassandra_session.execute(
-                f"SELECT operation, actor_id FROM {keyspace}.changes_by_record "
-                "WHERE table_name = %s AND record_id = %s",
-                ("accounts", rid),
+                f"SELECT operation, actor_id FROM {keyspace}.changes_by_service_record "
+                "WHERE service = %s AND table_name = %s AND record_id = %s",
+                ("billing", "accounts", rid),
             )
         )
         assert [(r.operation, r.actor_id) for r in rows] == [("update", "alice")] * 2
@@ -269,8 +273,9 @@ def test_absent_values_write_no_tombstones(
         store.write([*inserts, *deletes])
         live, tombstones = _tombstones_read(
             cassandra_session,
-            f"SELECT * FROM {keyspace}.changes_by_record WHERE table_name = %s AND record_id = %s",
-            ("accounts", rid),
+            f"SELECT * FROM {keyspace}.changes_by_service_record "
+            "WHERE service = %s AND table_name = %s AND record_id = %s",
+            ("billing", "accounts", rid),
         )
         assert (live, tombstones) == (40, 0)
         txn_live, txn_tombstones = _tombstones_read(
@@ -279,7 +284,7 @@ def test_absent_values_write_no_tombstones(
             (inserts[0].transaction_id,),
         )
         assert (txn_live, txn_tombstones) == (1, 0)
-        history = store.history("accounts", rid, limit=100).items
+        history = store.history("billing", "accounts", rid, limit=100).items
         assert list(history) == list(reversed([*inserts, *deletes]))
         assert history[-1].before is None
         assert history[-1].actor_id is None
@@ -306,4 +311,4 @@ def test_driver_and_server_refusals_are_per_record(store: AuditStore) -> None:
             store._run((bad, statement, params) for statement, params in store._statements_for(bad))
         assert not isinstance(caught.value, StoreError)
     store.write([good])
-    assert list(store.history("accounts", good.record_id).items) == [good]
+    assert list(store.history("billing", "accounts", good.record_id).items) == [good]
