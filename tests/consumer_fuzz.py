@@ -257,5 +257,5 @@ def run_mix(
         if not message.valid:
             assert reasons[message_id].strip(), message.kind
     for event_id, record in expected_records(sent).items():
-        history = store.history(record.table, record.record_id, limit=1000).items
+        history = store.history(record.service, record.table, record.record_id, limit=1000).items
         assert [r for r in history if r.event_id == event_id] == [record]

@@ -354,5 +354,5 @@ def test_the_nested_diff_can_be_chosen(source: MemorySource, store: MemoryStore)
     result = Worker(source, store, nested_diff=reference).process(receive_all(source))
     assert len(result.acked) == 1
     assert seen == [{"a": [1]}]
-    [record] = store.history(event.table, event.record_id).items
+    [record] = store.history(event.service, event.table, event.record_id).items
     assert record.changes["doc"].detail == (NestedChange("changed", ("a", 0), 1, 2),)
