@@ -10,19 +10,29 @@ import datetime as dt
 
 from consumer.sinks.base import AuditStore
 
-History = dict[tuple[str, str], list[tuple[str, str | None]]]
+History = dict[tuple[str, str, str], list[tuple[str, str | None]]]
 
-#: The history every record of the scenario must have: (operation, actor), oldest first.
+#: The history every record of the scenario must have: (operation, actor), oldest first,
+#: by (service, table, record id).
 EXPECTED: History = {
-    ("customers", "1"): [("insert", "alice"), ("update", "bob"), ("delete", "alice")],
-    ("customers", "2"): [("insert", "alice")],
-    ("products", "KB-01"): [("insert", "carol"), ("update", "carol")],
-    ("products", "MS-02"): [("insert", "carol"), ("update", "carol")],
-    ("products", "MN-03"): [("insert", "carol"), ("update", "bob"), ("update", "carol")],
-    ("orders", "1"): [("insert", "bob"), ("update", "carol")],
-    ("customers", "3"): [],
-    ("orders", "2"): [],
+    ("shop", "customers", "1"): [("insert", "alice"), ("update", "bob"), ("delete", "alice")],
+    ("shop", "customers", "2"): [("insert", "alice")],
+    ("shop", "products", "KB-01"): [("insert", "carol"), ("update", "carol")],
+    ("shop", "products", "MS-02"): [("insert", "carol"), ("update", "carol")],
+    ("shop", "products", "MN-03"): [("insert", "carol"), ("update", "bob"), ("update", "carol")],
+    ("shop", "orders", "1"): [("insert", "bob"), ("update", "carol")],
+    ("billing", "invoices", "1"): [("insert", "bob")],
+    ("shop", "customers", "3"): [],
+    ("shop", "orders", "2"): [],
 }
+
+#: The request that changed rows in both services, and (service, table, id) of each change.
+SHARED_REQUEST = "demo-req-003"
+SHARED_RECORDS = [
+    ("billing", "invoices", "1"),
+    ("shop", "orders", "1"),
+    ("shop", "products", "MN-03"),
+]
 
 
 def stored(store: AuditStore, since: dt.datetime | None = None) -> History:
@@ -34,3 +44,13 @@ def stored(store: AuditStore, since: dt.datetime | None = None) -> History:
         ]
         for key in EXPECTED
     }
+
+
+def stored_request(store: AuditStore, since: dt.datetime | None = None) -> list[tuple[str, ...]]:
+    """(service, table, record id, operation) of each change of the shared request, in the
+    store's request view order (commit order), changes before ``since`` left out."""
+    return [
+        (r.service, r.table, r.record_id, r.operation.value)
+        for r in store.by_request(SHARED_REQUEST, limit=100).items
+        if since is None or r.event_time >= since
+    ]

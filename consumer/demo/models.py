@@ -1,6 +1,7 @@
-"""The demo's application: a shop with customers, products and orders.
+"""The demo's applications: a shop (customers, products, orders) and a billing service
+(invoices), each with its own database.
 
-Plain SQLAlchemy 2.0 declarative models, as an application would write them -- nothing in
+Plain SQLAlchemy 2.0 declarative models, as applications would write them -- nothing in
 them knows about auditing. The types are chosen to show how values travel: ``Decimal``
 prices, a ``date``, strings and integers, and primary keys of two kinds (integer ids and
 text SKUs).
@@ -49,4 +50,18 @@ class Order(ShopBase):
     shipped_on: Mapped[dt.date | None] = mapped_column(default=None)
 
 
-__all__ = ["Customer", "Order", "Product", "ShopBase"]
+class BillingBase(DeclarativeBase):
+    """The billing service's declarative base: another application, another database."""
+
+
+class Invoice(BillingBase):
+    __tablename__ = "invoices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int]
+    customer_id: Mapped[int]
+    amount: Mapped[Decimal] = mapped_column(Numeric(10, 2))
+    status: Mapped[str] = mapped_column(String(20), default="open")
+
+
+__all__ = ["BillingBase", "Customer", "Invoice", "Order", "Product", "ShopBase"]

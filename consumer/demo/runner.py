@@ -1,13 +1,16 @@
-"""Wiring of ``sqla-audit demo``: application, transport, consumer, store, history, check.
+"""Wiring of ``sqla-audit demo``: applications, transport, consumer, store, history, check.
 
-Embedded defaults (nothing but the package is needed): the application database is a SQLite
-file, ``install_audit`` runs in outbox mode so the events are rows of that same database,
-the consumer reads them with :class:`~consumer.sources.outbox.OutboxSource`, and the records
-go to :class:`~consumer.sinks.sqlite.SQLiteStore`, which answers the same queries with the
+Two services write to one audit trail: the shop (``app.db``) and the billing service
+(``billing.db``), each a SQLAlchemy application with its own database and its own
+``install_audit(service=...)``. Embedded defaults (nothing but the package is needed): the
+application databases are SQLite files, ``install_audit`` runs in outbox mode so the events
+are rows of each service's own database, the consumer reads both outboxes with
+:class:`~consumer.sources.outbox.OutboxSource`, and the records go to
+:class:`~consumer.sinks.sqlite.SQLiteStore`, which answers the same queries with the
 same semantics as the Cassandra store. Configuration moves each piece to AWS and Cassandra
 without touching the scenario:
 
-* a topic (and the queue subscribed to it) -- ``install_audit`` publishes directly to SNS
+* a topic (and the queue subscribed to it) -- both services publish directly to SNS
   with :class:`~sqla_audit.publishers.sns.SNSPublisher`, and the consumer reads the queue
   with :class:`~consumer.sources.sqs.SqsSource`;
 * Cassandra contact points -- the schema is applied (idempotent) and the records go to
@@ -21,12 +24,14 @@ calling thread and only until the scenario's events are in, so the demo ends by 
 The history shown is read back through :class:`~consumer.query.AuditQuery` from the store,
 limited to changes made since this run started (a reused Cassandra keyspace or work
 directory may hold earlier runs), and compared with the scenario's expectations: the exit
-code is 0 only when every record shows exactly the expected changes by the expected actors
-and nothing of the rolled-back request.
+code is 0 only when every record shows exactly the expected changes by the expected actors,
+nothing of the rolled-back request, and the request view of the order request holds exactly
+its changes in both services.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 import time
@@ -41,12 +46,12 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from consumer.decoding import Decoder
-from consumer.demo.models import ShopBase
-from consumer.demo.scenario import SERVICE, ExpectedChange, ScenarioResult, run_scenario
+from consumer.demo.models import BillingBase, ShopBase
+from consumer.demo.scenario import BILLING, SHOP, ExpectedChange, ScenarioResult, run_scenario
 from consumer.differ import records_for_event
 from consumer.query import AuditQuery, change_order
 from consumer.records import AuditRecord
-from consumer.render import format_changes, format_time, render_table
+from consumer.render import format_changes, format_time, render_records, render_table
 from consumer.sinks.base import AuditStore
 from consumer.sources.base import Message, MessageSource
 from sqla_audit.errors import ConfigurationError, DecodeError, RetryableError, TransportError
@@ -58,6 +63,7 @@ if TYPE_CHECKING:
     import datetime as dt
 
     from consumer.config import CassandraConfig
+    from sqla_audit.outbox import OutboxWriter
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +77,8 @@ MAX_STORE_FAILURES: Final = 5
 class DemoConfig:
     """Where the demo runs; the defaults are the embedded ones.
 
-    * ``workdir`` -- where ``app.db`` (and ``audit.db`` with the SQLite store) go; ``None``:
+    * ``workdir`` -- where ``app.db``, ``billing.db`` (and ``audit.db`` with the SQLite
+      store) go; ``None``:
       a temporary directory, removed at the end.
     * ``topic_arn`` and ``queue_url`` -- together: publish to SNS, consume from SQS.
     * ``region``, ``endpoint_url`` -- for the AWS clients (else boto3's own configuration).
@@ -345,34 +352,60 @@ def run_demo(config: DemoConfig, out: TextIO) -> int:
         res.close()
 
 
+@dataclass(slots=True)
+class _App:
+    """One audited service: its name, database, session factory and (embedded) outbox."""
+
+    service: str
+    path: Path
+    engine: sa.Engine
+    maker: sessionmaker[Session]
+    outbox: OutboxWriter | None
+
+
+def _app(
+    service: str,
+    path: Path,
+    base: type[ShopBase] | type[BillingBase],
+    *,
+    outbox: bool,
+    res: _Resources,
+) -> _App:
+    """A fresh SQLite database for one service, with its tables (and outbox table)."""
+    engine = sa.create_engine(f"sqlite:///{path}")
+    res.closers.append(engine.dispose)
+    metadata = sa.MetaData()
+    for table in base.metadata.sorted_tables:
+        table.to_metadata(metadata)
+    writer = None
+    if outbox:
+        from sqla_audit.outbox import OutboxWriter, outbox_table  # noqa: PLC0415
+
+        writer = OutboxWriter(outbox_table(metadata))
+    metadata.drop_all(engine)
+    metadata.create_all(engine)
+    return _App(service, path, engine, sessionmaker(engine), writer)
+
+
 def _run(config: DemoConfig, workdir: Path, out: TextIO, res: _Resources) -> int:
     def say(text: str = "") -> None:
         print(text, file=out)
 
     arrow = _arrow(out)
-    app_db = workdir / "app.db"
-    engine = sa.create_engine(f"sqlite:///{app_db}")
-    res.closers.append(engine.dispose)
-    metadata = sa.MetaData()
-    for table in ShopBase.metadata.sorted_tables:
-        table.to_metadata(metadata)
-    outbox = None
-    if not config.uses_sns:
-        from sqla_audit.outbox import OutboxWriter, outbox_table  # noqa: PLC0415
-
-        outbox = OutboxWriter(outbox_table(metadata))
-    metadata.drop_all(engine)
-    metadata.create_all(engine)
-    maker: sessionmaker[Session] = sessionmaker(engine)
+    embedded = not config.uses_sns
+    shop = _app(SHOP, workdir / "app.db", ShopBase, outbox=embedded, res=res)
+    billing = _app(BILLING, workdir / "billing.db", BillingBase, outbox=embedded, res=res)
+    apps = (shop, billing)
 
     store, store_text = _open_store(config, workdir, res)
     say("sqla-audit demo")
-    say(f"  application database  {app_db} (SQLite)")
+    say(f"  application database  {shop.path} (SQLite, service {SHOP})")
+    say(f"                        {billing.path} (SQLite, service {BILLING})")
     if config.uses_sns:
         say(f"  transport             SNS topic {config.topic_arn}")
         say(f"                        -> SQS queue {config.queue_url}")
     else:
-        say("  transport             the outbox table in the application database (embedded)")
+        say("  transport             the outbox table in each application database (embedded)")
     say(f"  audit store           {store_text}")
     say()
 
@@ -380,30 +413,34 @@ def _run(config: DemoConfig, workdir: Path, out: TextIO, res: _Resources) -> int
     if config.uses_sns:
         counting = CountingPublisher(_sns_publisher(config))
         res.closers.append(counting.close)
-        install_audit(maker, publisher=counting, service=SERVICE)
-    else:
-        assert outbox is not None
-        install_audit(maker, outbox=outbox, service=SERVICE)
-    res.closers.append(lambda: uninstall_audit(maker))
+    for app in apps:
+        if counting is not None:
+            install_audit(app.maker, publisher=counting, service=app.service)
+        else:
+            assert app.outbox is not None
+            install_audit(app.maker, outbox=app.outbox, service=app.service)
+        res.closers.append(functools.partial(uninstall_audit, app.maker))
 
     started = utcnow()
-    scenario = run_scenario(maker)
+    scenario = run_scenario(shop.maker, billing.maker)
     users = sorted({step.user for step in scenario.steps})
-    say(f"The scenario: {len(users)} users ({', '.join(users)}), {len(scenario.steps)} requests")
+    say(
+        f"The scenario: {len(users)} users ({', '.join(users)}), {len(scenario.steps)} requests "
+        f"to the {SHOP} service, which calls the {BILLING} service for orders"
+    )
     for step in scenario.steps:
         mark = "ok" if step.committed else "ROLLED BACK"
         say(f"  {step.number}. {step.user:<6} {step.summary}  [{mark}]")
     say()
 
     decoder = Decoder()
-    source: MessageSource
     if counting is not None:
         if not counting.flush(config.timeout):
             raise TransportError(f"SNS did not accept every event within {config.timeout:.0f} s")
-        source, decoder = _sqs_source(config)
-        res.closers.append(source.close)
+        queue, decoder = _sqs_source(config)
+        res.closers.append(queue.close)
         stats = consume(
-            source,
+            queue,
             store,
             decoder,
             expected=counting.event_ids,
@@ -414,10 +451,17 @@ def _run(config: DemoConfig, workdir: Path, out: TextIO, res: _Resources) -> int
     else:
         from consumer.sources.outbox import OutboxSource  # noqa: PLC0415
 
-        source = OutboxSource(engine, table=outbox.table if outbox else None)
-        res.closers.append(source.close)
-        stats = consume(source, store, decoder, expected=None, timeout=config.timeout)
-        origin = "the outbox"
+        stats = ConsumeStats()
+        for app in apps:
+            assert app.outbox is not None
+            source = OutboxSource(app.engine, table=app.outbox.table)
+            res.closers.append(source.close)
+            part = consume(source, store, decoder, expected=None, timeout=config.timeout)
+            stats.messages += part.messages
+            stats.events += part.events
+            stats.records += part.records
+            stats.rejected += part.rejected
+        origin = "the two outboxes"
     say(
         f"The consumer read {stats.events} events from {origin}, computed the field "
         f"changes and wrote {stats.records} records to the audit store."
@@ -446,20 +490,37 @@ def _show_and_check(
     config: DemoConfig,
     workdir: Path,
 ) -> int:
-    say("The history of each record, oldest change first:")
+    say("The history of each record (service, table, id), oldest change first:")
     problems: list[str] = []
-    for table, record_id in scenario.records:
-        found = sorted(query.iter_history(table, record_id, since=started), key=change_order)
+    for key in scenario.records:
+        service, table, record_id = key
+        found = sorted(
+            query.iter_history(table, record_id, service=service, since=started),
+            key=change_order,
+        )
         say()
         if not found:
-            say(f"{table} {record_id}: no changes recorded")
+            say(f"{service} {table} {record_id}: no changes recorded")
         else:
             count = f"{len(found)} change{'s' if len(found) != 1 else ''}"
-            say(f"{table} {record_id}: {count}")
+            say(f"{service} {table} {record_id}: {count}")
             say(history_table(found, arrow=arrow))
-        problem = check_history(scenario.expected.get((table, record_id), []), found)
+        problem = check_history(scenario.expected.get(key, []), found)
         if problem is not None:
-            problems.append(f"{table} {record_id}: {problem}")
+            problems.append(f"{service} {table} {record_id}: {problem}")
+    say()
+    request = scenario.shared_request
+    shared = [r for r in query.iter_request(request) if r.event_time >= started]
+    say(
+        f"The request view of {request}: one user action, {len(shared)} changes in "
+        f"{len({r.service for r in shared})} services, in commit order:"
+    )
+    say(render_records(shared, show_service=True, show_record=True, arrow=arrow))
+    found_keys = [(r.service, r.table, r.record_id) for r in shared]
+    if sorted(found_keys) != sorted(scenario.shared_records):
+        problems.append(
+            f"request {request}: expected {sorted(scenario.shared_records)}, found {found_keys}"
+        )
     say()
     rolled_back = [step for step in scenario.steps if not step.committed]
     if problems:
@@ -469,17 +530,19 @@ def _show_and_check(
         return 1
     say(
         f"Check passed: each of the {len(scenario.records)} records shows exactly the changes "
-        "of the scenario, each by the user who made it;"
+        "of the scenario, each by the user who made it, in its own service; the request view "
+        f"of {request} holds its changes in both services;"
     )
     for step in rolled_back:
         say(f"nothing of request {step.number} ({step.user}, {step.outcome}) was recorded.")
     if config.workdir is not None and config.cassandra is None:
         say()
+        flags = f"--store sqlite --store-url {workdir / 'audit.db'}"
         say("Explore further, for example:")
-        say(
-            f"  sqla-audit history products MN-03 --store sqlite --store-url {workdir / 'audit.db'}"
-        )
-        say(f"  sqla-audit actor bob --since 1h --store sqlite --store-url {workdir / 'audit.db'}")
+        say(f"  sqla-audit history products MN-03 {flags}")
+        say(f"  sqla-audit request {request} {flags}")
+        say(f"  sqla-audit changes {SHOP} products --since 1h {flags}")
+        say(f"  sqla-audit actor bob --since 1h --format csv --values plain {flags}")
     return 0
 
 

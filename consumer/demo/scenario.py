@@ -1,4 +1,12 @@
-"""The demo's script: what three users do to the shop, and what the audit log must then show.
+"""The demo's script: what three users do to the shop and, through it, to the billing
+service, and what the audit log must then show.
+
+Two services write to one audit trail: ``shop`` and ``billing``, each with its own database
+and its own ``install_audit``. Placing an order is one user action that changes rows in
+both: the shop calls the billing service, passing its request id in the ``X-Request-ID``
+header (:func:`~sqla_audit.context.outgoing_headers`), and the billing service adopts it the
+way its middleware would (:func:`~sqla_audit.middleware.accept_request_id`), so the request
+view collects the changes of both services under one id.
 
 Each step is one request of one user. It runs the way a web request runs under
 :class:`~sqla_audit.middleware.AuditASGIMiddleware`: inside ``audit_context(actor=...,
@@ -26,9 +34,16 @@ from typing import Final
 from sqlalchemy import func, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from consumer.demo.models import Customer, Order, Product
-from sqla_audit.context import audit_context
+from consumer.demo.models import Customer, Invoice, Order, Product
+from sqla_audit.context import (
+    REQUEST_ID_HEADER,
+    audit_context,
+    current_actor,
+    current_request_id,
+    outgoing_headers,
+)
 from sqla_audit.events import Actor, Operation
+from sqla_audit.middleware import accept_request_id
 
 #: The users of the demo, as an authentication layer would describe them.
 USERS: Final = {
@@ -37,11 +52,15 @@ USERS: Final = {
     "carol": Actor("carol", {"role": "warehouse"}),
 }
 
-#: The ``service`` name in the demo's events.
-SERVICE: Final = "demo-shop"
+#: The ``service`` name of the shop's events.
+SHOP: Final = "shop"
+#: The ``service`` name of the billing service's events.
+BILLING: Final = "billing"
+#: Both services, in the order the demo installs them.
+SERVICES: Final = (SHOP, BILLING)
 
-#: ``(table, record_id)`` -- how the audit log addresses a record.
-RecordKey = tuple[str, str]
+#: ``(service, table, record_id)`` -- how the audit log addresses a record.
+RecordKey = tuple[str, str, str]
 
 
 class PaymentDeclined(Exception):
@@ -79,6 +98,9 @@ class ScenarioResult:
     expected: dict[RecordKey, list[ExpectedChange]] = field(default_factory=dict)
     #: Records that only a rolled-back request touched: their history must be empty.
     rolled_back: list[RecordKey] = field(default_factory=list)
+    #: The request that changed rows in both services, and the records it changed there.
+    shared_request: str = ""
+    shared_records: list[RecordKey] = field(default_factory=list)
 
     def expect(
         self,
@@ -87,8 +109,10 @@ class ScenarioResult:
         operation: Operation,
         actor: str,
         columns: tuple[str, ...] | None = None,
+        *,
+        service: str = SHOP,
     ) -> None:
-        self.expected.setdefault((table, record_id), []).append(
+        self.expected.setdefault((service, table, record_id), []).append(
             ExpectedChange(operation, actor, None if columns is None else frozenset(columns))
         )
 
@@ -99,10 +123,12 @@ class ScenarioResult:
 
 
 class ShopScenario:
-    """Runs the requests against an audited ``sessionmaker`` and records expectations."""
+    """Runs the requests against the audited shop and billing ``sessionmaker``s and records
+    expectations."""
 
-    def __init__(self, maker: sessionmaker[Session]) -> None:
+    def __init__(self, maker: sessionmaker[Session], billing: sessionmaker[Session]) -> None:
         self.maker = maker
+        self.billing = billing
         self.result = ScenarioResult()
         self._numbers = itertools.count(1)
 
@@ -159,21 +185,48 @@ class ShopScenario:
             self.result.expect("products", sku, Operation.INSERT, "carol")
 
     def place_order(self) -> None:
-        with self.request("bob", "places order 1: two monitors for Grace (stock 5 -> 3)") as s:
+        summary = "places order 1: two monitors for Grace (stock 5 -> 3); billing invoices it"
+        with self.request("bob", summary) as s:
             monitor = s.get_one(Product, "MN-03")
-            s.add(
-                Order(
-                    id=1,
-                    customer_id=2,
-                    sku="MN-03",
-                    quantity=2,
-                    total=monitor.price * 2,
-                    status="placed",
-                )
+            order = Order(
+                id=1,
+                customer_id=2,
+                sku="MN-03",
+                quantity=2,
+                total=monitor.price * 2,
+                status="placed",
             )
+            s.add(order)
             monitor.stock -= 2
+            # the shop calls the billing service, passing its request id on
+            self.invoice_order(outgoing_headers(), order)
+            self.result.shared_request = current_request_id() or ""
         self.result.expect("orders", "1", Operation.INSERT, "bob")
         self.result.expect("products", "MN-03", Operation.UPDATE, "bob", ("stock",))
+        self.result.expect("invoices", "1", Operation.INSERT, "bob", service=BILLING)
+        self.result.shared_records = [
+            (BILLING, "invoices", "1"),
+            (SHOP, "orders", "1"),
+            (SHOP, "products", "MN-03"),
+        ]
+
+    def invoice_order(self, headers: dict[str, str], order: Order) -> None:
+        """The billing service's endpoint: it adopts the caller's request id, as its
+        middleware does with the ``X-Request-ID`` header, and writes to its own database."""
+        request_id = accept_request_id(headers.get(REQUEST_ID_HEADER))
+        with (
+            audit_context(actor=current_actor(), request_id=request_id),
+            self.billing.begin() as s,
+        ):
+            s.add(
+                Invoice(
+                    id=order.id,
+                    order_id=order.id,
+                    customer_id=order.customer_id,
+                    amount=order.total,
+                    status="open",
+                )
+            )
 
     def upgrade_customer(self) -> None:
         with self.request("bob", "moves Ada to the gold tier with her new e-mail address") as s:
@@ -194,7 +247,7 @@ class ShopScenario:
         summary = "registers customer 3 and places order 2 for her -- the card is declined"
         # Nothing of this request may reach the audit log: these records stay without history
         # (and MN-03 keeps the history expected from the other steps).
-        self.result.rolled_back += [("customers", "3"), ("orders", "2")]
+        self.result.rolled_back += [(SHOP, "customers", "3"), (SHOP, "orders", "2")]
         with self.request("bob", summary) as s:
             s.add(Customer(id=3, name="Mallory Mallet", email="mallory@example.com"))
             monitor = s.get_one(Product, "MN-03")
@@ -216,13 +269,15 @@ class ShopScenario:
         self.result.expect("customers", "1", Operation.DELETE, "alice")
 
 
-def run_scenario(maker: sessionmaker[Session]) -> ScenarioResult:
-    """Run the scripted requests against an audited ``sessionmaker``."""
-    return ShopScenario(maker).run()
+def run_scenario(maker: sessionmaker[Session], billing: sessionmaker[Session]) -> ScenarioResult:
+    """Run the scripted requests against the audited shop and billing ``sessionmaker``s."""
+    return ShopScenario(maker, billing).run()
 
 
 __all__ = [
-    "SERVICE",
+    "BILLING",
+    "SERVICES",
+    "SHOP",
     "USERS",
     "ExpectedChange",
     "PaymentDeclined",

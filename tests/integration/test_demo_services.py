@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from cassandra_support import CASSANDRA_LOCAL_DC, cassandra_config, split_contact
-from demo_support import EXPECTED, stored
+from demo_support import EXPECTED, SHARED_RECORDS, stored, stored_request
 
 from consumer.cli import main
 from consumer.sinks.cassandra import CassandraStore
@@ -115,3 +115,7 @@ def test_demo_on_services_named_by_the_environment(
     output = capsys.readouterr().out
     assert code == 0, output
     assert stored(cassandra_store, started) == EXPECTED
+    view = stored_request(cassandra_store, started)
+    assert view[0] == ("billing", "invoices", "1", "insert")
+    assert sorted(key[:3] for key in view) == sorted(SHARED_RECORDS)
+    assert "The request view of demo-req-003" in output

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from demo_support import EXPECTED, History, stored
+from demo_support import EXPECTED, SHARED_RECORDS, SHARED_REQUEST, History, stored, stored_request
 
 from consumer.cli import main
 from consumer.demo.runner import DemoConfig, run_demo
@@ -53,6 +53,31 @@ def test_demo_command_prints_each_history_with_its_actors(
     assert "Check passed" in output
     assert 'tier: "standard" → "gold"' in output
     assert "price: 189.00 → 198.45" in output
+
+
+def test_demo_shows_two_services_and_the_request_view(tmp_path: Path) -> None:
+    """The demo writes through two services (two databases) and shows the request view of the
+    order request: its changes in both services, in commit order, with a SERVICE column."""
+    out = io.StringIO()
+    assert run_demo(DemoConfig(workdir=tmp_path), out) == 0
+    text = out.getvalue()
+    assert (tmp_path / "app.db").exists()
+    assert (tmp_path / "billing.db").exists()
+    assert "billing invoices 1: 1 change" in text
+    store = SQLiteStore(tmp_path / "audit.db")
+    try:
+        view = stored_request(store)
+    finally:
+        store.close()
+    # billing commits first: the shop's transaction commits after its call to billing returns
+    assert view[0] == ("billing", "invoices", "1", "insert")
+    assert sorted(key[:3] for key in view) == sorted(SHARED_RECORDS)
+    block = text.split(f"The request view of {SHARED_REQUEST}:", 1)[1].split("\n\n", 1)[0]
+    lines = block.splitlines()
+    assert lines[1].split()[:6] == ["EVENT", "TIME", "OP", "SERVICE", "TABLE", "RECORD"]
+    rows = [line.split()[1:5] for line in lines[3:] if line[:1].isdigit()]
+    assert rows == [[op, service, table, rid] for service, table, rid, op in view]
+    assert f"sqla-audit request {SHARED_REQUEST} --store sqlite" in text
 
 
 def test_demo_table_rows_carry_time_operation_actor_and_changes(tmp_path: Path) -> None:
@@ -126,7 +151,7 @@ def test_demo_reports_a_history_that_does_not_match(
     text = out.getvalue()
     assert "Check FAILED" in text
     assert (
-        "customers 1: expected insert by alice, update by bob, delete by alice; "
+        "shop customers 1: expected insert by alice, update by bob, delete by alice; "
         "found insert by alice, update by bob, delete by mallory"
     ) in text
 
