@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from capture_model import Item, ModelBase, Owner, assert_replay_matches, model_test
 from capture_support import sqlite_engine
 from sqlalchemy import update
@@ -10,11 +11,14 @@ from sqlalchemy.orm import sessionmaker
 from sqla_audit.testing import capture_events
 
 
-def test_replayed_events_reproduce_the_committed_database() -> None:
+@pytest.mark.parametrize(
+    "reuse_session", [False, True], ids=["session-per-transaction", "kept-session"]
+)
+def test_replayed_events_reproduce_the_committed_database(reuse_session: bool) -> None:
     """Random ORM, bulk and savepoint work: the events replay to the committed tables."""
     engine = sqlite_engine()
     try:
-        model_test(engine)()
+        model_test(engine, reuse_session=reuse_session)()
     finally:
         engine.dispose()
 
