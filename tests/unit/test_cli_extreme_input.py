@@ -104,8 +104,15 @@ def _one_line(err: str) -> str:
 @pytest.mark.parametrize("page", BAD_TOKENS.values(), ids=BAD_TOKENS.keys())
 @pytest.mark.parametrize(
     "command",
-    [["history", "users", "42"], ["history", "users", "42", "--column", "name"], ["actor", "bob"]],
-    ids=["history", "column-history", "actor"],
+    [
+        ["history", "users", "42"],
+        ["history", "users", "42", "--column", "name"],
+        ["actor", "bob"],
+        ["request", "req-1"],
+        ["changes", "billing", "users", "--since", "2026-01-01T00:00:00Z"],
+        ["changes", "billing", "users", "--since", "2026-01-01T00:00:00Z", "--oldest-first"],
+    ],
+    ids=["history", "column-history", "actor", "request", "changes", "changes-oldest-first"],
 )
 def test_bad_page_token_exits_2_with_one_line(
     command: list[str], page: str, store_file: Path, capsys: pytest.CaptureFixture[str]
@@ -139,6 +146,8 @@ def test_bad_page_token_message_stays_short(
         ["actor", "bob", "--since", "999999d"],
         ["actor", "bob", "--since", "0001-01-01T00:00:00+14:00"],
         ["actor", "bob", "--until", "9999-12-31T23:00:00-05:00"],
+        ["changes", "billing", "users", "--since", "999999d"],
+        ["changes", "billing", "users", "--since", "0001-01-01T00:00:00+14:00"],
     ],
     ids=lambda argv: " ".join(argv[-2:]),
 )
@@ -183,6 +192,11 @@ TIME_OPTIONS = [
     ["actor", "bob", "--since"],
     ["actor", "bob", "--until"],
     ["actor", "bob", "--page"],
+    ["request", "req-1", "--page"],
+    ["request", "req-1", "--limit"],
+    ["changes", "billing", "users", "--since"],
+    ["changes", "billing", "users", "--since=1d", "--until"],
+    ["changes", "billing", "users", "--since=1d", "--page"],
 ]
 
 _TEXT = st.one_of(

@@ -433,3 +433,37 @@ def test_registered_in_the_sqla_audit_cli(
     assert main(["history", "users", "42", *sqlite(store_file)]) == 0
     assert "balance: 10.00 → 12.50" in capsys.readouterr().out
     assert main(["as-of", "users", "404", "--at", "2026-01-01T00:00:00Z", *sqlite(store_file)]) == 1
+
+
+def test_column_history_pages_through_matching_changes_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """history --column with --limit cuts after the last match shown; its --page token
+    continues with the next change of that column, skipping the other columns' changes."""
+    rows = [_row("a", "1.00"), _row("b", "1.00"), _row("b", "2.00"), _row("c", "2.00")]
+    records = [
+        make_record(
+            table="users", record_id="42", operation="insert", after=rows[0], committed_at=T0
+        )
+    ]
+    records += [
+        make_record(table="users", record_id="42", before=rows[i - 1], after=rows[i],
+                    committed_at=T0 + dt.timedelta(seconds=i))
+        for i in range(1, 4)
+    ]  # fmt: skip
+    path = tmp_path / "audit.db"
+    store = SQLiteStore(path)
+    store.write(records)
+    store.close()
+    argv = ["history", "users", "42", "--column", "name", "--json", "--limit", "1", *sqlite(path)]
+    shown: list[str] = []
+    page: list[str] = []
+    for _ in range(4):
+        code, out, err = run([*argv, *page], capsys)
+        assert code == 0
+        shown += [json.loads(line)["event_id"] for line in out.splitlines()]
+        token = re.search(r"--page (\S+)", err)
+        if token is None:
+            break
+        page = ["--page", token.group(1)]
+    assert shown == [str(records[i].event_id) for i in (3, 1, 0)]

@@ -143,3 +143,23 @@ def test_render_state_variants() -> None:
     there = RecordState("accounts", "1", T0, True, {"id": "1", "n": 1}, insert.after, insert)
     assert render_state(there).splitlines()[-1] == "n       1"
     assert state_to_json(there)["values"] == {"id": "1", "n": 1}
+
+
+def test_render_records_service_column() -> None:
+    """show_service adds a SERVICE column before the table and record id."""
+    shop = make_record(service="shop", table="orders", record_id="7", committed_at=T0)
+    billing = make_record(service="billing", table="invoices", record_id="7", committed_at=T0)
+    lines = render_records([billing, shop], show_record=True, show_service=True).splitlines()
+    assert lines[0].split()[:6] == ["EVENT", "TIME", "OP", "SERVICE", "TABLE", "RECORD"]
+    assert [line.split()[1:5] for line in lines[2:4]] == [
+        ["update", "billing", "invoices", "7"],
+        ["update", "shop", "orders", "7"],
+    ]
+
+
+def test_state_names_its_service() -> None:
+    """A state with a service names it in the text and in the JSON form."""
+    insert = make_record(operation="insert", after={"id": "1"}, committed_at=T0)
+    state = RecordState("accounts", "1", T0, True, {"id": "1"}, insert.after, insert, "billing")
+    assert render_state(state).startswith("accounts 1 in billing as of ")
+    assert state_to_json(state)["service"] == "billing"
