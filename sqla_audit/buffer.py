@@ -34,7 +34,7 @@ A coalesced change keeps the position of the row's first change (its ``sequence`
 actor, request id and ``occurred_at`` of its last change, and merged metadata. Masked
 columns cannot be compared, so they count as changed when any step changed them.
 
-Anything that adds :class:`~sqla_audit.capture.RowChange` objects through
+Anything that adds :class:`~sqla_audit.changes.RowChange` objects through
 :meth:`TransactionBuffer.add` (the flush listeners and the ``do_orm_execute`` listener of
 bulk statements, :mod:`sqla_audit.bulk`) gets the same savepoint and coalescing behaviour.
 
@@ -52,7 +52,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from sqla_audit.capture import RowChange
+from sqla_audit.changes import RowChange
 from sqla_audit.events import MARKER_METADATA_KEY, MARKER_RECORD_ID, Operation
 from sqla_audit.serialization import TAG, JSONValue, decode_value
 

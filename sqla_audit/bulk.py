@@ -80,14 +80,8 @@ from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.sql import dml
 from sqlalchemy.sql.elements import BindParameter, ClauseElement
 
-from sqla_audit.capture import (
-    PREFETCH_CHUNK,
-    STALE_KEYS,
-    Capturer,
-    ChangeSink,
-    RowChange,
-    same_value,
-)
+from sqla_audit.capture import PREFETCH_CHUNK, STALE_KEYS, Capturer, ChangeSink, same_value
+from sqla_audit.changes import RowChange
 from sqla_audit.config import ColumnSpec, ModelPlan
 from sqla_audit.context import AuditContext, current_context
 from sqla_audit.events import MARKER_METADATA_KEY, MARKER_RECORD_ID, Operation, utcnow
