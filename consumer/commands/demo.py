@@ -1,7 +1,9 @@
-"""``sqla-audit demo``: a small shop, three users, their changes and each record's history.
+"""``sqla-audit demo``: two services, three users, each record's history, one request's view.
 
+A shop and a billing service write to one audit trail; placing an order changes rows in
+both under one request id, and the demo shows that request's changes across the services.
 With no options everything runs on this machine with nothing but the package: a SQLite
-application database audited in outbox mode, the consumer reading that outbox, and a SQLite
+database per service audited in outbox mode, the consumer reading those outboxes, and a SQLite
 audit store with the same query semantics as the Cassandra store. Files go to a temporary
 directory removed at the end, or to --workdir (kept, so the query commands can be tried on
 them afterwards).
@@ -37,14 +39,17 @@ HOSTS_ENV = "SQLA_AUDIT_CASSANDRA_HOSTS"
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="run a scripted demo: an audited app, three users, each record's history",
+        help="run a scripted demo: two audited services, three users, histories, a request view",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--workdir",
         type=Path,
-        help="directory for app.db and audit.db (default: a temporary one, removed after)",
+        help=(
+            "directory for app.db, billing.db and audit.db "
+            "(default: a temporary one, removed after)"
+        ),
     )
     parser.add_argument(
         "--timeout",
