@@ -4,7 +4,9 @@ A hypothesis ``RuleBasedStateMachine`` drives one audited session through random
 ORM inserts, updates, deletes and primary-key changes, one-to-many and many-to-many changes,
 bulk ``update()``/``delete()``/``insert()`` (every ``synchronize_session``), nested savepoints
 released or rolled back, and transactions committed or rolled back, each step under one of
-several actors. The invariants, checked after every commit and rollback:
+several actors; loaded objects stay referenced (stale after unsynchronized bulk statements),
+and in the kept-session mode they outlive commits (``expire_on_commit=False``). The
+invariants, checked after every commit and rollback:
 
 * replaying every published event from an empty database (insert/update/delete of each
   event's images by record id, following ``previous_record_id``) gives exactly the committed
