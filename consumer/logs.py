@@ -11,7 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from typing import Final
+import sys
+from typing import Any, Final
 
 # Attributes every LogRecord has; anything else was passed through ``extra``.
 _STANDARD: Final = frozenset(
@@ -40,18 +41,58 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
-def configure_logging(log_format: str, level: int | str = logging.INFO) -> None:
-    """Install one stderr handler on the root logger with the chosen format."""
-    handler = logging.StreamHandler()
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the *current* ``sys.stderr`` (which a test runner or an embedding
+    application may have replaced since the handler was installed)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        """The stream is always the current ``sys.stderr``."""
+
+
+#: Loggers of third-party libraries: quiet (CRITICAL only) unless ``--debug``. The
+#: product's own one-line messages say what failed; the driver's retry chatter and
+#: tracebacks only help someone debugging.
+THIRD_PARTY_LOGGERS: Final = (
+    "cassandra",
+    "botocore",
+    "boto3",
+    "s3transfer",
+    "urllib3",
+    "sqlalchemy",
+    "asyncio",
+)
+
+_HANDLER_MARK: Final = "_sqla_audit_handler"
+
+
+def configure_logging(
+    log_format: str, level: int | str = logging.INFO, *, debug: bool = False
+) -> None:
+    """Install one stderr handler on the root logger with the chosen format.
+
+    Replaces a handler an earlier call installed (not handlers installed by others, such
+    as a test runner's). Third-party loggers (:data:`THIRD_PARTY_LOGGERS`) keep quiet but
+    for critical messages unless ``debug``.
+    """
+    handler = _StderrHandler()
+    setattr(handler, _HANDLER_MARK, True)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     for existing in list(root.handlers):
-        root.removeHandler(existing)
+        if getattr(existing, _HANDLER_MARK, False):
+            root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if debug else logging.CRITICAL)
 
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = ["THIRD_PARTY_LOGGERS", "JsonFormatter", "configure_logging"]

@@ -1,4 +1,5 @@
-"""Worker observability: Prometheus metrics and a health endpoint on one small HTTP server.
+"""Worker and relay observability: Prometheus metrics and a health endpoint on one small
+HTTP server (the relay's metrics are :class:`RelayMetrics`, ``sqla_audit_relay_*``).
 
 Metrics live in their own registry (not the process-global one), so several workers --
 in tests, or embedded in an application -- never collide. The server answers:
@@ -21,12 +22,16 @@ implementation that renders the Prometheus text format itself, so ``sqla-audit c
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
+
+from sqla_audit.errors import ConfigurationError
 
 try:
     import prometheus_client as _prom
@@ -109,7 +114,49 @@ class WorkerMetrics:
         return bytes(generate_latest(self.registry))
 
 
+class RelayMetrics:
+    """The relay's counters and gauges (``sqla_audit_relay_*``), in a private registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        prefix = "sqla_audit_relay"
+        self.rows = Counter(
+            f"{prefix}_rows",
+            "Outbox rows handled, by outcome (published; parked: refused for good; "
+            "deferred: SNS did not take them, left for a later pass).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.passes = Counter(
+            f"{prefix}_passes", "Passes over the outbox that completed.", registry=self.registry
+        )
+        self.failing_passes = Gauge(
+            f"{prefix}_failing_passes",
+            "Consecutive passes that failed (database error, or SNS not taking rows); "
+            "0 while healthy.",
+            registry=self.registry,
+        )
+        for outcome in ("published", "parked", "deferred"):
+            self.rows.labels(outcome)
+
+    def observe(self, published: int, parked: int, deferred: int) -> None:
+        """Count one completed pass."""
+        self.passes.inc()
+        self.rows.labels("published").inc(published)
+        self.rows.labels("parked").inc(parked)
+        self.rows.labels("deferred").inc(deferred)
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))
+
+
 HealthCheck = Callable[[], Mapping[str, Any]]
+
+
+class Renderable(Protocol):
+    """Metrics the server can expose: anything that renders the Prometheus text format."""
+
+    def render(self) -> bytes: ...
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -139,12 +186,23 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("metrics http: " + format, *args)
 
 
+def _bind_problem(host: str, port: int, exc: OSError) -> str:
+    """One line: why the metrics endpoint cannot listen, and what to pass instead."""
+    if exc.errno == errno.EADDRINUSE:
+        what = f"port {port} is in use"
+    elif exc.errno == errno.EACCES:
+        what = f"port {port} needs privileges this user does not have"
+    elif isinstance(exc, socket.gaierror):
+        what = f"the metrics host {host!r} does not resolve"
+    else:
+        what = f"cannot listen on {host}:{port} ({exc.strerror or exc})"
+    return f"metrics endpoint: {what}; pass --metrics-port 0 to disable it, or another port"
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(
-        self, address: tuple[str, int], metrics: WorkerMetrics, health: HealthCheck
-    ) -> None:
+    def __init__(self, address: tuple[str, int], metrics: Renderable, health: HealthCheck) -> None:
         self.metrics = metrics
         self.health = health
         super().__init__(address, _Handler)
@@ -153,8 +211,11 @@ class _Server(ThreadingHTTPServer):
 class MetricsServer:
     """Serves ``/metrics``, ``/healthz`` and ``/readyz`` from a daemon thread."""
 
-    def __init__(self, host: str, port: int, metrics: WorkerMetrics, health: HealthCheck) -> None:
-        self._server = _Server((host, port), metrics, health)
+    def __init__(self, host: str, port: int, metrics: Renderable, health: HealthCheck) -> None:
+        try:
+            self._server = _Server((host, port), metrics, health)
+        except OSError as exc:
+            raise ConfigurationError(_bind_problem(host, port, exc)) from exc
         self.host = host
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(
@@ -168,4 +229,12 @@ class MetricsServer:
         self._thread.join(timeout=5)
 
 
-__all__ = ["FAILURE_KINDS", "OUTCOMES", "HealthCheck", "MetricsServer", "WorkerMetrics"]
+__all__ = [
+    "FAILURE_KINDS",
+    "OUTCOMES",
+    "HealthCheck",
+    "MetricsServer",
+    "RelayMetrics",
+    "Renderable",
+    "WorkerMetrics",
+]

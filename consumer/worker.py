@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 
 #: How often a poller looks again whether a store outage is over.
 _OUTAGE_POLL_SECONDS = 0.05
+#: ``run(until_empty=True)``: consecutive failed receives after which a poller gives up.
+DRAIN_RECEIVE_ATTEMPTS: Final = 3
 
 
 def _reject_kind(exc: PermanentError) -> str:
@@ -83,6 +85,37 @@ class BatchResult:
     written: int = 0
     #: change events that needed no record (an update that changed nothing)
     skipped: int = 0
+
+
+@dataclass(slots=True)
+class Totals:
+    """What a worker has done since it started (thread-safe; for progress summaries)."""
+
+    received: int = 0
+    acked: int = 0
+    rejected: int = 0
+    released: int = 0
+    written: int = 0
+    skipped: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, result: BatchResult) -> None:
+        with self.lock:
+            self.acked += len(result.acked)
+            self.rejected += len(result.rejected)
+            self.released += len(result.released)
+            self.received += len(result.acked) + len(result.rejected) + len(result.released)
+            self.written += result.written
+            self.skipped += result.skipped
+
+    def summary(self) -> str:
+        """One line: received, stored, unchanged, rejected, released."""
+        with self.lock:
+            return (
+                f"received {self.received} message(s): stored {self.written} change(s), "
+                f"{self.skipped} without a change, rejected {self.rejected}, "
+                f"released {self.released}"
+            )
 
 
 @dataclass(slots=True)
@@ -151,6 +184,11 @@ class Worker:
         self._holders_lock = threading.Lock()
         self._outage_started = 0.0
         self._running = False
+        self._until_empty = False
+        #: ``run(until_empty=True)``: the receive error a poller gave up on, if any
+        self.drain_error: BaseException | None = None
+        #: running totals for progress summaries (see :meth:`summary`)
+        self.totals = Totals()
 
     # -- one batch ---------------------------------------------------------------------------
 
@@ -344,6 +382,7 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - the queue redelivers what was not settled
                 self.metrics.failures.labels("transport").inc()
                 log.warning("could not %s messages: %s", name, exc)
+        self.totals.add(result)
         self.metrics.messages.labels("acked").inc(len(result.acked))
         self.metrics.messages.labels("released").inc(len(result.released))
         self.metrics.messages.labels("rejected").inc(len(result.rejected))
@@ -359,6 +398,7 @@ class Worker:
 
     def _poll(self) -> None:
         transport_delay = 0.5
+        failed_receives = 0
         while not self._stop.is_set():
             if self._store_down():
                 self._stop.wait(_OUTAGE_POLL_SECONDS)
@@ -367,12 +407,19 @@ class Worker:
                 messages = self.source.receive(self.batch_size, self.wait_seconds)
             except Exception as exc:  # noqa: BLE001 - transport or bug: wait and retry
                 self.metrics.failures.labels("transport").inc()
+                failed_receives += 1
+                if self._until_empty and failed_receives >= DRAIN_RECEIVE_ATTEMPTS:
+                    self.drain_error = exc  # a drain must end: report the source as down
+                    return
                 log.warning("receive failed, retrying in %.1fs: %s", transport_delay, exc)
                 self._stop.wait(transport_delay)
                 transport_delay = min(transport_delay * 2, self._transport_backoff_cap)
                 continue
             transport_delay = 0.5
+            failed_receives = 0
             if not messages:
+                if self._until_empty:
+                    return  # drained, as far as this poller can tell
                 continue
             if self._stop.is_set():
                 self._release_on_stop(messages)
@@ -448,11 +495,20 @@ class Worker:
         self._running = False
         return not alive
 
-    def run(self, stop: threading.Event | None = None) -> int:
-        """Run until :meth:`stop` (or ``stop`` is set); returns the exit code, 0."""
+    def run(self, stop: threading.Event | None = None, *, until_empty: bool = False) -> int:
+        """Run until :meth:`stop` (or ``stop`` is set); returns the exit code, 0.
+
+        ``until_empty``: also return once the source is drained -- each poller stops at its
+        first empty receive (a receive that fails :data:`DRAIN_RECEIVE_ATTEMPTS` times in a
+        row also stops it, and :attr:`drain_error` keeps that error). Messages that arrive
+        meanwhile stay in the source for the next run.
+        """
+        self._until_empty = until_empty
         self.start()
-        while not self._stop.wait(0.5):
-            if stop is not None and stop.is_set():
+        pollers = [t for t in self._threads if t.name.startswith("sqla-audit-poller")]
+        while not self._stop.wait(0.1 if until_empty else 0.5):
+            external = stop is not None and stop.is_set()
+            if external or (until_empty and not any(t.is_alive() for t in pollers)):
                 self.stop()
         log.info("stopping: finishing in-flight batches (at most %.0fs)", self.shutdown_timeout)
         self.join(self.shutdown_timeout)
@@ -471,4 +527,5 @@ class Worker:
         }
 
 
-__all__ = ["Backoff", "BatchResult", "Worker"]  # Backoff: re-exported from consumer.backoff
+# Backoff: re-exported from consumer.backoff
+__all__ = ["DRAIN_RECEIVE_ATTEMPTS", "Backoff", "BatchResult", "Totals", "Worker"]

@@ -21,6 +21,7 @@ import os
 import signal
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -81,6 +82,7 @@ def _open_store(config: ConsumerConfig, stop: threading.Event, *, until_empty: b
         from consumer.sinks.sqlite import SQLiteStore  # noqa: PLC0415
 
         assert config.sqlite_path is not None  # checked by the config loader
+        _require_writable(config.sqlite_path)
         return SQLiteStore(config.sqlite_path, views=config.cassandra.schema.views)
     from consumer.sinks.cassandra import wait_for_cassandra  # noqa: PLC0415
 
@@ -95,6 +97,18 @@ def _open_store(config: ConsumerConfig, stop: threading.Event, *, until_empty: b
         max_backoff=config.worker.max_backoff,
         on_retry=retrying,
     )
+
+
+def _require_writable(path_text: str) -> None:
+    """The SQLite store file (or, when it does not exist yet, its directory) must be
+    writable by this user: say so plainly instead of a driver error."""
+    path = Path(path_text.removeprefix("sqlite:///"))
+    target = path if path.exists() else path.parent
+    if str(path) != ":memory:" and not os.access(target, os.W_OK):
+        raise ConfigurationError(
+            f"permission denied: this user cannot write {str(target)!r} for the SQLite store "
+            "(--store-url / SQLA_AUDIT_STORE_URL); check its permissions"
+        )
 
 
 def _open_source(config: ConsumerConfig, *, until_empty: bool) -> tuple[Any, Any]:

@@ -4,8 +4,14 @@
   without Alembic; with Alembic, add ``sqla_audit.outbox.outbox_table(Base.metadata)`` to
   your metadata and let autogenerate write the migration. ``--sql`` prints the DDL for the
   database's dialect instead of running it.
-* ``status`` prints the number of pending and parked rows (parked: refused by SNS for good).
-* ``requeue`` makes parked rows pending again, once the cause of the refusal is fixed.
+* ``status`` prints the number of pending and parked rows (parked: refused by SNS for good,
+  or by the consumer reading the outbox) and each parked row's error; ``--json`` for tools.
+* ``requeue`` makes parked rows pending again, once the cause of the refusal is fixed;
+  ``--id-from``/``--id-to``, ``--error TEXT`` and ``--older-than DURATION`` choose rows,
+  ``--dry-run`` only lists them.
+
+``status`` and ``requeue`` never create a database: a SQLite file that does not exist is
+an error.
 
 The database URL comes from ``--db`` or ``SQLA_AUDIT_DB_URL`` (prefer the variable: a URL
 holds a password, and command lines are visible to other users of the machine).
@@ -14,23 +20,32 @@ holds a password, and command lines are visible to other users of the machine).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import os
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, MetaData, Table, create_engine
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.schema import CreateTable
 
+from consumer.commands.query import parse_since
 from consumer.config import setting
+from consumer.failures import EXIT_NOTHING, one_line
 from sqla_audit.errors import ConfigurationError
 from sqla_audit.outbox import (
     DEFAULT_TABLE_NAME,
+    ParkedRowInfo,
+    ParkedSelection,
     create_outbox_table,
     outbox_counts,
     outbox_table,
-    requeue_parked,
+    parked_rows,
+    requeue_parked_rows,
 )
 
 DB_ENV = "SQLA_AUDIT_DB_URL"
@@ -56,11 +71,22 @@ def add_outbox_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def outbox_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Engine, Table]:
-    """The engine and the outbox table named by the arguments (or the environment)."""
+def outbox_from_args(
+    args: argparse.Namespace,
+    env: Mapping[str, str],
+    *,
+    must_exist: bool = False,
+    write: bool = False,
+) -> tuple[Engine, Table]:
+    """The engine and the outbox table named by the arguments (or the environment).
+
+    ``must_exist``: a SQLite file that does not exist, or that this user cannot read (with
+    ``write``: write), is an error (it is not created)."""
     url = setting(getattr(args, "db", None), env, DB_ENV)
     if url is None:
         raise ConfigurationError(f"a database URL is needed: --db or {DB_ENV}")
+    if must_exist:
+        require_sqlite_file(url, f"--db / {DB_ENV}", write=write)
     try:
         engine = create_engine(url)
     except (ArgumentError, ImportError, ValueError) as exc:
@@ -68,6 +94,32 @@ def outbox_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[
     name = setting(getattr(args, "table", None), env, TABLE_ENV) or DEFAULT_TABLE_NAME
     schema = setting(getattr(args, "schema", None), env, SCHEMA_ENV)
     return engine, outbox_table(MetaData(), name=name, schema=schema)
+
+
+def require_sqlite_file(url: str, where: str, *, write: bool = False) -> None:
+    """For a SQLite URL, raise :class:`ConfigurationError` unless its file exists (opening
+    a missing file would create an empty database: a read-only command must not) and this
+    user may read it (and, with ``write``, write it)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigurationError(f"invalid database URL: {exc}") from exc
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    path = Path(parsed.database or "")
+    if parsed.query.get("mode") == "memory" or str(path).startswith("file:"):
+        return
+    if not path.exists():
+        raise ConfigurationError(
+            f"the SQLite database {str(path)!r} does not exist; check {where} "
+            "(the application's database file, e.g. sqlite:///path/app.db)"
+        )
+    mode = os.R_OK | (os.W_OK if write else 0)
+    if not os.access(path, mode):
+        raise ConfigurationError(
+            f"permission denied: this user cannot {'write' if write else 'read'} the SQLite "
+            f"database {str(path)!r}; check its permissions ({where})"
+        )
 
 
 def register(subparsers: Any) -> None:
@@ -84,17 +136,84 @@ def register(subparsers: Any) -> None:
         "--sql", action="store_true", help="print the CREATE TABLE statement instead of running it"
     )
     create.set_defaults(func=create_table)
-    status = actions.add_parser("status", help="count pending and parked rows")
+    status = actions.add_parser(
+        "status",
+        help="count pending and parked rows, and show each parked row's error",
+        description="Count pending and parked rows and list the parked ones: id, event id, "
+        "table, record id, when it was parked and the last error. Exit status 0.",
+    )
     add_outbox_arguments(status)
+    status.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object: pending, parked, parked_rows (id, event_id, table, "
+        "record_id, created_at, parked_at, last_error)",
+    )
     status.set_defaults(func=show_status)
-    requeue = actions.add_parser("requeue", help="make parked rows pending again")
+    requeue = actions.add_parser(
+        "requeue",
+        help="make parked rows pending again (all, or chosen by id, error or age)",
+        description="Make parked rows pending again, once the cause of the refusal is fixed; "
+        "prints each row it requeued. Without a filter every parked row is requeued. "
+        "Exit status: 0 rows requeued (or listed with --dry-run), 1 no parked row matched.",
+    )
     add_outbox_arguments(requeue)
+    filters = requeue.add_argument_group("which parked rows (all criteria must hold)")
+    filters.add_argument("--id-from", type=_row_id, metavar="ID", help="lowest row id")
+    filters.add_argument("--id-to", type=_row_id, metavar="ID", help="highest row id")
+    filters.add_argument(
+        "--error", metavar="TEXT", help="a case-insensitive part of the row's last error"
+    )
+    filters.add_argument(
+        "--older-than",
+        type=parse_since,
+        metavar="DURATION",
+        help="parked longer ago than this (90m, 12h, 7d) or before an ISO 8601 time",
+    )
+    requeue.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the rows that would be requeued; change nothing",
+    )
     requeue.set_defaults(func=requeue_rows)
 
 
-def _database_error(exc: SQLAlchemyError) -> int:
-    print(f"sqla-audit: database error: {exc}", file=sys.stderr)
-    return 2
+def _row_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive row id, got {text!r}")
+    return value
+
+
+def _time(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _row_json(row: ParkedRowInfo) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "event_id": row.event_id,
+        "table": row.table_name,
+        "record_id": row.record_id,
+        "created_at": _time(row.created_at),
+        "parked_at": _time(row.failed_at),
+        "last_error": row.last_error,
+    }
+
+
+def _row_line(row: ParkedRowInfo) -> str:
+    error = one_line(row.last_error or "", 300)
+    return (
+        f"  #{row.id}  {row.table_name} {row.record_id}  event {row.event_id}  "
+        f"parked {_time(row.failed_at)}: {error}"
+    )
 
 
 def create_table(args: argparse.Namespace) -> int:
@@ -105,8 +224,6 @@ def create_table(args: argparse.Namespace) -> int:
             sys.stdout.write(f"{str(ddl).strip()};\n")
             return 0
         create_outbox_table(engine, table)
-    except SQLAlchemyError as exc:
-        return _database_error(exc)
     finally:
         engine.dispose()
     print(f"outbox table {table.fullname} is ready")
@@ -114,27 +231,50 @@ def create_table(args: argparse.Namespace) -> int:
 
 
 def show_status(args: argparse.Namespace) -> int:
-    engine, table = outbox_from_args(args, os.environ)
+    engine, table = outbox_from_args(args, os.environ, must_exist=True)
     try:
         pending, parked = outbox_counts(engine, table)
-    except SQLAlchemyError as exc:
-        return _database_error(exc)
+        rows = parked_rows(engine, table) if parked else []
     finally:
         engine.dispose()
+    if args.json:
+        document = {
+            "table": table.fullname,
+            "pending": pending,
+            "parked": parked,
+            "parked_rows": [_row_json(row) for row in rows],
+        }
+        print(json.dumps(document, ensure_ascii=False, indent=2))
+        return 0
     print(f"pending {pending}")
     print(f"parked {parked}")
+    for row in rows:
+        print(_row_line(row))
     return 0
 
 
 def requeue_rows(args: argparse.Namespace) -> int:
-    engine, table = outbox_from_args(args, os.environ)
+    engine, table = outbox_from_args(args, os.environ, must_exist=True, write=not args.dry_run)
+    selection = ParkedSelection(
+        id_from=args.id_from,
+        id_to=args.id_to,
+        error=args.error or None,
+        parked_before=args.older_than,
+    )
     try:
-        count = requeue_parked(engine, table)
-    except SQLAlchemyError as exc:
-        return _database_error(exc)
+        if args.dry_run:
+            rows = parked_rows(engine, table, selection)
+        else:
+            rows = requeue_parked_rows(engine, table, selection)
     finally:
         engine.dispose()
-    print(f"requeued {count} parked row(s)")
+    if not rows:
+        print("sqla-audit: no parked row matched; nothing requeued", file=sys.stderr)
+        return EXIT_NOTHING
+    verb = "would requeue" if args.dry_run else "requeued"
+    print(f"{verb} {len(rows)} parked row(s):")
+    for row in rows:
+        print(_row_line(row))
     return 0
 
 
@@ -144,5 +284,6 @@ __all__ = [
     "outbox_from_args",
     "register",
     "requeue_rows",
+    "require_sqlite_file",
     "show_status",
 ]

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from sqlalchemy import Connection, Engine, Row, Table, bindparam, delete
@@ -85,12 +85,24 @@ class MessageSender(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class ParkedRow:
+    """A row the relay parked, and why (the ``last_error`` it wrote)."""
+
+    row_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class RelayResult:
     """What one pass did, in rows."""
 
     published: int = 0
     parked: int = 0
     deferred: int = 0
+    #: the parked rows, with their reasons (details: not compared)
+    parked_rows: tuple[ParkedRow, ...] = field(default=(), compare=False)
+    #: why SNS did not take the deferred rows (its last error), when it said
+    last_error: str | None = field(default=None, compare=False)
 
     @property
     def selected(self) -> int:
@@ -110,6 +122,7 @@ class OutboxRelay:
         poll_interval: float = 1.0,
         outage_retry: RetryPolicy | None = None,
         on_error: ErrorHook | None = None,
+        on_pass: Callable[[RelayResult], None] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -122,8 +135,11 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.outage_retry = outage_retry or RetryPolicy.outage()
         self._on_error = on_error
+        self._on_pass = on_pass
         self._stop = threading.Event()
         self.totals = {"published": 0, "parked": 0}
+        #: consecutive failed passes (database errors, or SNS not taking rows); 0 when well
+        self.failing = 0
 
     # -- control ---------------------------------------------------------------------------
 
@@ -151,7 +167,8 @@ class OutboxRelay:
         A pass that the database aborts as a deadlock or serialization conflict (it rolled
         back; its published rows will be published again) is retried a few times.
         """
-        published = parked = 0
+        published = 0
+        parked: list[ParkedRow] = []
         conflicts = 0
         while not self._stop.is_set():
             try:
@@ -163,11 +180,21 @@ class OutboxRelay:
                 log.info("outbox relay: %s; retrying the pass", exc.orig)
                 self._stop.wait(self.outage_retry.delay(conflicts))
                 continue
+            self._passed(result)
             published += result.published
-            parked += result.parked
+            parked.extend(result.parked_rows)
             if result.deferred or result.selected < self.batch_size:
-                return RelayResult(published, parked, result.deferred)
-        return RelayResult(published, parked, 0)
+                return RelayResult(
+                    published, len(parked), result.deferred, tuple(parked), result.last_error
+                )
+        return RelayResult(published, len(parked), 0, tuple(parked))
+
+    def _passed(self, result: RelayResult) -> None:
+        if self._on_pass is not None:
+            try:
+                self._on_pass(result)
+            except Exception:
+                log.exception("outbox relay: the on_pass hook raised")
 
     def run(self) -> None:
         """Relay until :meth:`stop`: poll when idle, back off while SNS or the database fail."""
@@ -177,6 +204,7 @@ class OutboxRelay:
                 result = self.run_once()
             except SQLAlchemyError as exc:
                 failures += 1
+                self.failing = failures
                 delay = self.outage_retry.delay(failures)
                 if isinstance(exc, DBAPIError) and is_transient_conflict(exc):
                     log.info("outbox relay: %s; retrying the pass", exc.orig)
@@ -185,8 +213,10 @@ class OutboxRelay:
                     report_failure(exc, [], self._on_error, logged=True)
                 self._stop.wait(delay)
                 continue
+            self._passed(result)
             if result.deferred:
                 failures += 1
+                self.failing = failures
                 delay = self.outage_retry.delay(failures)
                 log.warning(
                     "outbox relay: SNS did not take %d row(s); retrying in %.1fs",
@@ -195,10 +225,10 @@ class OutboxRelay:
                 )
                 self._stop.wait(delay)
             elif result.selected < self.batch_size:
-                failures = 0
+                failures = self.failing = 0
                 self._stop.wait(self.poll_interval)
             else:
-                failures = 0  # a full batch: more rows are probably waiting
+                failures = self.failing = 0  # a full batch: more rows are probably waiting
 
     # -- internals -------------------------------------------------------------------------
 
@@ -214,7 +244,7 @@ class OutboxRelay:
                 message = OutgoingMessage.from_body(row.payload)
             except (DecodeError, UnicodeDecodeError) as exc:
                 parked.append((row.id, f"undecodable payload: {exc}"))
-                self._report(exc, [])
+                self._report(exc, [], row.id, parked[-1][1])
                 continue
             messages.append(message)
             row_ids[id(message)] = row.id
@@ -222,7 +252,7 @@ class OutboxRelay:
         for message, error in outcome.rejected:
             parked.append((row_ids[id(message)], f"{type(error).__name__}: {error}"))
             event = message.to_event()
-            self._report(error, [event] if event is not None else [])
+            self._report(error, [event] if event is not None else [], *parked[-1])
         accepted = [row_ids[id(m)] for m in outcome.accepted]
         self._delete(connection, accepted)
         if parked:
@@ -239,7 +269,13 @@ class OutboxRelay:
             )
         self.totals["published"] += len(accepted)
         self.totals["parked"] += len(parked)
-        return RelayResult(len(accepted), len(parked), len(outcome.undelivered))
+        return RelayResult(
+            len(accepted),
+            len(parked),
+            len(outcome.undelivered),
+            tuple(ParkedRow(row_id, reason) for row_id, reason in parked),
+            str(outcome.last_error) if outcome.undelivered and outcome.last_error else None,
+        )
 
     def _delete(self, connection: Connection, row_ids: list[int]) -> None:
         table = self.table
@@ -257,8 +293,17 @@ class OutboxRelay:
         for start in range(0, len(row_ids), 500):
             connection.execute(delete(table).where(table.c.id.in_(row_ids[start : start + 500])))
 
-    def _report(self, error: BaseException, events: Sequence[ChangeEvent]) -> None:
-        report_failure(error, events, self._on_error)
+    def _report(
+        self, error: BaseException, events: Sequence[ChangeEvent], row_id: int, reason: str
+    ) -> None:
+        """A parked row is an expected, explained outcome: one warning line, no traceback."""
+        log.warning(
+            "outbox relay: parked row %d (see sqla-audit outbox status): %s",
+            row_id,
+            reason,
+            extra={"outbox_id": row_id, "reason": reason},
+        )
+        report_failure(error, events, self._on_error, logged=True)
 
 
-__all__ = ["MessageSender", "OutboxRelay", "RelayResult", "is_transient_conflict"]
+__all__ = ["MessageSender", "OutboxRelay", "ParkedRow", "RelayResult", "is_transient_conflict"]

@@ -8,9 +8,20 @@ Both take pending rows the same way (lowest id first, ``FOR UPDATE SKIP LOCKED``
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Any, Final, NamedTuple
 
-from sqlalchemy import Connection, Engine, Select, Table, Update, bindparam, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
 #: Longest ``last_error`` kept on a parked row.
@@ -52,10 +63,58 @@ def park_values(reason: str, parked_at: dt.datetime) -> dict[str, Any]:
     return {"parked_at": parked_at, "reason": reason[:MAX_ERROR_CHARS]}
 
 
+class ParkedRowInfo(NamedTuple):
+    """A parked outbox row, for operators: what it holds and why it is parked."""
+
+    id: int
+    event_id: str
+    table_name: str
+    record_id: str
+    created_at: dt.datetime | None
+    failed_at: dt.datetime | None
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedSelection:
+    """Which parked rows to list or requeue; every criterion given must hold."""
+
+    #: lowest and highest row id (inclusive)
+    id_from: int | None = None
+    id_to: int | None = None
+    #: a case-insensitive part of ``last_error``
+    error: str | None = None
+    #: parked (``failed_at``) before this time
+    parked_before: dt.datetime | None = None
+
+
+def select_parked(table: Table, selection: ParkedSelection) -> Select[Any]:
+    """The :class:`ParkedRowInfo` columns of the parked rows ``selection`` chooses, by id."""
+    c = table.c
+    query = (
+        select(c.id, c.event_id, c.table_name, c.record_id, c.created_at, c.failed_at, c.last_error)
+        .where(c.failed_at.is_not(None))
+        .order_by(c.id)
+    )
+    if selection.id_from is not None:
+        query = query.where(c.id >= selection.id_from)
+    if selection.id_to is not None:
+        query = query.where(c.id <= selection.id_to)
+    if selection.error:
+        needle = selection.error.lower()
+        query = query.where(func.lower(c.last_error).contains(needle, autoescape=True))
+    if selection.parked_before is not None:
+        query = query.where(c.failed_at < selection.parked_before)
+    return query
+
+
 __all__ = [
     "MAX_ERROR_CHARS",
+    "ParkedRowInfo",
+    "ParkedSelection",
     "outbox_connection",
     "park_statement",
     "park_values",
+    "select_parked",
     "select_pending",
 ]

@@ -74,6 +74,7 @@ def test_missing_outbox_table_exits_2(tmp_path: Path, capsys: pytest.CaptureFixt
     """consume --source outbox on a database without the outbox table fails with exit code 2."""
     from consumer.cli import main  # noqa: PLC0415
 
+    sa.create_engine(f"sqlite:///{tmp_path / 'empty.db'}").connect().close()  # a database
     code = main(
         [
             "consume",
@@ -146,7 +147,7 @@ def test_consume_command_drains_the_outbox_into_the_sqlite_store(tmp_path: Path)
     store = SQLiteStore(store_path)
     try:
         found = {
-            record_id: [r.actor_id for r in store.history("accounts", record_id).items]
+            record_id: [r.actor_id for r in store.history("billing", "accounts", record_id).items]
             for record_id in ("0", "1", "24")
         }
     finally:

@@ -80,10 +80,10 @@ def test_missing_or_bad_url_is_a_clear_error(
 
 
 def test_database_errors_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A database that cannot be used gives exit status 2 and the driver's message."""
+    """A SQLite database that does not exist gives exit status 2 and is not created."""
     url = f"sqlite+pysqlite:///{tmp_path / 'missing-dir' / 'x.db'}"
     assert main(["outbox", "status", "--db", url]) == 2
-    assert "database error" in capsys.readouterr().err
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_status_and_requeue(
@@ -100,7 +100,7 @@ def test_status_and_requeue(
         )
     capsys.readouterr()
     assert main(["outbox", "status", "--db", db_url]) == 0
-    assert capsys.readouterr().out.split() == ["pending", "1", "parked", "1"]
+    assert capsys.readouterr().out.split()[:4] == ["pending", "1", "parked", "1"]
     assert main(["outbox", "requeue", "--db", db_url]) == 0
     assert "requeued 1" in capsys.readouterr().out
     assert outbox_counts(engine) == (2, 0)
@@ -143,13 +143,13 @@ def test_relay_once_publishes_and_empties_the_outbox(
 def test_relay_once_reports_rows_left_behind(
     aws: None, db_url: str, event_factory: EventFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """When the topic does not exist the rows stay and relay --once exits 1."""
+    """When the topic does not exist the rows stay and relay --once exits 3."""
     assert main(["outbox", "create-table", "--db", db_url]) == 0
     engine = sa.create_engine(db_url)
     with engine.begin() as connection:
         OutboxWriter().write(connection, [event_factory()])
     missing = "arn:aws:sns:us-east-1:123456789012:missing"
-    assert main(["relay", "--db", db_url, "--topic-arn", missing, "--once"]) == 1
+    assert main(["relay", "--db", db_url, "--topic-arn", missing, "--once"]) == 3
     assert "left 1" in capsys.readouterr().out
     assert outbox_counts(engine) == (1, 0)
     engine.dispose()
