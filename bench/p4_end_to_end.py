@@ -134,8 +134,8 @@ def measure(scale: float = 1.0, shared_moto: bool = False) -> dict[str, Any]:
             publisher = SNSPublisher(topic_arn, endpoint_url=moto.endpoint, register_atexit=False)
             install_audit(maker, publisher=publisher, service="bench", models=[models.item])
             select = session.prepare(
-                f"SELECT writetime(operation) AS w FROM {keyspace}.changes_by_record "
-                "WHERE table_name = ? AND record_id = ?"
+                f"SELECT writetime(operation) AS w FROM {keyspace}.changes_by_service_record "
+                "WHERE service = 'bench' AND table_name = ? AND record_id = ?"
             )
 
             def visible(record_id: str) -> float | None:

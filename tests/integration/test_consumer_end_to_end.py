@@ -97,9 +97,9 @@ def test_application_changes_reach_cassandra(
     def rows(record_id: str) -> list[Any]:
         return list(
             cassandra_session.execute(
-                f"SELECT * FROM {cassandra_keyspace}.changes_by_record "
-                "WHERE table_name = %s AND record_id = %s",
-                ("e2e_accounts", record_id),
+                f"SELECT * FROM {cassandra_keyspace}.changes_by_service_record "
+                "WHERE service = %s AND table_name = %s AND record_id = %s",
+                ("billing", "e2e_accounts", record_id),
             )
         )
 

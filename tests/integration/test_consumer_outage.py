@@ -159,7 +159,7 @@ def test_cassandra_outage_spends_no_delivery_attempt_and_loses_nothing(
 
     def stored_rows() -> list[uuid.UUID]:
         rows = cassandra_session.execute(
-            f"SELECT table_name, event_id FROM {cassandra_keyspace}.changes_by_record"
+            f"SELECT table_name, event_id FROM {cassandra_keyspace}.changes_by_service_record"
         )
         return [row.event_id for row in rows if row.table_name == table]
 

@@ -86,18 +86,22 @@ def running(
         assert worker.join(30)
 
 
-def rows_for(session: Session, keyspace: str, table: str, record_id: str) -> list[Any]:
+def rows_for(
+    session: Session, keyspace: str, table: str, record_id: str, service: str = "billing"
+) -> list[Any]:
+    """The history rows of one record (``consumer.testing.make_event``'s service by default)."""
     return list(
         session.execute(
-            f"SELECT * FROM {keyspace}.changes_by_record WHERE table_name = %s AND record_id = %s",
-            (table, record_id),
+            f"SELECT * FROM {keyspace}.changes_by_service_record "
+            "WHERE service = %s AND table_name = %s AND record_id = %s",
+            (service, table, record_id),
         )
     )
 
 
 def event_ids(session: Session, keyspace: str, table: str) -> list[uuid.UUID]:
     """Every event id stored for ``table`` (a scan: test keyspaces are small)."""
-    rows = session.execute(f"SELECT table_name, event_id FROM {keyspace}.changes_by_record")
+    rows = session.execute(f"SELECT table_name, event_id FROM {keyspace}.changes_by_service_record")
     return [row.event_id for row in rows if row.table_name == table]
 
 
@@ -463,7 +467,9 @@ def test_consume_command_with_embedded_store_serves_health_and_metrics(
         assert stop_gracefully(process) == 0
     store = SQLiteStore(database)
     try:
-        stored = [r for e in events for r in store.history("accounts", e.record_id).items]
+        stored = [
+            r for e in events for r in store.history("billing", "accounts", e.record_id).items
+        ]
     finally:
         store.close()
     assert sorted(r.event_id for r in stored) == sorted(e.event_id for e in events)

@@ -205,7 +205,7 @@ def test_application_in_outbox_mode_is_consumed_directly(
             worker.process(messages)
     finally:
         source.close()
-    history = store.history("outbox_source_accounts", "1").items
+    history = store.history("bank", "outbox_source_accounts", "1").items
     assert [(r.operation, r.actor_id) for r in reversed(history)] == [
         (Operation.INSERT, "alice"),
         (Operation.UPDATE, "bob"),

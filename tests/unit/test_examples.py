@@ -126,7 +126,7 @@ def test_fastapi_default_outbox_feeds_the_consumer(tmp_path: Path) -> None:
     finally:
         source.close()
         engine.dispose()
-    history = store.history("notes", "1").items
+    history = store.history("notes-api", "notes", "1").items
     assert [(r.operation.value, r.actor_id) for r in reversed(history)] == [
         ("insert", "alice"),
         ("update", "bob"),

@@ -353,7 +353,7 @@ def test_worker_consumes_the_outbox_into_the_store(
     history = {
         record_id: [
             (r.operation.value, r.actor_id)
-            for r in reversed(store.history("accounts", record_id).items)
+            for r in reversed(store.history("bank", "accounts", record_id).items)
         ]
         for record_id in ("1", "2")
     }

@@ -329,5 +329,5 @@ def test_worker_writes_markers_and_rows_alike(
         worker.join(5)
     assert len(result.acked) == 2
     assert source.pending == 0
-    assert [r.event_id for r in store.history("countries", "*")] == [marker.event_id]
-    assert [r.operation.value for r in store.history("countries", "A")] == ["delete"]
+    assert [r.event_id for r in store.history("shop", "countries", "*")] == [marker.event_id]
+    assert [r.operation.value for r in store.history("shop", "countries", "A")] == ["delete"]
