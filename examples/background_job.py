@@ -10,7 +10,7 @@ Run it (each run recreates the invoices and outbox tables in ``jobs.db``)::
 
     python examples/background_job.py --db sqlite:///jobs.db
     sqla-audit consume --source outbox --db sqlite:///jobs.db \\
-         --store sqlite --store-url audit.db --metrics-port 0      # Ctrl-C when done
+         --store sqlite --store-url audit.db --metrics-port 0 --until-empty
     sqla-audit actor nightly-job --since 1h --store sqlite --store-url audit.db
 """
 

@@ -16,7 +16,7 @@ whole loop runs on one machine::
     curl -X POST localhost:8000/notes -H 'X-User: alice' \\
          -H 'Content-Type: application/json' -d '{"title": "buy milk"}'
     sqla-audit consume --source outbox --db sqlite:///notes.db \\
-         --store sqlite --store-url audit.db --metrics-port 0      # Ctrl-C when done
+         --store sqlite --store-url audit.db --metrics-port 0 --until-empty
     sqla-audit history notes 1 --store sqlite --store-url audit.db
 
 Pass ``publisher=`` (an ``SNSPublisher`` in production, an ``InMemoryPublisher`` in tests)

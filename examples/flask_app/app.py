@@ -12,7 +12,7 @@ By default the events go to the outbox table of the application's own database::
     curl -X POST localhost:5000/notes -H 'X-User: alice' \\
          -H 'Content-Type: application/json' -d '{"title": "buy milk"}'
     sqla-audit consume --source outbox --db sqlite:///notes.db \\
-         --store sqlite --store-url audit.db --metrics-port 0      # Ctrl-C when done
+         --store sqlite --store-url audit.db --metrics-port 0 --until-empty
     sqla-audit history notes 1 --store sqlite --store-url audit.db
 
 Pass ``publisher=`` to publish after each commit instead (an ``SNSPublisher`` in
