@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from consumer.decoding import Decoder
 from consumer.sources.sqs import REASON_ATTRIBUTE
-from sqla_audit.errors import AuditError, TransportError
+from sqla_audit.errors import AuditError, ConfigurationError, TransportError
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -140,10 +140,21 @@ class DeadLetterQueue:
         self._wait = wait_seconds
 
     def _call(self, what: str, call: Callable[[], Any]) -> Any:
-        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+        from botocore.exceptions import (  # noqa: PLC0415
+            BotoCoreError,
+            ClientError,
+            NoCredentialsError,
+            NoRegionError,
+            PartialCredentialsError,
+        )
 
         try:
             return call()
+        except (NoCredentialsError, PartialCredentialsError, NoRegionError) as exc:
+            raise ConfigurationError(
+                f"{what} on {self.url}: {exc}; set AWS credentials and a region "
+                "(AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_REGION)"
+            ) from exc
         except (BotoCoreError, ClientError) as exc:
             raise TransportError(f"{what} on {self.url} failed: {exc}") from exc
 

@@ -164,3 +164,26 @@ def test_unreachable_endpoint_is_one_line_and_exit_3(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "Traceback" not in err
+
+
+def test_missing_credentials_are_configuration_exit_2(
+    aws_endpoint: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No AWS credentials anywhere: a configuration error (exit 2) naming what to set."""
+    import boto3  # noqa: PLC0415
+
+    # boto3's default session keeps the credentials an earlier test resolved: start afresh,
+    # as a new process would.
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws_endpoint)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    url = aws_endpoint + "/000000000000/whatever"
+    assert main(["dlq", "list", "--dlq-url", url]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "credentials" in err
