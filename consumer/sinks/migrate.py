@@ -42,10 +42,10 @@ from consumer.sinks.cassandra import (
     CassandraSchema,
     CassandraStore,
     KeyspaceLayout,
-    _store_error,
     connect,
     layout_problem,
     read_layout,
+    store_error,
 )
 from sqla_audit.errors import ConfigurationError, StoreError
 
@@ -244,7 +244,7 @@ def migrate(
     except (StoreError, ConfigurationError):
         raise
     except Exception as exc:
-        raise _store_error("migrating the keyspace failed", exc) from exc
+        raise store_error("migrating the keyspace failed", exc) from exc
     finally:
         cluster.shutdown()
 
