@@ -190,9 +190,10 @@ def coalesce(first: RowChange, then: RowChange) -> RowChange | None:
 
 
 def vacate_first(changes: list[RowChange]) -> list[RowChange]:
-    """``changes`` in order, except that a change moving a row off a key comes before the
-    change that puts another row on that key (row A moved 1 -> 10, row B moved 3 -> 1: A's
-    change first, whichever row the transaction touched first), so that applying the events
+    """``changes`` in order, except that a change moving a row off a key (or deleting it)
+    comes before the change that puts another row on that key (row A moved 1 -> 10 or
+    deleted, row B moved 3 -> 1: A's change first, whichever row the transaction touched
+    first), so that applying the events
     in ``sequence`` order never finds two rows on one key. Keys swapped in a cycle cannot be
     ordered so: they keep first-change order.
     """
@@ -200,6 +201,8 @@ def vacate_first(changes: list[RowChange]) -> list[RowChange]:
     for index, change in enumerate(changes):
         if change.previous_record_id is not None:
             vacating[(change.table, change.previous_record_id)] = index
+        elif change.operation is Operation.DELETE and MARKER_METADATA_KEY not in change.metadata:
+            vacating.setdefault((change.table, change.record_id), index)
     if not vacating:
         return changes
     waits: dict[int, int] = {}

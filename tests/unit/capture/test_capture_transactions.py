@@ -430,3 +430,21 @@ def test_row_leaves_a_key_before_another_row_takes_it(
         b.code = "US"
     moves = [(e.sequence, e.previous_record_id, e.record_id) for e in published.events]
     assert moves == [(0, "US", "ZZ"), (1, "CA", "US")]
+
+
+def test_row_deleted_from_a_key_before_another_row_takes_it(
+    maker: sessionmaker[Session], published: InMemoryPublisher
+) -> None:
+    """B touched first, A (key US) deleted, B moved CA -> US: A's delete is published first."""
+    seed(maker, published, Country(code="US", name="a"), Country(code="CA", name="b"))
+    with maker.begin() as session:
+        a, b = session.get(Country, "US"), session.get(Country, "CA")
+        assert a is not None
+        assert b is not None
+        b.name = "b2"
+        session.flush()
+        session.delete(a)
+        session.flush()
+        b.code = "US"
+    changes = [(e.sequence, e.operation.value, e.record_id) for e in published.events]
+    assert changes == [(0, "delete", "US"), (1, "update", "US")]
