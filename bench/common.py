@@ -216,6 +216,19 @@ def save_result(part: str, data: Mapping[str, Any]) -> Path:
     return path
 
 
+def update_result(part: str, key: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """Store ``data`` (with its own time and machine) as ``key`` of the results of ``part``,
+    keeping the rest of that file: a sub-measurement rerun on its own. Returns what was
+    stored under ``key``."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"{part}.json"
+    payload: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"part": part}
+    stored = {"finished_at": now_iso(), "machine": machine_info(), **data}
+    payload[key] = stored
+    path.write_text(json.dumps(payload, indent=1, sort_keys=False, default=str) + "\n")
+    return stored
+
+
 def load_results() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     if RESULTS_DIR.exists():
