@@ -7,8 +7,9 @@ envelopes). ``golden_consumer_rows.json`` holds the bodies and, for each, the fl
 every record (:func:`consumer.records.record_to_row`) and a digest of its Cassandra
 statements with their bound values (with and without a time bucket), as the consumer
 produced them before its CPU tuning. Any change to a stored row shows up here. (The
-statement digests were regenerated once, deliberately, when absent values became
-``UNSET_VALUE`` instead of ``None``; the rows did not change.)
+statement digests were regenerated deliberately twice, the rows unchanged: when absent values
+became ``UNSET_VALUE`` instead of ``None``, and for audit layout 2 -- history keyed by
+service, the request, trace and table views, every view enabled.)
 
 Regenerate (only for an intended change of the stored form) with
 ``python -m tests.unit.test_sinks_golden_rows``.
@@ -31,7 +32,8 @@ from consumer.config import CassandraSchemaConfig
 from consumer.decoding import Decoder
 from consumer.differ import records_for_event
 from consumer.records import record_to_row
-from consumer.sinks.cassandra import CassandraStore
+from consumer.sinks.cassandra import CassandraStore, KeyspaceLayout
+from consumer.sinks.views import DEFAULT_VIEWS
 
 GOLDEN = Path(__file__).with_name("golden_consumer_rows.json")
 _T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -72,7 +74,10 @@ def stored_rows(body: str) -> list[dict[str, Any]]:
 
 def statement_digests(body: str, bucket: str) -> list[str]:
     """Per record of ``body``: a digest of its Cassandra statements and bound values."""
-    store = CassandraStore(_Session(), CassandraSchemaConfig(keyspace="ks", time_bucket=bucket))
+    layout = KeyspaceLayout(2, views=DEFAULT_VIEWS, time_bucket=bucket)
+    store = CassandraStore(
+        _Session(), CassandraSchemaConfig(keyspace="ks", time_bucket=bucket), layout=layout
+    )
     out = []
     for event in Decoder().decode(body):
         for record in records_for_event(event):
