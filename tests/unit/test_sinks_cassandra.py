@@ -316,3 +316,14 @@ def test_protocol_3_is_refused() -> None:
 
     with pytest.raises(ConfigurationError, match="protocol 4"):
         _store(Old(), max_in_flight=4)
+
+
+def test_hosts_that_do_not_resolve_are_a_store_error_naming_them() -> None:
+    """A contact point that resolves nowhere (.invalid never does) is a StoreError naming
+    the hosts, not the driver's bare UnresolvableContactPoints({})."""
+    from consumer.config import CassandraConfig  # noqa: PLC0415
+    from consumer.sinks.cassandra import connect  # noqa: PLC0415
+    from sqla_audit.errors import StoreError  # noqa: PLC0415
+
+    with pytest.raises(StoreError, match=r"cassandra\.invalid.*resolves"):
+        connect(CassandraConfig(hosts=("cassandra.invalid",)))

@@ -30,7 +30,10 @@ def connect(config: CassandraConfig) -> Any:
     the driver from guessing (and warning); reconnection is quick (0.5 s doubling to
     :data:`RECONNECT_MAX_DELAY`) so a worker resumes soon after Cassandra comes back.
     """
-    from cassandra import ConsistencyLevel  # noqa: PLC0415 - heavy, optional dependency
+    from cassandra import (  # noqa: PLC0415 - heavy, optional dependency
+        ConsistencyLevel,
+        UnresolvableContactPoints,
+    )
     from cassandra.auth import PlainTextAuthProvider  # noqa: PLC0415
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile  # noqa: PLC0415
     from cassandra.policies import (  # noqa: PLC0415
@@ -51,18 +54,24 @@ def connect(config: CassandraConfig) -> Any:
         if config.username is not None
         else None
     )
-    cluster = Cluster(
-        contact_points=list(config.hosts),
-        port=config.port,
-        protocol_version=config.protocol_version,
-        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-        auth_provider=auth,
-        connect_timeout=config.connect_timeout,
-        reconnection_policy=ExponentialReconnectionPolicy(
-            base_delay=0.5, max_delay=RECONNECT_MAX_DELAY
-        ),
-        idle_heartbeat_interval=5,
-    )
+    try:
+        cluster = Cluster(
+            contact_points=list(config.hosts),
+            port=config.port,
+            protocol_version=config.protocol_version,
+            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+            auth_provider=auth,
+            connect_timeout=config.connect_timeout,
+            reconnection_policy=ExponentialReconnectionPolicy(
+                base_delay=0.5, max_delay=RECONNECT_MAX_DELAY
+            ),
+            idle_heartbeat_interval=5,
+        )
+    except UnresolvableContactPoints as exc:  # the driver resolves the names right here
+        hosts = ", ".join(config.hosts)
+        raise StoreError(
+            f"none of the Cassandra hosts ({hosts}) resolves to an address; check the host names"
+        ) from exc
     try:
         cluster.connect()
     except Exception as exc:
