@@ -289,64 +289,89 @@ def _port_or_off(text: str) -> int | None:
 # --------------------------------------------------------------------------- argparse
 
 
-def add_cassandra_arguments(parser: argparse.ArgumentParser, *, connection: bool = True) -> None:
-    """Flags for the Cassandra schema and (with ``connection``) how to reach it."""
+def add_cassandra_arguments(
+    parser: argparse.ArgumentParser, *, connection: bool = True, writes: bool = True
+) -> None:
+    """Flags for the Cassandra schema and (with ``connection``) how to reach it.
+
+    ``writes=False`` (the query commands) leaves out what only matters when creating or
+    writing the keyspace -- replication, TTL, buckets, views, timeline shards, write
+    concurrency: a reader takes them from the keyspace itself.
+    """
     group = parser.add_argument_group("Cassandra")
     if connection:
         group.add_argument(
-            "--cassandra-hosts", help="contact points, comma-separated [SQLA_AUDIT_CASSANDRA_HOSTS]"
+            "--cassandra-hosts",
+            help="contact points, comma-separated (default: 127.0.0.1) "
+            "[SQLA_AUDIT_CASSANDRA_HOSTS]",
         )
-        group.add_argument("--cassandra-port", help="native port [SQLA_AUDIT_CASSANDRA_PORT]")
-        group.add_argument("--local-dc", help="local datacenter [SQLA_AUDIT_LOCAL_DC]")
         group.add_argument(
-            "--consistency", help="write/read consistency level [SQLA_AUDIT_CONSISTENCY]"
+            "--cassandra-port", help="native port (default: 9042) [SQLA_AUDIT_CASSANDRA_PORT]"
         )
-        group.add_argument("--cassandra-username", help="[SQLA_AUDIT_CASSANDRA_USERNAME]")
+        group.add_argument(
+            "--local-dc", help="local datacenter (default: datacenter1) [SQLA_AUDIT_LOCAL_DC]"
+        )
+        group.add_argument(
+            "--consistency",
+            help=f"consistency level, one of {', '.join(CONSISTENCY_LEVELS)} "
+            "(default: LOCAL_QUORUM) [SQLA_AUDIT_CONSISTENCY]",
+        )
+        group.add_argument("--cassandra-username", help="user name [SQLA_AUDIT_CASSANDRA_USERNAME]")
         group.add_argument(
             "--cassandra-password",
-            help="prefer the environment variable [SQLA_AUDIT_CASSANDRA_PASSWORD]",
+            help="password; prefer the environment variable [SQLA_AUDIT_CASSANDRA_PASSWORD]",
         )
         group.add_argument(
-            "--protocol-version", help="native protocol version [SQLA_AUDIT_PROTOCOL_VERSION]"
+            "--protocol-version",
+            help="native protocol version, 3, 4 or 5 (default: 4) [SQLA_AUDIT_PROTOCOL_VERSION]",
         )
-        group.add_argument(
-            "--max-in-flight",
-            help="most concurrent write requests [SQLA_AUDIT_MAX_IN_FLIGHT]",
-        )
+        if writes:
+            group.add_argument(
+                "--max-in-flight",
+                help="most concurrent write requests, 1-10000 (default: 64) "
+                "[SQLA_AUDIT_MAX_IN_FLIGHT]",
+            )
         group.add_argument(
             "--cassandra-timeout",
-            help="request timeout, seconds [SQLA_AUDIT_CASSANDRA_TIMEOUT]",
+            help="request timeout in seconds, 0.1-300 (default: 10) [SQLA_AUDIT_CASSANDRA_TIMEOUT]",
         )
-    group.add_argument("--keyspace", help="keyspace [SQLA_AUDIT_KEYSPACE]")
+    group.add_argument("--keyspace", help="keyspace (default: sqla_audit) [SQLA_AUDIT_KEYSPACE]")
+    if not writes:
+        return
     group.add_argument(
         "--replication-class",
-        help="SimpleStrategy or NetworkTopologyStrategy [SQLA_AUDIT_REPLICATION_CLASS]",
+        help="SimpleStrategy (default) or NetworkTopologyStrategy [SQLA_AUDIT_REPLICATION_CLASS]",
     )
     group.add_argument(
-        "--replication-factor", help="SimpleStrategy replicas [SQLA_AUDIT_REPLICATION_FACTOR]"
+        "--replication-factor",
+        help="SimpleStrategy replicas, 1-100 (default: 1) [SQLA_AUDIT_REPLICATION_FACTOR]",
     )
     group.add_argument(
         "--datacenters",
         help="NetworkTopologyStrategy replicas, e.g. dc1:3,dc2:3 [SQLA_AUDIT_DATACENTERS]",
     )
-    group.add_argument("--ttl", help="row TTL in seconds, 0 = keep forever [SQLA_AUDIT_TTL]")
+    group.add_argument(
+        "--ttl", help="row TTL in seconds, 0 = keep forever (default: 0) [SQLA_AUDIT_TTL]"
+    )
     group.add_argument(
         "--time-bucket",
-        help="none, year, month or day: bucket hot records' partitions [SQLA_AUDIT_TIME_BUCKET]",
+        help="bucket hot records' partitions: none (default), year, month or day "
+        "[SQLA_AUDIT_TIME_BUCKET]",
     )
     group.add_argument(
         "--views",
         help="secondary views besides the always-on history, comma-separated from "
         "actor,transaction,request,trace,table (default: all; 'history' alone: none); "
-        "Cassandra: chosen by `schema apply`, SQLite: by `consume` [SQLA_AUDIT_VIEWS]",
+        "Cassandra: chosen by schema apply, SQLite: by consume [SQLA_AUDIT_VIEWS]",
     )
     group.add_argument(
         "--timeline-bucket",
-        help="minute, hour or day: partition of the table timeline [SQLA_AUDIT_TIMELINE_BUCKET]",
+        help="partition of the table timeline: minute, hour (default) or day "
+        "[SQLA_AUDIT_TIMELINE_BUCKET]",
     )
     group.add_argument(
         "--timeline-shards",
-        help="partitions per timeline bucket, 1-256 [SQLA_AUDIT_TIMELINE_SHARDS]",
+        help="partitions per timeline bucket, 1-256 (default: 1) [SQLA_AUDIT_TIMELINE_SHARDS]",
     )
 
 

@@ -20,9 +20,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from consumer.commands.query import parse_since
 from consumer.config import SqsConfig, setting
 from consumer.dlq import DeadLetter, DeadLetterQueue, Selection, render_json
+from consumer.times import parse_time
 from sqla_audit.errors import ConfigurationError, TransportError
 
 DLQ_ENV = "SQLA_AUDIT_DLQ_URL"
@@ -52,10 +52,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reason", help="only messages whose reason contains this text")
     parser.add_argument(
         "--older-than",
-        type=parse_since,
-        metavar="DURATION",
-        help="only messages first sent longer ago than this (90m, 12h, 7d) or before an "
-        "ISO 8601 time",
+        type=parse_time,
+        metavar="TIME",
+        help="only messages first sent before this time: 90m, 12h, 7d back, or an ISO 8601 "
+        "time with a zone",
     )
     parser.add_argument("--limit", type=_limit, help="act on at most this many messages")
 

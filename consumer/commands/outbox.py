@@ -33,9 +33,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.schema import CreateTable
 
-from consumer.commands.query import parse_since
 from consumer.config import setting
 from consumer.failures import EXIT_NOTHING, one_line
+from consumer.times import parse_time
 from sqla_audit.errors import ConfigurationError
 from sqla_audit.outbox import (
     DEFAULT_TABLE_NAME,
@@ -166,9 +166,9 @@ def register(subparsers: Any) -> None:
     )
     filters.add_argument(
         "--older-than",
-        type=parse_since,
-        metavar="DURATION",
-        help="parked longer ago than this (90m, 12h, 7d) or before an ISO 8601 time",
+        type=parse_time,
+        metavar="TIME",
+        help="parked before this time: 90m, 12h, 7d back, or an ISO 8601 time with a zone",
     )
     requeue.add_argument(
         "--dry-run",

@@ -19,9 +19,15 @@ A record is identified by (service, table, record id). ``history`` and ``as-of``
 
 Exit codes are meant for scripts: ``0`` something was found, ``1`` nothing matched (a
 message on stderr says what was looked for), ``2`` bad arguments or configuration, ``3``
-the store could not be read. Times are ISO 8601 *with* a timezone (``Z`` or ``+02:00``):
-an audit log spans services in several zones, so a naive time is ambiguous and refused.
-``--since`` also accepts a duration back from now (``90m``, ``12h``, ``7d``).
+the store could not be read. Every time option takes the expressions of
+:mod:`consumer.times`: ISO 8601 *with* a timezone (``Z`` or ``+02:00``; an audit log spans
+services in several zones, so a naive time is ambiguous and refused), a duration back from
+now (``90m``, ``12h``, ``7d``) or ``now``.
+
+The commands only read: a SQLite store is opened read-only (``mode=ro``: no file, table or
+index is created, the journal mode is left alone, a layout-1 file is read as it is); a file
+that is not an audit store -- the application's database given by mistake -- is one line and
+exit 2, as is a Cassandra keyspace without the audit tables (run ``schema apply``).
 """
 
 from __future__ import annotations
@@ -31,7 +37,6 @@ import contextlib
 import datetime as dt
 import io
 import os
-import re
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -57,6 +62,7 @@ from consumer.sinks.base import (
     Page,
     encode_page_token,
 )
+from consumer.times import parse_time
 from sqla_audit.errors import ConfigurationError, DecodeError, StoreError
 
 #: Default number of changes shown by the listing commands in ``table`` and ``json`` form.
@@ -75,47 +81,14 @@ EXIT_NOT_FOUND: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_STORE: Final = 3
 
-_DURATION: Final = re.compile(r"^(\d{1,6})([smhd])$")
-_UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-_OUT_OF_RANGE: Final = "outside the supported range, 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z"
-
 
 # --------------------------------------------------------------------------- argument types
 
 
-def parse_instant(text: str) -> dt.datetime:
-    """An ISO 8601 time with a timezone (``Z`` or an offset), as an aware UTC datetime."""
-    value = text.strip()
-    if value.endswith("z"):  # RFC 3339 allows a lower-case zone designator
-        value = value[:-1] + "Z"
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an ISO 8601 time; write e.g. 2026-01-01T00:00:00Z"
-        ) from None
-    if parsed.tzinfo is None:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} has no timezone; add Z for UTC or an offset such as +02:00 "
-            "(e.g. 2026-01-01T00:00:00Z)"
-        )
-    try:
-        return parsed.astimezone(dt.UTC)
-    except OverflowError:
-        raise argparse.ArgumentTypeError(f"{text!r} is {_OUT_OF_RANGE}") from None
-
-
-def parse_since(text: str, *, now: Callable[[], dt.datetime] | None = None) -> dt.datetime:
-    """Like :func:`parse_instant`, or a duration back from now: ``90m``, ``12h``, ``7d``."""
-    match = _DURATION.match(text.strip())
-    if match is None:
-        return parse_instant(text)
-    amount = dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-    current = now() if now is not None else dt.datetime.now(dt.UTC)
-    try:
-        return current - amount
-    except OverflowError:
-        raise argparse.ArgumentTypeError(f"{text!r} back from now is {_OUT_OF_RANGE}") from None
+#: Every time option takes the same expressions (:mod:`consumer.times`); the two names are
+#: kept for the options' readers.
+parse_instant = parse_time
+parse_since = parse_time
 
 
 def parse_limit(text: str) -> int:
@@ -151,7 +124,9 @@ def _non_empty(what: str) -> Callable[[str], str]:
 
 
 def open_store(args: argparse.Namespace, env: Mapping[str, str]) -> AuditStore:
-    """The store named by ``--store``/``SQLA_AUDIT_STORE`` (default ``cassandra``)."""
+    """The store named by ``--store``/``SQLA_AUDIT_STORE`` (default ``cassandra``), opened
+    for reading: a SQLite file read-only (never created, upgraded or switched to WAL), a
+    Cassandra keyspace only if it holds the audit tables (else: run ``schema apply``)."""
     kind = (args.store or env.get("SQLA_AUDIT_STORE", "").strip() or "cassandra").lower()
     if kind == "sqlite":
         path = args.store_url or env.get("SQLA_AUDIT_STORE_URL", "").strip()
@@ -161,9 +136,7 @@ def open_store(args: argparse.Namespace, env: Mapping[str, str]) -> AuditStore:
             )
         from consumer.sinks.sqlite import SQLiteStore  # noqa: PLC0415
 
-        if path != ":memory:" and not os.path.exists(path.removeprefix("sqlite:///")):
-            raise ConfigurationError(f"SQLite store {path!r} does not exist")
-        return SQLiteStore(path)
+        return SQLiteStore.open_read_only(path)
     if kind == "cassandra":
         from consumer.sinks.cassandra import CassandraStore  # noqa: PLC0415
 
@@ -461,32 +434,27 @@ def _changes(args: argparse.Namespace, query: AuditQuery) -> int:
 def _ambiguous(exc: AmbiguousRecord, args: argparse.Namespace) -> str:
     """One line: which services wrote the record, and what to pass."""
     return (
-        f"error: {args.table} {args.record_id} was written by {len(exc.services)} services "
+        f"{args.table} {args.record_id} was written by {len(exc.services)} services "
         f"({', '.join(exc.services)}): pass --service SERVICE"
     )
 
 
 def _runner(command: Callable[[argparse.Namespace, AuditQuery], int]) -> Callable[..., int]:
+    """The command run on the store the arguments name, closed after.
+
+    Failures go to the command line's error policy (consumer.failures): a bad argument or
+    setting -- an ambiguous record, a file that is no audit store -- is one line and exit 2,
+    a store that cannot be reached or read is one line and exit 3.
+    """
+
     def run(args: argparse.Namespace) -> int:
-        try:
-            store = open_store(args, os.environ)
-        except (ConfigurationError, InvalidQuery) as exc:
-            _note(f"error: {exc}")
-            return EXIT_USAGE
-        except StoreError as exc:
-            _note(f"cannot open the audit store: {exc}")
-            return EXIT_STORE
+        store = open_store(args, os.environ)
         try:
             return command(args, AuditQuery(store))
         except AmbiguousRecord as exc:
-            _note(_ambiguous(exc, args))
-            return EXIT_USAGE
-        except (ConfigurationError, InvalidQuery) as exc:
-            _note(f"error: {exc}")
-            return EXIT_USAGE
-        except (StoreError, DecodeError) as exc:
-            _note(f"cannot read the audit store: {exc}")
-            return EXIT_STORE
+            raise ConfigurationError(_ambiguous(exc, args)) from exc
+        except DecodeError as exc:  # a stored record this version cannot read
+            raise StoreError(f"cannot read the audit store: {exc}") from exc
         finally:
             store.close()
 
@@ -501,9 +469,11 @@ def _store_options() -> argparse.ArgumentParser:
     store = parent.add_argument_group("store")
     store.add_argument("--store", help="cassandra (default) or sqlite [SQLA_AUDIT_STORE]")
     store.add_argument(
-        "--store-url", help="the SQLite store file for --store sqlite [SQLA_AUDIT_STORE_URL]"
+        "--store-url",
+        help="the SQLite audit store file for --store sqlite, opened read-only "
+        "[SQLA_AUDIT_STORE_URL]",
     )
-    add_cassandra_arguments(parent)
+    add_cassandra_arguments(parent, writes=False)
     return parent
 
 
@@ -569,9 +539,11 @@ def register(subparsers: Any) -> None:
     store = _store_options()
     listing = _listing_options()
     epilog = (
-        "Times are ISO 8601 with a timezone, e.g. 2026-01-01T00:00:00Z or "
-        "2026-01-01T01:00:00+01:00. Exit status: 0 found, 1 nothing found, "
-        "2 bad arguments, 3 store unavailable."
+        "Times: an ISO 8601 time with a timezone (2026-01-01T00:00:00Z, "
+        "2026-01-01T01:00:00+01:00), a duration back from now (90m, 12h, 7d) or now.\n"
+        "The store is only read, never created or changed.\n"
+        "Exit status: 0 found, 1 nothing found, 2 bad arguments or not an audit store, "
+        "3 store unavailable."
     )
 
     history = subparsers.add_parser(
@@ -588,11 +560,11 @@ def register(subparsers: Any) -> None:
         help="record id, e.g. 42 (composite: 7:2026-01-01)",
     )
     _service_option(history, "record")
+    history.add_argument("--since", type=parse_time, help="oldest change to show (a time)")
+    history.add_argument("--until", type=parse_time, help="newest change to show (a time)")
     history.add_argument(
-        "--since", type=parse_since, help="oldest change to show (a time, or 12h / 7d back)"
+        "--column", help="only changes of this column, and only this column of each change"
     )
-    history.add_argument("--until", type=parse_instant, help="newest change to show")
-    history.add_argument("--column", help="only changes of this column")
     history.set_defaults(func=_runner(_history))
 
     as_of = subparsers.add_parser(
@@ -608,7 +580,9 @@ def register(subparsers: Any) -> None:
     as_of.add_argument("table", type=_non_empty("table"), help="audited table")
     as_of.add_argument("record_id", type=_non_empty("record id"), help="record id")
     _service_option(as_of, "record")
-    as_of.add_argument("--at", type=parse_instant, required=True, help="the time to look at")
+    as_of.add_argument(
+        "--at", type=parse_time, required=True, help="the time to look at (a time, e.g. now)"
+    )
     as_of.add_argument("--json", action="store_true", help="print one JSON object")
     as_of.set_defaults(func=_runner(_as_of))
 
@@ -622,10 +596,10 @@ def register(subparsers: Any) -> None:
     actor.add_argument("actor_id", type=_non_empty("actor id"), help="actor id, e.g. alice")
     actor.add_argument(
         "--since",
-        type=parse_since,
-        help="start of the window (a time, or 12h / 7d back; default: 24h before --until)",
+        type=parse_time,
+        help="start of the window (a time; default: 24h before --until)",
     )
-    actor.add_argument("--until", type=parse_instant, help="end of the window (default: now)")
+    actor.add_argument("--until", type=parse_time, help="end of the window (default: now)")
     actor.add_argument(
         "--service", type=_non_empty("service"), help="only the changes made in this service"
     )
@@ -671,11 +645,11 @@ def register(subparsers: Any) -> None:
     changes.add_argument("table", type=_non_empty("table"), help="audited table, e.g. orders")
     changes.add_argument(
         "--since",
-        type=parse_since,
+        type=parse_time,
         required=True,
-        help="start of the window (a time, or 12h / 7d back)",
+        help="start of the window (a time, e.g. 7d)",
     )
-    changes.add_argument("--until", type=parse_instant, help="end of the window (default: now)")
+    changes.add_argument("--until", type=parse_time, help="end of the window (default: now)")
     changes.add_argument(
         "--oldest-first", action="store_true", help="oldest change first (default: newest first)"
     )

@@ -229,6 +229,70 @@ class SQLiteStore:
             raise StoreError(f"cannot open SQLite store {target!r}: {exc}") from exc
         self._closed = False
 
+    @classmethod
+    def open_read_only(cls, path: str | Path, *, timeout: float = 10.0) -> SQLiteStore:
+        """An existing store file opened for reading only (the query commands).
+
+        The file is opened with SQLite's ``mode=ro``: nothing is created, no table, index or
+        setting is written, the journal mode is left as it is and a layout-1 file is read
+        as it is (not upgraded). A file that does not exist, is not a SQLite database or
+        holds no ``audit_records`` table is a :class:`ConfigurationError` saying so in one
+        line; writing through the store fails.
+        """
+        target = str(path).removeprefix("sqlite:///")
+        name = Path(target).name or target
+        if not target or target == ":memory:" or not Path(target).is_file():
+            raise ConfigurationError(
+                f"SQLite store {target!r} does not exist; pass the file the consumer writes "
+                "(consume --store sqlite --store-url FILE)"
+            )
+        store = cls.__new__(cls)
+        store.path = target
+        store._lock = threading.Lock()
+        store._closed = False
+        uri = f"{Path(target).resolve().as_uri()}?mode=ro"
+        try:
+            store._conn = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store {target!r}: {exc}") from exc
+        try:
+            store.views = store._read_layout(name)
+        except BaseException:
+            store._conn.close()
+            raise
+        return store
+
+    def _read_layout(self, name: str) -> frozenset[str]:
+        """Check, without writing, that the file holds a readable audit store; its views."""
+        try:
+            (version,) = self._conn.execute("PRAGMA user_version").fetchone()
+            tables = {
+                str(row[0])
+                for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+            recorded = None
+            if "audit_settings" in tables:
+                recorded = self._conn.execute(
+                    "SELECT value FROM audit_settings WHERE name = 'views'"
+                ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc) or "malformed" in str(exc):
+                raise ConfigurationError(
+                    f"{name} is not a SQLite database ({exc}); is --store-url the audit store?"
+                ) from exc
+            raise StoreError(f"cannot read SQLite store {self.path!r}: {exc}") from exc
+        if version > LAYOUT_VERSION:
+            raise ConfigurationError(
+                f"the SQLite store {self.path!r} holds audit layout {version}, newer than "
+                f"this sqla-audit understands ({LAYOUT_VERSION}): upgrade sqla-audit"
+            )
+        if "audit_records" not in tables:
+            raise ConfigurationError(
+                f"{name} holds no audit store (no audit_records table); is --store-url the "
+                "audit store, not the application database?"
+            )
+        return DEFAULT_VIEWS if recorded is None else parse_views(recorded[0])
+
     def _open_layout(self, views: frozenset[str] | None) -> frozenset[str]:
         """Check the file's layout, create or upgrade it; the views it keeps."""
         conn = self._conn

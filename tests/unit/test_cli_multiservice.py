@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime as dt
 import io
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.commands import query as commands
+from consumer.cli import main
 from consumer.export import CSV_COLUMNS
 from consumer.records import AuditRecord
 from consumer.sinks.sqlite import SQLiteStore
@@ -68,10 +67,7 @@ def store_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def run(argv: list[str], path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="sqla-audit")
-    commands.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args([*argv, "--store", "sqlite", "--store-url", str(path)])
-    code: int = args.func(args)
+    code = main([*argv, "--store", "sqlite", "--store-url", str(path)])
     out, err = capsys.readouterr()
     return code, out, err
 

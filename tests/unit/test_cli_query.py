@@ -64,8 +64,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    args = _parser().parse_args(argv)
-    code: int = args.func(args)
+    """The sqla-audit command line on ``argv``: exit status, stdout, stderr."""
+    code = main(argv)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -384,14 +384,17 @@ def test_store_failure_exits_3(
     monkeypatch.setattr(commands, "open_store", fake_open)
     code, _, err = run(["transaction", str(TXN)], capsys)
     assert code == 3
-    assert "cannot read the audit store: connection reset" in err
+    assert err == (
+        "sqla-audit: error: connection reset; check that it is running and reachable, "
+        "then run the command again\n"
+    )
     assert broken.closed
 
 
 def test_store_unavailable_at_open_exits_3(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A store that cannot be opened exits 3."""
+    """A store that cannot be opened exits 3 with one line saying what to do."""
 
     def fake_open(args: argparse.Namespace, env: object) -> AuditStore:
         raise StoreError("cannot connect to Cassandra: refused")
@@ -399,7 +402,9 @@ def test_store_unavailable_at_open_exits_3(
     monkeypatch.setattr(commands, "open_store", fake_open)
     code, _, err = run(["transaction", str(TXN)], capsys)
     assert code == 3
-    assert "cannot open the audit store" in err
+    assert err.count("\n") == 1
+    assert err.startswith("sqla-audit: error: cannot connect")
+    assert "check that it is running and reachable" in err
 
 
 def test_ascii_terminal_gets_ascii_arrows(
