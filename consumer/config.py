@@ -381,9 +381,21 @@ def add_consumer_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--source", help="where events come from: sqs or outbox [SQLA_AUDIT_SOURCE]"
     )
-    source.add_argument("--db", help="--source outbox: database URL [SQLA_AUDIT_DB_URL]")
-    source.add_argument("--outbox-table", help="outbox table name [SQLA_AUDIT_OUTBOX_TABLE]")
-    source.add_argument("--outbox-schema", help="outbox table schema [SQLA_AUDIT_OUTBOX_SCHEMA]")
+    source.add_argument("--db", help="--source outbox: SQLAlchemy database URL [SQLA_AUDIT_DB_URL]")
+    # --table/--schema as in `relay` and `outbox` (which also accept the long forms)
+    source.add_argument(
+        "--table",
+        "--outbox-table",
+        dest="outbox_table",
+        help=f"--source outbox: outbox table name (default: {DEFAULT_TABLE_NAME}) "
+        "[SQLA_AUDIT_OUTBOX_TABLE]",
+    )
+    source.add_argument(
+        "--schema",
+        "--outbox-schema",
+        dest="outbox_schema",
+        help="--source outbox: schema of the outbox table [SQLA_AUDIT_OUTBOX_SCHEMA]",
+    )
     source.add_argument("--queue-url", help="SQS queue URL [SQLA_AUDIT_QUEUE_URL]")
     source.add_argument("--dlq-url", help="dead-letter queue for undecodable messages")
     source.add_argument("--region", help="AWS region [AWS_REGION, AWS_DEFAULT_REGION]")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import io
 import os
@@ -217,9 +218,26 @@ class _Pages:
                 return
 
 
+class _Narrowed:
+    """The records of ``pages`` with only ``column`` among their changes."""
+
+    def __init__(self, pages: _Pages, column: str) -> None:
+        self._pages = pages
+        self._column = column
+
+    @property
+    def more(self) -> str | None:
+        return self._pages.more
+
+    def __iter__(self) -> Iterator[AuditRecord]:
+        for record in self._pages:
+            kept = {self._column: record.changes[self._column]}
+            yield dataclasses.replace(record, changes=kept)
+
+
 def _write_listing(
     args: argparse.Namespace,
-    pages: _Pages | list[AuditRecord],
+    pages: _Pages | _Narrowed | list[AuditRecord],
     *,
     show_service: bool = False,
     show_record: bool = False,
@@ -240,7 +258,7 @@ def _write_listing(
             CsvWriter(out, args.values) if args.format == "csv" else NdjsonWriter(out, args.values)
         )
         export(everything, writer, progress=Progress(sys.stderr), flush=out.flush)
-    more = pages.more if isinstance(pages, _Pages) else None
+    more = pages.more if isinstance(pages, _Pages | _Narrowed) else None
     if more is not None:
         _note(f"more changes exist: repeat with --page {more}")
     return EXIT_FOUND
@@ -315,9 +333,12 @@ def _history(args: argparse.Namespace, query: AuditQuery) -> int:
         token_after=lambda record: encode_page_token(Cursor.after(record)),
     )
     what = f" of column {column}" if column else ""
+    shown: _Pages | _Narrowed = pages
+    if column is not None:  # only that column of each change, inserts and deletes included
+        shown = _Narrowed(pages, column)
     return _write_listing(
         args,
-        pages,
+        shown,
         nothing=(
             f"no changes{what} recorded for {_record_text(args)}"
             f"{_window_text(args.since, args.until)}"

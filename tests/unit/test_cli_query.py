@@ -472,3 +472,21 @@ def test_column_history_pages_through_matching_changes_only(
             break
         page = ["--page", token.group(1)]
     assert shown == [str(records[i].event_id) for i in (3, 1, 0)]
+
+
+@pytest.mark.parametrize("output", ["table", "csv"])
+def test_history_column_shows_only_that_column_of_inserts_and_deletes(
+    output: str, store_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--column C shows C alone for every change, inserts and deletes included."""
+    code, out, _ = run(
+        ["history", "users", "42", "--column", "name", "--format", output, *sqlite(store_file)],
+        capsys,
+    )
+    assert code == 0
+    assert "name" in out
+    assert "balance" not in out
+    assert '"a"' in out
+    if output == "table":
+        assert 'name: "b" → (deleted)' in out
+        assert 'name: "c"' in out
