@@ -189,6 +189,16 @@ def coalesce(first: RowChange, then: RowChange) -> RowChange | None:
     return then
 
 
+def _no_op(change: RowChange) -> bool:
+    """A row changed and changed back inside the transaction (see :meth:`Frame.apply`)."""
+    return (
+        change.operation is Operation.UPDATE
+        and not change.changed_columns
+        and change.previous_record_id is None
+        and MARKER_METADATA_KEY not in change.metadata
+    )
+
+
 def vacate_first(changes: list[RowChange]) -> list[RowChange]:
     """``changes`` in order, except that a change moving a row off a key (or deleting it)
     comes before the change that puts another row on that key (row A moved 1 -> 10 or
@@ -258,7 +268,21 @@ class Frame:
         else:
             merged = coalesce(entry.change, change)
             if merged is None:
-                return
+                if entry.change.operation is Operation.INSERT:
+                    return  # inserted, then deleted: nothing remains
+                # Changed and changed back: kept as a no-op (dropped when drained) so that a
+                # parent frame absorbing it still learns who changed the row last.
+                merged = replace(
+                    change,
+                    operation=Operation.UPDATE,
+                    before=entry.change.before,
+                    after=_layered_after(entry.change, change),
+                    changed_columns=(),
+                    previous_record_id=None,
+                    previous_primary_key=None,
+                    masked_columns=_merge_names(entry.change.masked_columns, change.masked_columns),
+                    metadata=_merge_metadata(entry.change.metadata, change.metadata),
+                )
             entry.change = merged
         key = (entry.change.table, entry.change.record_id)
         occupant = self._index.get(key)
@@ -278,7 +302,7 @@ class Frame:
 
     def changes(self) -> list[RowChange]:
         """The changes in first-change order, a row leaving a key before another takes it."""
-        return vacate_first([entry.change for entry in self.entries()])
+        return vacate_first([entry.change for entry in self.entries() if not _no_op(entry.change)])
 
     def __len__(self) -> int:
         return len(self._index) + len(self._displaced)

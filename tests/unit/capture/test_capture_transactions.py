@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from capture_support import Country, User, brief, one_transaction, seed
 from sqlalchemy.orm import Session, sessionmaker
 
-from sqla_audit import ChangeEvent, install_audit, uninstall_audit
+from sqla_audit import ChangeEvent, audit_context, install_audit, uninstall_audit
 from sqla_audit.delivery import InMemoryTransactionalWriter
 from sqla_audit.errors import SerializationError
 from sqla_audit.publishers.memory import InMemoryPublisher
@@ -448,3 +448,25 @@ def test_row_deleted_from_a_key_before_another_row_takes_it(
         b.code = "US"
     changes = [(e.sequence, e.operation.value, e.record_id) for e in published.events]
     assert changes == [(0, "delete", "US"), (1, "update", "US")]
+
+
+def test_change_undone_in_a_released_savepoint_keeps_the_last_actor(
+    maker: sessionmaker[Session], published: InMemoryPublisher
+) -> None:
+    """alice sets a; in a savepoint alice sets b and bob sets a again: the event is bob's."""
+    seed(maker, published, Country(code="US", name="x"))
+    with maker() as session, session.begin():
+        country = session.get(Country, "US")
+        assert country is not None
+        with audit_context(actor="alice"):
+            country.name = "a"
+            session.flush()
+        with session.begin_nested():
+            with audit_context(actor="alice"):
+                country.name = "b"
+                session.flush()
+            with audit_context(actor="bob"):
+                country.name = "a"
+                session.flush()
+    (event,) = published.events
+    assert (event.changed_columns, event.actor and event.actor.id) == (("name",), "bob")
