@@ -1,8 +1,10 @@
 """Output of the query commands: readable tables for people, JSON for programs.
 
 The table form is for a terminal: one row per change with its time, operation, actor,
-transaction and each changed column as ``old → new``, values shortened to stay readable
+request id (when records have one), transaction and each changed column as ``old → new``
 (strings quoted so that ``"NULL"`` and ``NULL`` differ, masked values shown as ``***``).
+Values are never cut: given a ``width`` (the terminal's), cells wrap so that the table fits
+it, the widest column first; without one (``--wide``, or output to a pipe) nothing wraps.
 It is not meant to be parsed; ``--format json``/``ndjson``/``csv`` are (see
 :mod:`consumer.export` for CSV and for plain values). The JSON form keeps values in their wire
 encoding (type-tagged JSON, see :mod:`sqla_audit.serialization`), so a program reading it
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import textwrap
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
@@ -28,8 +31,10 @@ from sqla_audit.serialization import (
     decode_value,
 )
 
-#: Longest rendering of one value in a table before it is cut with an ellipsis.
-MAX_VALUE_WIDTH: Final = 48
+#: Narrowest a column is wrapped to, however narrow the terminal.
+MIN_COLUMN_WIDTH: Final = 8
+#: Spaces between two columns.
+COLUMN_GAP: Final = 2
 
 
 # --------------------------------------------------------------------------- JSON
@@ -89,9 +94,8 @@ def json_lines(records: Iterable[AuditRecord]) -> Iterable[str]:
 # --------------------------------------------------------------------------- values
 
 
-def _shorten(text: str, width: int = MAX_VALUE_WIDTH) -> str:
-    text = text.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
-    return text if len(text) <= width else text[: width - 1] + "…"
+def _one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
 
 
 def format_value(value: JSONValue) -> str:
@@ -99,8 +103,8 @@ def format_value(value: JSONValue) -> str:
     try:
         decoded = decode_value(value)
     except (TypeError, ValueError):  # SerializationError is a TypeError
-        return _shorten(dumps(value))
-    return _shorten(_format_decoded(decoded))
+        return _one_line(dumps(value))
+    return _one_line(_format_decoded(decoded))
 
 
 def _format_decoded(value: Any) -> str:
@@ -168,23 +172,67 @@ def format_time(value: dt.datetime) -> str:
 # --------------------------------------------------------------------------- tables
 
 
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[Sequence[str]]]) -> str:
-    """A plain-text table; each cell is a list of lines, columns padded to fit."""
-    widths = [len(header) for header in headers]
+def fit_widths(natural: Sequence[int], width: int | None, minimum: Sequence[int]) -> list[int]:
+    """Column widths that fit ``width`` (with the gaps), narrowing the widest column first,
+    none below its ``minimum``; ``natural`` when ``width`` is ``None`` or already enough."""
+    widths = list(natural)
+    if width is None:
+        return widths
+    budget = width - COLUMN_GAP * (len(widths) - 1)
+    while sum(widths) > budget:
+        candidates = [i for i, w in enumerate(widths) if w > minimum[i]]
+        if not candidates:
+            break
+        widest = max(candidates, key=lambda i: widths[i])
+        others = [widths[i] for i in candidates if i != widest]
+        target = max(
+            max(others, default=0), minimum[widest], widths[widest] - (sum(widths) - budget)
+        )
+        widths[widest] = target if target < widths[widest] else widths[widest] - 1
+    return widths
+
+
+def _wrap(lines: Sequence[str], width: int) -> list[str]:
+    wrapped: list[str] = []
+    for line in lines:
+        if len(line) <= width:
+            wrapped.append(line)
+        else:
+            wrapped.extend(
+                textwrap.wrap(line, width, break_long_words=True, break_on_hyphens=False) or [""]
+            )
+    return wrapped
+
+
+def render_table(
+    headers: Sequence[str], rows: Sequence[Sequence[Sequence[str]]], *, width: int | None = None
+) -> str:
+    """A plain-text table; each cell is a list of lines, columns padded to fit.
+
+    With ``width`` the table fits that many characters: the widest columns are narrowed
+    (down to :data:`MIN_COLUMN_WIDTH`, or the header) and their cells wrapped, never cut.
+    """
+    natural = [len(header) for header in headers]
     for row in rows:
         for index, cell in enumerate(row):
             for line in cell:
-                widths[index] = max(widths[index], len(line))
-    rule = "  ".join("-" * width for width in widths)
+                natural[index] = max(natural[index], len(line))
+    minimum = [min(n, max(MIN_COLUMN_WIDTH, len(h))) for n, h in zip(natural, headers, strict=True)]
+    widths = fit_widths(natural, width, minimum)
+    gap = " " * COLUMN_GAP
+    rule = gap.join("-" * w for w in widths)
 
     def line_of(cells: Sequence[str]) -> str:
-        return "  ".join(text.ljust(widths[i]) for i, text in enumerate(cells)).rstrip()
+        return gap.join(text.ljust(widths[i]) for i, text in enumerate(cells)).rstrip()
 
     out = [line_of(headers), rule]
     for row in rows:
-        height = max((len(cell) for cell in row), default=1)
+        cells = [
+            _wrap(cell, widths[i]) if widths[i] < natural[i] else cell for i, cell in enumerate(row)
+        ]
+        height = max((len(cell) for cell in cells), default=1)
         for depth in range(height):
-            out.append(line_of([cell[depth] if depth < len(cell) else "" for cell in row]))
+            out.append(line_of([cell[depth] if depth < len(cell) else "" for cell in cells]))
     return "\n".join(out)
 
 
@@ -193,11 +241,18 @@ def render_records(
     *,
     show_record: bool = False,
     show_service: bool = False,
+    show_request: bool | None = None,
     arrow: str = "→",
+    width: int | None = None,
 ) -> str:
     """The readable table of a list of changes (``show_record`` adds table and record id,
-    ``show_service`` the service that made each change)."""
+    ``show_service`` the service that made each change, ``show_request`` the request id --
+    by default when a record has one); ``width``: fit that many characters (wrapping)."""
+    if show_request is None:
+        show_request = any(record.request_id for record in records)
     headers = ["EVENT TIME", "OP", "ACTOR", "TRANSACTION"]
+    if show_request:
+        headers[3:3] = ["REQUEST"]
     if show_record:
         headers[2:2] = ["TABLE", "RECORD"]
     if show_service:
@@ -211,13 +266,15 @@ def render_records(
             [record.actor_id or "-"],
             [str(record.transaction_id)],
         ]
+        if show_request:
+            row[3:3] = [[record.request_id or "-"]]
         if show_record:
             row[2:2] = [[record.table], [record.record_id]]
         if show_service:
             row[2:2] = [[record.service]]
         row.append(format_changes(record, arrow=arrow))
         rows.append(row)
-    return render_table(headers, rows)
+    return render_table(headers, rows, width=width)
 
 
 def describe_event(record: AuditRecord) -> str:
@@ -229,8 +286,8 @@ def describe_event(record: AuditRecord) -> str:
     )
 
 
-def render_state(state: RecordState) -> str:
-    """The readable form of a record's state at an instant."""
+def render_state(state: RecordState, *, width: int | None = None) -> str:
+    """The readable form of a record's state at an instant (``width``: wrap to fit)."""
     head = f"{state.table} {state.record_id} as of {format_time(state.at)}"
     if state.service:
         head = f"{state.table} {state.record_id} in {state.service} as of {format_time(state.at)}"
@@ -241,16 +298,19 @@ def render_state(state: RecordState) -> str:
     if not state.exists:
         return f"{head}: did not exist (deleted: {describe_event(state.event)})"
     values = state.wire_values or {}
-    lines = [f"{head}: last change {describe_event(state.event)}", ""]
+    title = f"{head}: last change {describe_event(state.event)}"
+    lines = [*(textwrap.wrap(title, width) if width else [title]), ""]
     rows = [[[name], [format_value(value)]] for name, value in values.items()]
-    lines.append(render_table(["COLUMN", "VALUE"], rows))
+    lines.append(render_table(["COLUMN", "VALUE"], rows, width=width))
     return "\n".join(lines)
 
 
 __all__ = [
-    "MAX_VALUE_WIDTH",
+    "COLUMN_GAP",
+    "MIN_COLUMN_WIDTH",
     "describe_event",
     "dumps",
+    "fit_widths",
     "format_change",
     "format_changes",
     "format_time",

@@ -38,6 +38,7 @@ import dataclasses
 import datetime as dt
 import io
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -161,6 +162,18 @@ def _emit(text: str) -> None:
     print(text)
 
 
+def table_width(args: argparse.Namespace) -> int | None:
+    """The width a table must fit: the terminal's (``COLUMNS`` honoured) when stdout is a
+    terminal, else ``None`` (no wrapping: a pipe or a file gets whole lines), and ``None``
+    with ``--wide``."""
+    if getattr(args, "wide", False):
+        return None
+    isatty = getattr(sys.stdout, "isatty", None)
+    if isatty is None or not isatty():
+        return None
+    return shutil.get_terminal_size().columns
+
+
 def _note(text: str) -> None:
     print(f"sqla-audit: {text}", file=sys.stderr)
 
@@ -241,6 +254,7 @@ def _write_listing(
     *,
     show_service: bool = False,
     show_record: bool = False,
+    show_request: bool | None = None,
     nothing: str,
 ) -> int:
     """Print a listing in ``args.format``; exit 1 with ``nothing`` on stderr when empty."""
@@ -251,7 +265,15 @@ def _write_listing(
         return EXIT_NOT_FOUND
     everything = chain([first], records)
     if args.format == "table":
-        _emit(render_records(list(everything), show_record=show_record, show_service=show_service))
+        _emit(
+            render_records(
+                list(everything),
+                show_record=show_record,
+                show_service=show_service,
+                show_request=show_request,
+                width=table_width(args),
+            )
+        )
     else:
         out = _export_stream()
         writer: RecordWriter = (
@@ -351,7 +373,7 @@ def _as_of(args: argparse.Namespace, query: AuditQuery) -> int:
     if args.json:
         _emit(dumps(state_to_json(state)))
     elif state.known:
-        _emit(render_state(state))
+        _emit(render_state(state, width=table_width(args)))
     if not state.known:
         _note(f"no change recorded for {_record_text(args)} at or before {format_time(args.at)}")
         return EXIT_NOT_FOUND
@@ -423,6 +445,7 @@ def _request(args: argparse.Namespace, query: AuditQuery) -> int:
         _Pages(fetch, args.page, _limit(args)),
         show_service=True,
         show_record=True,
+        show_request=args.trace_id is not None,  # one request: its id is in the command
         nothing=f"no changes recorded for {what}",
     )
 
@@ -541,7 +564,17 @@ def _listing_options() -> argparse.ArgumentParser:
     output.add_argument(
         "--page", help="continue after the last change of a previous run (the token it printed)"
     )
+    _wide_option(output)
     return parent
+
+
+def _wide_option(group: Any) -> None:
+    group.add_argument(
+        "--wide",
+        action="store_true",
+        help="table: every value whole on one line (default: wrapped to the terminal's width "
+        "[COLUMNS]; not wrapped when piped)",
+    )
 
 
 def _service_option(parser: argparse.ArgumentParser, what: str) -> None:
@@ -605,6 +638,7 @@ def register(subparsers: Any) -> None:
         "--at", type=parse_time, required=True, help="the time to look at (a time, e.g. now)"
     )
     as_of.add_argument("--json", action="store_true", help="print one JSON object")
+    _wide_option(as_of)
     as_of.set_defaults(func=_runner(_as_of))
 
     actor = subparsers.add_parser(

@@ -92,7 +92,14 @@ def test_history_prints_a_table_newest_first(
     assert code == 0
     assert err == ""
     lines = out.splitlines()
-    assert re.split(r"\s{2,}", lines[0]) == ["EVENT TIME", "OP", "ACTOR", "TRANSACTION", "CHANGES"]
+    assert re.split(r"\s{2,}", lines[0]) == [
+        "EVENT TIME",
+        "OP",
+        "ACTOR",
+        "REQUEST",
+        "TRANSACTION",
+        "CHANGES",
+    ]
     ops = [line.split()[1] for line in lines[2:] if re.match(r"^\d{4}-", line)]
     assert ops == ["insert", "delete", "update", "insert"]
     assert "balance: 10.00 → 12.50" in out
@@ -289,7 +296,8 @@ def test_actor_lists_changes_with_table_and_record(
     )  # fmt: skip
     assert code == 0
     assert re.split(r"\s{2,}", out.splitlines()[0]) == [
-        "EVENT TIME", "OP", "SERVICE", "TABLE", "RECORD", "ACTOR", "TRANSACTION", "CHANGES",
+        "EVENT TIME", "OP", "SERVICE", "TABLE", "RECORD", "ACTOR", "REQUEST", "TRANSACTION",
+        "CHANGES",
     ]  # fmt: skip
     rows = [line.split()[:5] for line in out.splitlines()[2:] if re.match(r"^\d{4}-", line)]
     assert [row[1:] for row in rows] == [
