@@ -17,7 +17,7 @@ The same scenario runs against the real services when they are configured:
   settings of ``sqla-audit consume``); the schema is applied first (idempotent).
 
 Exit status: 0 when every record's history matches the scenario, 1 when it does not,
-2 for bad configuration or an unreachable service.
+2 for bad configuration, 3 for an unreachable service (see docs/operations.md).
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ def register(subparsers: Any) -> None:
         "--workdir",
         type=Path,
         help=(
-            "directory for app.db, billing.db and audit.db "
-            "(default: a temporary one, removed after)"
+            "directory for app.db, billing.db and audit.db, kept after the run "
+            "(default: a temporary one, removed after; its paths are not printed)"
         ),
     )
     parser.add_argument(

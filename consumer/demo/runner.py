@@ -291,7 +291,8 @@ def _open_store(config: DemoConfig, workdir: Path, res: _Resources) -> tuple[Aud
         path = workdir / "audit.db"
         sqlite_store = SQLiteStore(path)
         res.closers.append(sqlite_store.close)
-        return sqlite_store, f"{path} (SQLite; the same queries as Cassandra)"
+        shown = path if config.workdir is not None else path.name
+        return sqlite_store, f"{shown} (SQLite; the same queries as Cassandra)"
     from consumer.sinks.cassandra import CassandraStore, apply_schema  # noqa: PLC0415
 
     cassandra = config.cassandra
@@ -398,9 +399,19 @@ def _run(config: DemoConfig, workdir: Path, out: TextIO, res: _Resources) -> int
     apps = (shop, billing)
 
     store, store_text = _open_store(config, workdir, res)
+    # a temporary directory is removed at the end: its paths would only mislead
+    kept = config.workdir is not None
     say("sqla-audit demo")
-    say(f"  application database  {shop.path} (SQLite, service {SHOP})")
-    say(f"                        {billing.path} (SQLite, service {BILLING})")
+    say(f"  application database  {shop.path if kept else shop.path.name} (SQLite, service {SHOP})")
+    say(
+        f"                        {billing.path if kept else billing.path.name} "
+        f"(SQLite, service {BILLING})"
+    )
+    if not kept:
+        say(
+            "  files                 in a temporary directory, removed at the end "
+            "(--workdir DIR keeps them)"
+        )
     if config.uses_sns:
         say(f"  transport             SNS topic {config.topic_arn}")
         say(f"                        -> SQS queue {config.queue_url}")
@@ -535,7 +546,13 @@ def _show_and_check(
     )
     for step in rolled_back:
         say(f"nothing of request {step.number} ({step.user}, {step.outcome}) was recorded.")
-    if config.workdir is not None and config.cassandra is None:
+    if config.workdir is None:
+        say()
+        say(
+            "The demo's files were removed with their temporary directory; run "
+            "`sqla-audit demo --workdir DIR` to keep them and query them afterwards."
+        )
+    elif config.cassandra is None:
         say()
         flags = f"--store sqlite --store-url {workdir / 'audit.db'}"
         say("Explore further, for example:")

@@ -6,6 +6,7 @@ import dataclasses
 import io
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -96,13 +97,19 @@ def test_demo_table_rows_carry_time_operation_actor_and_changes(tmp_path: Path) 
     assert all(row[0].endswith("Z") for row in update_rows)
 
 
-def test_demo_in_a_temporary_directory_cleans_up(capsys: pytest.CaptureFixture[str]) -> None:
-    """Without --workdir the demo runs in a temporary directory that is removed afterwards."""
+def test_demo_in_a_temporary_directory_cleans_up_and_prints_no_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --workdir the demo's temporary directory is removed, and no path of it is
+    printed; the output says how to keep the files."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     assert main(["demo"]) == 0
     output = capsys.readouterr().out
-    app_db = Path(output.split("application database", 1)[1].split()[0])
-    assert app_db.name == "app.db"
-    assert not app_db.parent.exists()
+    assert list(tmp_path.iterdir()) == []
+    assert str(tmp_path) not in output
+    assert "sqla-audit-demo-" not in output
+    assert "temporary directory, removed at the end" in output
+    assert "--workdir DIR" in output
     assert "Explore further" not in output
 
 
@@ -216,3 +223,12 @@ def test_missing_package_is_reported(
     monkeypatch.setitem(sys.modules, "consumer.demo.runner", None)
     assert main(["demo"]) == 2
     assert "a package it needs is missing" in capsys.readouterr().err
+
+
+def test_demo_help_states_the_exit_policy() -> None:
+    """The demo's help gives the CLI's exit statuses: 2 configuration, 3 unreachable service."""
+    from consumer.cli import build_parser, iter_commands  # noqa: PLC0415
+
+    text = " ".join(dict(iter_commands(build_parser()))[("demo",)].format_help().split())
+    assert "2 for bad configuration, 3 for an unreachable service" in text
+    assert "2 for bad configuration or an unreachable service" not in text
