@@ -526,7 +526,9 @@ def _show_and_check(
         f"The request view of {request}: one user action, {len(shared)} changes in "
         f"{len({r.service for r in shared})} services, in commit order:"
     )
-    say(render_records(shared, show_service=True, show_record=True, arrow=arrow))
+    say(
+        render_records(shared, show_service=True, show_record=True, show_request=False, arrow=arrow)
+    )
     found_keys = [(r.service, r.table, r.record_id) for r in shared]
     if sorted(found_keys) != sorted(scenario.shared_records):
         problems.append(
