@@ -26,7 +26,7 @@ def test_schema_cql_reads_the_environment(
     monkeypatch.setenv("SQLA_AUDIT_TIME_BUCKET", "day")
     assert main(["schema", "cql"]) == 0
     out = capsys.readouterr().out
-    assert "from_env.record_buckets" in out
+    assert "from_env.service_record_buckets" in out
 
 
 def test_invalid_configuration_exits_2(
