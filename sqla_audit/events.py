@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import os
-import re
 import threading
 import time
 import uuid
@@ -32,13 +30,23 @@ from typing import Any, Final
 
 from sqla_audit.errors import DecodeError, UnsupportedSchemaVersion
 from sqla_audit.serialization import JSONValue, escape_surrogates, is_plain_text
+from sqla_audit.wire_checks import (
+    check_row,
+    checked_names,
+    checked_text,
+    checked_uuid,
+    invalid,
+    json_text_is_plain,
+    loads_wire_json,
+    optional_text,
+    preview,
+)
 from sqla_audit.wire_limits import (
     MAX_EVENT_TIME,
     MAX_IDENTIFIER_CHARS,
     MAX_NAME_CHARS,
     MAX_RECORD_ID_CHARS,
     MAX_SEQUENCE,
-    MAX_VALUE_DEPTH,
     MIN_EVENT_TIME,
 )
 
@@ -81,16 +89,16 @@ class Actor:
         if type(data) is not dict or type(data.get("id")) is not str:
             raise DecodeError(
                 f"invalid change event: actor must be an object with a string 'id', "
-                f"got {_preview(data)}"
+                f"got {preview(data)}"
             )
-        identity = _checked_text(data, "id", "actor.id", MAX_IDENTIFIER_CHARS)
+        identity = checked_text(data, "id", "actor.id", MAX_IDENTIFIER_CHARS)
         attributes = data.get("attributes")
         if attributes is None:
             attributes = {}
         elif type(attributes) is not dict:
-            raise _invalid("actor.attributes", f"must be an object, got {_preview(attributes)}")
+            raise invalid("actor.attributes", f"must be an object, got {preview(attributes)}")
         elif not values_checked:
-            _check_row(attributes, "actor.attributes")
+            check_row(attributes, "actor.attributes")
         return cls(id=identity, attributes=attributes)
 
 
@@ -256,179 +264,17 @@ def split_record_id(record_id: str, arity: int) -> list[str]:
 
 _OPERATIONS: Final = {op.value: op for op in Operation}
 
-#: A lone (unpaired) UTF-16 surrogate: not a Unicode scalar value, so no UTF-8 text -- and
-#: no store -- can hold it. Valid producers encode such text losslessly as a tagged value.
-_SURROGATE: Final = re.compile("[\ud800-\udfff]")
-
-
-def _preview(value: Any) -> str:
-    """A short description of a rejected value for an error message."""
-    text = repr(value)
-    return text if len(text) <= 60 else f"{text[:57]}..."
-
-
-def _invalid(field: str, reason: str) -> DecodeError:
-    return DecodeError(f"invalid change event: {field} {reason}")
-
-
-def _surrogate_error(field: str) -> DecodeError:
-    return _invalid(field, "contains a lone surrogate (text that is not valid Unicode)")
-
-
-def _text_ok(text: str) -> bool:
-    """True if ``text`` holds no lone surrogate (ASCII text, the common case, is checked in C)."""
-    return text.isascii() or _SURROGATE.search(text) is None
-
-
-def _check_keys(row: dict[Any, Any], field: str) -> None:
-    """Every key of ``row`` is a string of valid Unicode (checked in one joined string)."""
-    try:
-        keys = "".join(row)
-    except TypeError:
-        bad = next(key for key in row if type(key) is not str)
-        raise _invalid(field, f"has a non-string key {_preview(bad)}") from None
-    if not keys.isascii() and _SURROGATE.search(keys) is not None:
-        raise _surrogate_error(field)
-
-
-def _check_items(container: dict[Any, Any] | list[Any], field: str, depth: int) -> None:
-    """Check the values of an object or array that has ``depth`` containers around it
-    (a row is depth 0). Scalars, nearly every value, are checked inline; only nested
-    containers recurse."""
-    if type(container) is dict:
-        _check_keys(container, field)
-        items: Any = container.values()
-    else:
-        items = container
-    for item in items:
-        kind = type(item)
-        if kind is str:
-            if not item.isascii() and _SURROGATE.search(item) is not None:
-                raise _surrogate_error(field)
-        elif kind is dict or kind is list:
-            if depth >= MAX_VALUE_DEPTH:
-                raise _invalid(field, f"is nested more than {MAX_VALUE_DEPTH} levels deep")
-            _check_items(item, field, depth + 1)
-        elif kind is float:
-            if not math.isfinite(item):
-                raise _invalid(field, f"holds a non-finite number {item!r} (not JSON)")
-        elif item is not None and kind is not int and kind is not bool:
-            raise _invalid(field, f"holds a {kind.__name__}, which is not a JSON value")
-
-
-#: In JSON text: a ``\\udXXX`` escape in the surrogate range.
-_ESCAPED_SURROGATE: Final = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise DecodeError(f"invalid change event: the number {text[:40]} is not finite (not JSON)")
-    return value
-
-
-def _refuse_constant(name: str) -> float:
-    raise DecodeError(f"invalid change event: {name} is not JSON")
-
-
-#: ``json.loads`` for the wire: ``NaN``/``Infinity`` and floats that overflow are refused
-#: while parsing (the hooks run only for those tokens and for floats).
-_WIRE_JSON: Final = json.JSONDecoder(parse_float=_finite_float, parse_constant=_refuse_constant)
-
-
-def loads_wire_json(text: str | bytes) -> Any:
-    """Parse wire JSON strictly: UTF-8, no non-finite numbers.
-
-    Raises :class:`DecodeError` for a non-finite number, ``ValueError`` (or
-    ``UnicodeDecodeError``) for text that is not JSON, ``RecursionError`` past the
-    parser's nesting limit.
-    """
-    if not isinstance(text, str):
-        text = bytes(text).decode("utf-8")
-    return _WIRE_JSON.decode(text)
-
-
-def json_text_is_plain(text: str | bytes) -> bool:
-    """True if ``text``, parsed by :func:`loads_wire_json`, cannot hold a lone surrogate or
-    values nested deeper than :data:`~sqla_audit.wire_limits.MAX_VALUE_DEPTH`, so that
-    :meth:`ChangeEvent.from_dict` may skip walking the values parsed from it.
-
-    A few passes in C instead of one in Python over every value: a bracket count bounds
-    the nesting (an event's own structure adds two levels), a UTF-8 encoding finds raw
-    surrogates and a literal-prefixed search finds escaped ones. False means "not proven",
-    never "invalid".
-    """
-    if not isinstance(text, str):
-        return False
-    if text.count("[") + text.count("{") > MAX_VALUE_DEPTH:
-        return False
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-    return "\\u" not in text or _ESCAPED_SURROGATE.search(text) is None
-
-
-def _check_row(row: dict[Any, Any], field: str) -> None:
-    """Check an object of column (or attribute, or metadata) values at any depth."""
-    _check_items(row, field, 0)
-
-
-def _checked_text(data: dict[str, Any], key: str, field: str, limit: int) -> str:
-    """``data[key]``: a non-empty string of at most ``limit`` characters, valid Unicode."""
-    value = data.get(key)
-    if type(value) is not str or not value:
-        raise _invalid(field, f"must be a non-empty string, got {_preview(value)}")
-    if len(value) > limit:
-        raise _invalid(field, f"is {len(value)} characters long (at most {limit})")
-    if not _text_ok(value):
-        raise _surrogate_error(field)
-    return value
-
-
-def _optional_text(data: dict[str, Any], field: str, limit: int) -> str | None:
-    if data.get(field) is None:
-        return None
-    return _checked_text(data, field, field, limit)
-
-
-def _names(value: Any, field: str) -> tuple[str, ...]:
-    """A list of column names: each a non-empty, valid, bounded string."""
-    if type(value) is not list:
-        raise _invalid(field, f"must be a list of strings, got {_preview(value)}")
-    for name in value:
-        if type(name) is not str or not name or len(name) > MAX_NAME_CHARS:
-            raise _invalid(
-                field,
-                f"must hold non-empty strings of at most {MAX_NAME_CHARS} characters, "
-                f"got {_preview(name)}",
-            )
-        if not _text_ok(name):
-            raise _surrogate_error(field)
-    return tuple(value)
-
-
-def _uuid(data: dict[str, Any], field: str) -> uuid.UUID:
-    value = data[field]
-    if type(value) is not str:
-        raise _invalid(field, f"must be a UUID string, got {_preview(value)}")
-    try:
-        return uuid.UUID(value)
-    except ValueError as exc:
-        raise _invalid(field, f"is not a UUID: {_preview(value)}") from exc
-
 
 def _timestamp(data: dict[str, Any], field: str) -> dt.datetime:
     text = data[field]
     if type(text) is not str:
-        raise _invalid(field, f"must be a timestamp string, got {_preview(text)}")
+        raise invalid(field, f"must be a timestamp string, got {preview(text)}")
     try:
         value = parse_timestamp(text)
     except (ValueError, OverflowError) as exc:
-        raise _invalid(field, f"is not a valid UTC timestamp: {exc}") from exc
+        raise invalid(field, f"is not a valid UTC timestamp: {exc}") from exc
     if not MIN_EVENT_TIME <= value < MAX_EVENT_TIME:
-        raise _invalid(
+        raise invalid(
             field,
             f"{text!r} is outside the supported range "
             f"[{MIN_EVENT_TIME.isoformat()}, {MAX_EVENT_TIME.isoformat()})",
@@ -573,30 +419,30 @@ class ChangeEvent:
                     f"schema_version {version} is not supported (this reader knows "
                     f"{SCHEMA_VERSION})"
                 )
-            raise DecodeError(f"missing or invalid schema_version: {_preview(version)}")
+            raise DecodeError(f"missing or invalid schema_version: {preview(version)}")
         missing = [name for name in _REQUIRED if name not in data]
         if missing:
             raise DecodeError(f"change event lacks field(s): {', '.join(missing)}")
         operation_text = data["operation"]
         if type(operation_text) is not str or operation_text not in _OPERATIONS:
-            raise _invalid(
+            raise invalid(
                 "operation",
-                f"must be one of insert, update, delete, got {_preview(operation_text)}",
+                f"must be one of insert, update, delete, got {preview(operation_text)}",
             )
         operation = _OPERATIONS[operation_text]
         primary_key = data["primary_key"]
         if type(primary_key) is not dict:
-            raise _invalid("primary_key", f"must be an object, got {_preview(primary_key)}")
+            raise invalid("primary_key", f"must be an object, got {preview(primary_key)}")
         if not values_checked:
-            _check_row(primary_key, "primary_key")
+            check_row(primary_key, "primary_key")
         before = data["before"]
         after = data["after"]
         for name, row in (("before", before), ("after", after)):
             if row is not None:
                 if type(row) is not dict:
-                    raise _invalid(name, f"must be an object or null, got {_preview(row)}")
+                    raise invalid(name, f"must be an object or null, got {preview(row)}")
                 if not values_checked:
-                    _check_row(row, name)
+                    check_row(row, name)
         if operation is Operation.INSERT and after is None:
             raise DecodeError("an insert event needs 'after'")
         if operation is Operation.DELETE and before is None:
@@ -605,35 +451,35 @@ class ChangeEvent:
             raise DecodeError("an update event needs 'before' and 'after'")
         sequence = data["sequence"]
         if type(sequence) is not int or not 0 <= sequence <= MAX_SEQUENCE:
-            raise _invalid(
-                "sequence", f"must be an integer from 0 to {MAX_SEQUENCE}, got {_preview(sequence)}"
+            raise invalid(
+                "sequence", f"must be an integer from 0 to {MAX_SEQUENCE}, got {preview(sequence)}"
             )
         metadata = data.get("metadata")
         if metadata is None:
             metadata = {}
         elif type(metadata) is not dict:
-            raise _invalid("metadata", f"must be an object, got {_preview(metadata)}")
+            raise invalid("metadata", f"must be an object, got {preview(metadata)}")
         elif not values_checked:
-            _check_row(metadata, "metadata")
+            check_row(metadata, "metadata")
         masked = data.get("masked_columns")
         return cls(
             schema_version=SCHEMA_VERSION,
-            event_id=_uuid(data, "event_id"),
+            event_id=checked_uuid(data, "event_id"),
             occurred_at=_timestamp(data, "occurred_at"),
             committed_at=_timestamp(data, "committed_at"),
-            service=_checked_text(data, "service", "service", MAX_NAME_CHARS),
-            table=_checked_text(data, "table", "table", MAX_NAME_CHARS),
-            record_id=_checked_text(data, "record_id", "record_id", MAX_RECORD_ID_CHARS),
-            previous_record_id=_optional_text(data, "previous_record_id", MAX_RECORD_ID_CHARS),
+            service=checked_text(data, "service", "service", MAX_NAME_CHARS),
+            table=checked_text(data, "table", "table", MAX_NAME_CHARS),
+            record_id=checked_text(data, "record_id", "record_id", MAX_RECORD_ID_CHARS),
+            previous_record_id=optional_text(data, "previous_record_id", MAX_RECORD_ID_CHARS),
             primary_key=primary_key,
             operation=operation,
             before=before,
             after=after,
-            changed_columns=_names(data["changed_columns"], "changed_columns"),
-            masked_columns=() if masked is None else _names(masked, "masked_columns"),
+            changed_columns=checked_names(data["changed_columns"], "changed_columns"),
+            masked_columns=() if masked is None else checked_names(masked, "masked_columns"),
             actor=Actor.from_dict(data.get("actor"), values_checked=values_checked),
-            request_id=_optional_text(data, "request_id", MAX_IDENTIFIER_CHARS),
-            transaction_id=_uuid(data, "transaction_id"),
+            request_id=optional_text(data, "request_id", MAX_IDENTIFIER_CHARS),
+            transaction_id=checked_uuid(data, "transaction_id"),
             sequence=sequence,
             metadata=metadata,
         )
