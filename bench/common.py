@@ -32,6 +32,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SERVICES_ENV_FILE = REPO_ROOT / ".services.env"
 
 POSTGRES_ENV = "SQLA_AUDIT_TEST_POSTGRES_URL"
+MARIADB_ENV = "SQLA_AUDIT_TEST_MARIADB_URL"
 AWS_ENV = "AWS_ENDPOINT_URL"
 CASSANDRA_ENV = "SQLA_AUDIT_TEST_CASSANDRA"
 
@@ -86,6 +87,12 @@ def require_loopback(host: str | None, what: str) -> str:
 def postgres_url() -> str:
     url = require_env(POSTGRES_ENV)
     require_loopback(urlsplit(url.replace("+psycopg", "")).hostname, POSTGRES_ENV)
+    return url
+
+
+def mariadb_url() -> str:
+    url = require_env(MARIADB_ENV)
+    require_loopback(urlsplit(url.replace("+pymysql", "")).hostname, MARIADB_ENV)
     return url
 
 

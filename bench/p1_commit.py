@@ -1,8 +1,10 @@
 """P1: what auditing adds to the application's transactions (the commit path).
 
 Workloads: transactions of 1, 100 and 1,000 rows that insert, update or delete, plus one
-that inserts 100 rows and updates 100 others, on SQLite (a file, default journal) and on
-PostgreSQL. Contenders, each in its own process (see :mod:`bench.p1_worker`):
+that inserts 100 rows and updates 100 others, plus one ORM-enabled bulk ``UPDATE ... WHERE``
+and one bulk ``DELETE ... WHERE`` of 1,000 rows, on SQLite (a file, default journal), on
+PostgreSQL and on MariaDB (when ``SQLA_AUDIT_TEST_MARIADB_URL`` is set).
+Contenders, each in its own process (see :mod:`bench.p1_worker`):
 
 * ``none`` -- plain SQLAlchemy, the baseline of every ratio;
 * ``memory`` -- sqla-audit with ``InMemoryPublisher`` (capture + envelope + JSON, no I/O);
@@ -12,7 +14,11 @@ PostgreSQL. Contenders, each in its own process (see :mod:`bench.p1_worker`):
 * ``outbox`` -- sqla-audit in outbox mode: events inserted by ``OutboxWriter`` in the same
   transaction (the relay is not running: its cost is not on the commit path);
 * ``continuum`` -- SQLAlchemy-Continuum 2.x, default configuration (``user_cls=None``), on
-  the same model and workload: the usual alternative, writing version rows in-transaction.
+  the same model and workload: the usual alternative, writing version rows in-transaction
+  (not run on bulk statements, which it does not version);
+* ``memory_base`` -- only with a baseline revision (``--baseline REV``, bulk statements
+  only): the ``memory`` contender running the ``sqla_audit`` package of that git revision,
+  so a change to the capture is measured against the old code in the same run.
 
 Each repetition runs every contender once, in an order that rotates every round, so slow
 phases of the machine hit all contenders alike. The 1-row transactions get one
@@ -23,7 +29,9 @@ changed row.
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -43,6 +51,7 @@ from bench.common import (
     PrivateMoto,
     fmt_ratio,
     fmt_seconds,
+    mariadb_url,
     markdown_table,
     postgres_url,
     progress,
@@ -54,9 +63,12 @@ from bench.common import (
 )
 
 CONTENDERS: tuple[str, ...] = ("none", "memory", "sns", "outbox", "continuum")
+#: The databases P1 runs on (MariaDB only when its URL is configured).
+DATABASES: tuple[str, ...] = ("sqlite", "postgres", "mariadb")
 LABELS = {
     "none": "no audit",
     "memory": "sqla-audit, in-memory publisher",
+    "memory_base": "sqla-audit at the baseline revision, in-memory publisher",
     "sns": "sqla-audit, SNSPublisher (commit)",
     "sns_delivered": "SNSPublisher, until delivered",
     "outbox": "sqla-audit, outbox mode",
@@ -73,9 +85,15 @@ WORKLOADS: tuple[tuple[str, int], ...] = (
     ("insert", 1000),
     ("update", 1000),
     ("delete", 1000),
+    ("bulk_update", 1000),
+    ("bulk_delete", 1000),
 )
+#: The ORM-enabled bulk statements (``session.execute(update(...).where(...))``).
+BULK_WORKLOADS: tuple[tuple[str, int], ...] = tuple(w for w in WORKLOADS if w[0].startswith("bulk"))
 #: Timed repetitions per transaction size (scaled by ``--scale``).
 REPS = {1: 20, 100: 15, 1000: 4}
+#: Timed repetitions of a bulk statement (one statement is quick: more rounds).
+BULK_REPS = 9
 
 #: Targets of the issue, for the 100-row transactions on PostgreSQL.
 TARGETS = {"sns": 1.15, "outbox": 1.3}
@@ -84,22 +102,39 @@ TARGETS = {"sns": 1.15, "outbox": 1.3}
 def workload_label(workload: str, n: int) -> str:
     if workload == "mixed":
         return f"insert {n} + update {n}"
+    if workload.startswith("bulk_"):
+        return f"bulk {workload[5:].upper()} {n:,}"
     return f"{workload} {n:,}"
+
+
+def runs(contender: str, workload: str) -> bool:
+    """Whether ``contender`` takes part in ``workload``."""
+    bulk = workload.startswith("bulk_")
+    if contender == "continuum":
+        return not bulk  # Continuum versions unit-of-work changes only
+    if contender == "memory_base":
+        return bulk
+    return True
 
 
 class WorkerProcess:
     """A contender process driven over stdin/stdout (JSON lines)."""
 
-    def __init__(self, contender: str, topic_arn: str, endpoint: str) -> None:
+    def __init__(
+        self, contender: str, topic_arn: str, endpoint: str, library_path: str | None = None
+    ) -> None:
         self.contender = contender
         self.error: str | None = None
+        env = None
+        if library_path is not None:  # another revision's sqla_audit package comes first
+            env = {**os.environ, "PYTHONPATH": library_path}
         self.process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "bench.p1_worker",
                 "--contender",
-                contender,
+                "memory" if contender == "memory_base" else contender,
                 "--topic-arn",
                 topic_arn,
                 "--endpoint",
@@ -109,6 +144,7 @@ class WorkerProcess:
             stdout=subprocess.PIPE,
             text=True,
             cwd=REPO_ROOT,
+            env=env,
         )
         hello = self._read()
         if not hello.get("ok"):
@@ -153,7 +189,10 @@ def _create_pg_database(base_url: str) -> tuple[str, str]:
     name = unique_name("sqla_audit_bench")
     admin = sa.create_engine(base_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        if admin.dialect.name == "postgresql":
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        else:
+            conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
     admin.dispose()
     url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
     return name, url
@@ -162,8 +201,20 @@ def _create_pg_database(base_url: str) -> tuple[str, str]:
 def _drop_pg_database(base_url: str, name: str) -> None:
     admin = sa.create_engine(base_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if admin.dialect.name == "postgresql":
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        else:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
     admin.dispose()
+
+
+def export_revision(revision: str, into: Path) -> str:
+    """Write the ``sqla_audit`` package of git ``revision`` under ``into``; its import path."""
+    archive = subprocess.run(
+        ["git", "archive", revision, "sqla_audit"], cwd=REPO_ROOT, check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return str(into)
 
 
 def _expected_events(contender: str, workload: str, n: int) -> int:
@@ -172,16 +223,34 @@ def _expected_events(contender: str, workload: str, n: int) -> int:
     return 2 * n if workload == "mixed" else n
 
 
+def available_databases() -> tuple[str, ...]:
+    """SQLite, PostgreSQL, and MariaDB when its URL is configured."""
+    try:
+        mariadb_url()
+    except BenchError as exc:
+        progress(f"P1 without MariaDB: {exc}")
+        return ("sqlite", "postgres")
+    return DATABASES
+
+
 def measure(
     scale: float = 1.0,
     dbs: Sequence[str] = ("sqlite", "postgres"),
     shared_moto: bool = False,
     contenders: Sequence[str] = CONTENDERS,
+    workloads: Sequence[tuple[str, int]] = WORKLOADS,
+    baseline: str | None = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     base_pg = postgres_url() if "postgres" in dbs else ""
+    base_maria = mariadb_url() if "mariadb" in dbs else ""
     tmp = Path(tempfile.mkdtemp(prefix="sqla_audit_bench_"))
-    pg_name = ""
+    pg_name = maria_name = ""
+    urls: dict[str, str] = {}
+    library: str | None = None
+    if baseline is not None:
+        contenders = [*contenders, "memory_base"]
+        library = export_revision(baseline, Path(tempfile.mkdtemp(prefix="sqla_audit_base_")))
     workers: dict[str, WorkerProcess] = {}
     cells: list[dict[str, Any]] = []
     servers: dict[str, str] = {}
@@ -191,22 +260,35 @@ def measure(
         topic_arn = sns.create_topic(Name=unique_name("sqla_audit_bench"))["TopicArn"]
         try:
             if base_pg:
-                pg_name, pg_url = _create_pg_database(base_pg)
+                pg_name, urls["postgres"] = _create_pg_database(base_pg)
+            if base_maria:
+                maria_name, urls["mariadb"] = _create_pg_database(base_maria)
             for contender in contenders:
-                workers[contender] = WorkerProcess(contender, topic_arn, moto.endpoint)
+                workers[contender] = WorkerProcess(
+                    contender,
+                    topic_arn,
+                    moto.endpoint,
+                    library if contender == "memory_base" else None,
+                )
             for db in dbs:
                 for contender, worker in workers.items():
-                    url = f"sqlite:///{tmp / (contender + '.db')}" if db == "sqlite" else pg_url
+                    url = f"sqlite:///{tmp / (contender + '.db')}" if db == "sqlite" else urls[db]
                     info = worker.request(op="target", name=db, url=url)
                     if info.get("ok"):
                         servers[db] = str(info.get("server"))
             for db in dbs:
-                for workload, n in WORKLOADS:
-                    reps = max(3, round(REPS[n] * scale))
+                for workload, n in workloads:
+                    bulk = workload.startswith("bulk_")
+                    reps = max(3, round((BULK_REPS if bulk else REPS[n]) * scale))
                     progress(f"P1 {db}: {workload_label(workload, n)} x{reps}")
                     samples: dict[str, list[float]] = {c: [] for c in workers}
                     delivered: list[float] = []
-                    live = [c for c in workers if workers[c].error is None]
+                    live = [c for c in workers if workers[c].error is None and runs(c, workload)]
+                    if bulk:  # warm-up: the first bulk statement loads its code paths
+                        for contender in live:
+                            workers[contender].request(
+                                op="run", db=db, workload=workload, n=n, check=False
+                            )
                     if n == 1:  # warm-up: the first transactions of each kind load code
                         for contender in live:
                             workers[contender].request(
@@ -255,10 +337,14 @@ def measure(
                 progress(f"could not delete the topic: {exc}")
             if pg_name:
                 _drop_pg_database(base_pg, pg_name)
+            if maria_name:
+                _drop_pg_database(base_maria, maria_name)
             shutil.rmtree(tmp, ignore_errors=True)
     return {
         "scale": scale,
         "dbs": list(dbs),
+        "workloads": [list(w) for w in workloads],
+        "baseline": baseline,
         "servers": servers,
         "moto": "shared" if shared_moto else "private",
         "cells": cells,
@@ -291,7 +377,7 @@ def ratio_tables(result: dict[str, Any]) -> str:
     out = []
     for db in result["dbs"]:
         rows = []
-        for workload, n in WORKLOADS:
+        for workload, n in _workloads(result):
             base = _median(cells, db, workload, n, "none")
             row = [workload_label(workload, n)]
             for contender in columns:
@@ -309,6 +395,39 @@ def ratio_tables(result: dict[str, Any]) -> str:
         out.append(markdown_table(headers, rows))
         out.append("")
     return "\n".join(out)
+
+
+def _workloads(result: dict[str, Any]) -> list[tuple[str, int]]:
+    return [(str(w), int(n)) for w, n in result.get("workloads", WORKLOADS)]
+
+
+def bulk_table(result: dict[str, Any]) -> str:
+    """Bulk statements per database: no audit, audited before (baseline) and after, ratios."""
+    cells = result["cells"]
+    baseline = result.get("baseline")
+    headers = ["database", "statement", "no audit"]
+    if baseline:
+        headers.append(f"audited, {baseline}")
+    headers += ["audited (in-memory publisher)", "SNSPublisher (commit)", "outbox mode"]
+    rows = []
+    for db in result["dbs"]:
+        for workload, n in _workloads(result):
+            if not workload.startswith("bulk_"):
+                continue
+            base = _median(cells, db, workload, n, "none")
+            row = [db, workload_label(workload, n), fmt_seconds(base)]
+            wanted = ["memory_base"] if baseline else []
+            for contender in [*wanted, "memory", "sns", "outbox"]:
+                value = _median(cells, db, workload, n, contender)
+                paired = paired_ratio(result, db, workload, n, contender)
+                row.append(
+                    "-"
+                    if value is None
+                    else f"{fmt_seconds(value)} ({fmt_ratio(ratio(value, base))}; "
+                    f"per-round {fmt_ratio(paired)})"
+                )
+            rows.append(row)
+    return markdown_table(headers, rows) if rows else ""
 
 
 def spread_table(result: dict[str, Any]) -> str:
@@ -369,7 +488,7 @@ def target_lines(result: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     if "postgres" not in result["dbs"]:
         return lines
-    for workload, n in WORKLOADS:
+    for workload, n in _workloads(result):
         if n != 100:
             continue
         base = _median(result["cells"], "postgres", workload, n, "none")
@@ -389,6 +508,10 @@ def target_lines(result: dict[str, Any]) -> list[str]:
 
 def render(result: dict[str, Any]) -> str:
     parts = [ratio_tables(result)]
+    bulk = bulk_table(result)
+    if bulk:
+        parts.append("Bulk statements (median per transaction; ratio to no audit):\n")
+        parts.append(bulk + "\n")
     targets = target_lines(result)
     if targets:
         parts.append("Targets (PostgreSQL, 100-row transactions):\n")
@@ -401,7 +524,7 @@ def render(result: dict[str, Any]) -> str:
 
 def main(scale: float = 1.0, shared_moto: bool = False) -> dict[str, Any]:
     try:
-        result = measure(scale=scale, shared_moto=shared_moto)
+        result = measure(scale=scale, shared_moto=shared_moto, dbs=available_databases())
     except BenchError as exc:
         progress(f"P1 skipped: {exc}")
         result = {"skipped": str(exc)}
@@ -413,4 +536,30 @@ def main(scale: float = 1.0, shared_moto: bool = False) -> dict[str, Any]:
     return result
 
 
-__all__ = ["CONTENDERS", "WORKLOADS", "main", "measure", "render"]
+def main_bulk(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """``python -m bench.p1_commit --only-bulk [--baseline REV]``: the bulk rows of P1 alone.
+
+    Saved as ``bench/results/p1_bulk.json`` (the full P1 result is left as it is).
+    """
+    parser = argparse.ArgumentParser(description=main_bulk.__doc__)
+    parser.add_argument("--only-bulk", action="store_true", required=True)
+    parser.add_argument("--baseline", help="git revision whose sqla_audit runs as memory_base")
+    parser.add_argument("--scale", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    result = measure(
+        scale=args.scale,
+        dbs=available_databases(),
+        contenders=("none", "memory", "sns", "outbox"),
+        workloads=BULK_WORKLOADS,
+        baseline=args.baseline,
+    )
+    print(render(result))
+    save_result("p1_bulk", result)
+    return result
+
+
+__all__ = ["BULK_WORKLOADS", "CONTENDERS", "WORKLOADS", "main", "main_bulk", "measure", "render"]
+
+
+if __name__ == "__main__":
+    main_bulk()

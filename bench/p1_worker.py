@@ -176,6 +176,32 @@ class Contender:
                     session.commit()
 
             return run
+        if workload == "bulk_update":
+            # One ORM-enabled UPDATE ... WHERE over n consecutive ids of the update pool.
+            low = (target.cursor % (UPDATE_POOL - n + 1)) if n < UPDATE_POOL else 0
+            target.cursor += n
+
+            def run() -> None:
+                with maker() as session:
+                    session.execute(
+                        sa.update(item)
+                        .where(item.id > low, item.id <= low + n)
+                        .values(quantity=item.quantity + 1, status=f"v{version % 1000}")
+                    )
+                    session.commit()
+
+            return run
+        if workload == "bulk_delete":
+            doomed = self._rows_to_delete(target, n)
+
+            def run() -> None:
+                with maker() as session:
+                    session.execute(
+                        sa.delete(item).where(item.id >= doomed[0], item.id <= doomed[-1])
+                    )
+                    session.commit()
+
+            return run
         if workload == "mixed":
             ids = self._window(target, n)
             first = 1_000_000 + version * 10_000
