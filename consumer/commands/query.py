@@ -33,31 +33,39 @@ exit 2, as is a Cassandra keyspace without the audit tables (run ``schema apply`
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
 import datetime as dt
-import io
 import os
-import shutil
-import sys
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from itertools import chain
-from typing import Any, Final, TextIO
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
+from consumer.commands.listing import (
+    DEFAULT_LIMIT,
+    EXIT_FOUND,
+    EXIT_NOT_FOUND,
+    FORMATS,
+    MAX_LIMIT,
+    Narrowed,
+    Pages,
+    check_output,
+    emit,
+    listing_limit,
+    note,
+    record_text,
+    table_width,
+    window_text,
+    write_listing,
+)
 from consumer.config import add_cassandra_arguments, load_cassandra_config
-from consumer.export import CsvWriter, NdjsonWriter, Progress, RecordWriter, export
 from consumer.query import AmbiguousRecord, AuditQuery, RecordState
 from consumer.records import AuditRecord
 from consumer.render import (
     dumps,
     format_time,
-    render_records,
     render_state,
     state_to_json,
 )
 from consumer.sinks.base import (
-    MAX_PAGE_SIZE,
     AuditStore,
     Cursor,
     InvalidQuery,
@@ -67,19 +75,8 @@ from consumer.sinks.base import (
 from consumer.times import parse_time
 from sqla_audit.errors import ConfigurationError, DecodeError, StoreError
 
-#: Default number of changes shown by the listing commands in ``table`` and ``json`` form.
-DEFAULT_LIMIT: Final = 50
-#: The output forms of the listing commands.
-FORMATS: Final = ("table", "json", "ndjson", "csv")
-#: The forms that export every matching record unless ``--limit`` is given.
-EXPORT_FORMATS: Final = frozenset({"ndjson", "csv"})
-#: Largest ``--limit`` (the commands follow the store's pages up to it).
-MAX_LIMIT: Final = 10_000
-#: ``actor`` without ``--since`` looks this far back from ``--until`` (or now).
 DEFAULT_ACTOR_WINDOW: Final = dt.timedelta(hours=24)
 
-EXIT_FOUND: Final = 0
-EXIT_NOT_FOUND: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_STORE: Final = 3
 
@@ -148,192 +145,11 @@ def open_store(args: argparse.Namespace, env: Mapping[str, str]) -> AuditStore:
     )
 
 
-# --------------------------------------------------------------------------- output
-
-
-def _emit(text: str) -> None:
-    """Print to stdout, degrading the two non-ASCII marks when the terminal cannot show them."""
-    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
-    try:
-        text.encode(encoding)
-    except UnicodeEncodeError:
-        text = text.replace("→", "->").replace("…", "...")
-        text = text.encode(encoding, errors="replace").decode(encoding)
-    print(text)
-
-
-def table_width(args: argparse.Namespace) -> int | None:
-    """The width a table must fit: the terminal's (``COLUMNS`` honoured) when stdout is a
-    terminal, else ``None`` (no wrapping: a pipe or a file gets whole lines), and ``None``
-    with ``--wide``."""
-    if getattr(args, "wide", False):
-        return None
-    isatty = getattr(sys.stdout, "isatty", None)
-    if isatty is None or not isatty():
-        return None
-    return shutil.get_terminal_size().columns
-
-
-def _note(text: str) -> None:
-    print(f"sqla-audit: {text}", file=sys.stderr)
-
-
-Fetch = Callable[[str | None, int], Page[AuditRecord]]
-
-
-class _Pages:
-    """The records of a paged read, page after page, up to ``limit`` (``None``: all).
-
-    Each page is asked for at most the records still wanted, so a cut by ``limit`` falls
-    on a page end and :attr:`more` is the store's own token for the rest. With ``keep``
-    (a filter) pages are full size and a cut inside a page continues after the last
-    record shown (``token_after``).
-    """
-
-    def __init__(
-        self,
-        fetch: Fetch,
-        page: str | None,
-        limit: int | None,
-        *,
-        keep: Callable[[AuditRecord], bool] | None = None,
-        token_after: Callable[[AuditRecord], str] | None = None,
-    ) -> None:
-        self._fetch = fetch
-        self._start = page
-        self._limit = limit
-        self._keep = keep
-        self._token_after = token_after
-        self.more: str | None = None
-
-    def __iter__(self) -> Iterator[AuditRecord]:
-        token, remaining, keep = self._start, self._limit, self._keep
-        while True:
-            size = MAX_PAGE_SIZE
-            if remaining is not None and keep is None:
-                size = min(remaining, MAX_PAGE_SIZE)
-            page = self._fetch(token, size)
-            for index, record in enumerate(page.items):
-                if keep is not None and not keep(record):
-                    continue
-                if remaining == 0:  # filtered: one more match exists; resume right before it
-                    assert self._token_after is not None
-                    self.more = token if index == 0 else self._token_after(page.items[index - 1])
-                    return
-                yield record
-                if remaining is not None:
-                    remaining -= 1
-            if page.next_page is None:
-                return
-            token = page.next_page
-            if remaining == 0 and keep is None:
-                self.more = token
-                return
-
-
-class _Narrowed:
-    """The records of ``pages`` with only ``column`` among their changes."""
-
-    def __init__(self, pages: _Pages, column: str) -> None:
-        self._pages = pages
-        self._column = column
-
-    @property
-    def more(self) -> str | None:
-        return self._pages.more
-
-    def __iter__(self) -> Iterator[AuditRecord]:
-        for record in self._pages:
-            kept = {self._column: record.changes[self._column]}
-            yield dataclasses.replace(record, changes=kept)
-
-
-def _write_listing(
-    args: argparse.Namespace,
-    pages: _Pages | _Narrowed | list[AuditRecord],
-    *,
-    show_service: bool = False,
-    show_record: bool = False,
-    show_request: bool | None = None,
-    nothing: str,
-) -> int:
-    """Print a listing in ``args.format``; exit 1 with ``nothing`` on stderr when empty."""
-    records = iter(pages)
-    first = next(records, None)
-    if first is None:
-        _note(nothing)
-        return EXIT_NOT_FOUND
-    everything = chain([first], records)
-    if args.format == "table":
-        _emit(
-            render_records(
-                list(everything),
-                show_record=show_record,
-                show_service=show_service,
-                show_request=show_request,
-                width=table_width(args),
-            )
-        )
-    else:
-        out = _export_stream()
-        writer: RecordWriter = (
-            CsvWriter(out, args.values) if args.format == "csv" else NdjsonWriter(out, args.values)
-        )
-        export(everything, writer, progress=Progress(sys.stderr), flush=out.flush)
-    more = pages.more if isinstance(pages, _Pages | _Narrowed) else None
-    if more is not None:
-        _note(f"more changes exist: repeat with --page {more}")
-    return EXIT_FOUND
-
-
-def _export_stream() -> TextIO:
-    """stdout for an export: UTF-8 whatever the locale, CSV line ends untouched."""
-    stream = sys.stdout
-    if isinstance(stream, io.TextIOWrapper):
-        with contextlib.suppress(ValueError, OSError, AttributeError):
-            stream.reconfigure(encoding="utf-8", newline="")
-    return stream
-
-
-def _window_text(since: dt.datetime | None, until: dt.datetime | None) -> str:
-    if since is not None and until is not None:
-        return f" between {format_time(since)} and {format_time(until)}"
-    if since is not None:
-        return f" since {format_time(since)}"
-    if until is not None:
-        return f" until {format_time(until)}"
-    return ""
-
-
-def _limit(args: argparse.Namespace) -> int | None:
-    """The most records to show: ``--limit``, else everything (``--all``, or an export
-    format), else :data:`DEFAULT_LIMIT`."""
-    if args.limit is not None:
-        return int(args.limit)
-    if args.all or args.format in EXPORT_FORMATS:
-        return None
-    return DEFAULT_LIMIT
-
-
-def _check_output(args: argparse.Namespace) -> None:
-    if args.all and args.limit is not None:
-        raise InvalidQuery("--all and --limit exclude each other")
-    if args.all and args.format == "table":
-        raise InvalidQuery(
-            "--all needs --format json, ndjson or csv (a table is sized to its rows)"
-        )
-
-
-def _record_text(args: argparse.Namespace) -> str:
-    service = f" in service {args.service}" if args.service else ""
-    return f"{args.table} {args.record_id}{service}"
-
-
 # --------------------------------------------------------------------------- commands
 
 
 def _history(args: argparse.Namespace, query: AuditQuery) -> int:
-    _check_output(args)
+    check_output(args)
     column: str | None = args.column
 
     def fetch(token: str | None, size: int) -> Page[AuditRecord]:
@@ -347,23 +163,23 @@ def _history(args: argparse.Namespace, query: AuditQuery) -> int:
             page=token,
         )
 
-    pages = _Pages(
+    pages = Pages(
         fetch,
         args.page,
-        _limit(args),
+        listing_limit(args),
         keep=None if column is None else (lambda record: column in record.changes),
         token_after=lambda record: encode_page_token(Cursor.after(record)),
     )
     what = f" of column {column}" if column else ""
-    shown: _Pages | _Narrowed = pages
+    shown: Pages | Narrowed = pages
     if column is not None:  # only that column of each change, inserts and deletes included
-        shown = _Narrowed(pages, column)
-    return _write_listing(
+        shown = Narrowed(pages, column)
+    return write_listing(
         args,
         shown,
         nothing=(
-            f"no changes{what} recorded for {_record_text(args)}"
-            f"{_window_text(args.since, args.until)}"
+            f"no changes{what} recorded for {record_text(args)}"
+            f"{window_text(args.since, args.until)}"
         ),
     )
 
@@ -371,11 +187,11 @@ def _history(args: argparse.Namespace, query: AuditQuery) -> int:
 def _as_of(args: argparse.Namespace, query: AuditQuery) -> int:
     state: RecordState = query.as_of(args.table, args.record_id, args.at, service=args.service)
     if args.json:
-        _emit(dumps(state_to_json(state)))
+        emit(dumps(state_to_json(state)))
     elif state.known:
-        _emit(render_state(state, width=table_width(args)))
+        emit(render_state(state, width=table_width(args)))
     if not state.known:
-        _note(f"no change recorded for {_record_text(args)} at or before {format_time(args.at)}")
+        note(f"no change recorded for {record_text(args)} at or before {format_time(args.at)}")
         return EXIT_NOT_FOUND
     return EXIT_FOUND
 
@@ -390,7 +206,7 @@ def _window_start(until: dt.datetime) -> dt.datetime:
 
 
 def _actor(args: argparse.Namespace, query: AuditQuery) -> int:
-    _check_output(args)
+    check_output(args)
     until: dt.datetime | None = args.until
     since: dt.datetime = args.since or _window_start(until or dt.datetime.now(dt.UTC))
 
@@ -400,20 +216,20 @@ def _actor(args: argparse.Namespace, query: AuditQuery) -> int:
         )
 
     service = f" in service {args.service}" if args.service else ""
-    return _write_listing(
+    return write_listing(
         args,
-        _Pages(fetch, args.page, _limit(args)),
+        Pages(fetch, args.page, listing_limit(args)),
         show_service=args.service is None,
         show_record=True,
         nothing=(
-            f"no changes recorded for actor {args.actor_id}{service}{_window_text(since, until)}"
+            f"no changes recorded for actor {args.actor_id}{service}{window_text(since, until)}"
         ),
     )
 
 
 def _transaction(args: argparse.Namespace, query: AuditQuery) -> int:
     records = query.by_transaction(args.transaction_id)
-    return _write_listing(
+    return write_listing(
         args,
         records,
         show_service=True,
@@ -423,7 +239,7 @@ def _transaction(args: argparse.Namespace, query: AuditQuery) -> int:
 
 
 def _request(args: argparse.Namespace, query: AuditQuery) -> int:
-    _check_output(args)
+    check_output(args)
     if (args.request_id is None) == (args.trace_id is None):
         raise InvalidQuery("request needs a request id or --trace-id ID (one of them)")
     if args.trace_id is not None:
@@ -440,9 +256,9 @@ def _request(args: argparse.Namespace, query: AuditQuery) -> int:
             return query.by_request(request_id, limit=size, page=token)
 
         what = f"request {request_id}"
-    return _write_listing(
+    return write_listing(
         args,
-        _Pages(fetch, args.page, _limit(args)),
+        Pages(fetch, args.page, listing_limit(args)),
         show_service=True,
         show_record=True,
         show_request=args.trace_id is not None,  # one request: its id is in the command
@@ -451,7 +267,7 @@ def _request(args: argparse.Namespace, query: AuditQuery) -> int:
 
 
 def _changes(args: argparse.Namespace, query: AuditQuery) -> int:
-    _check_output(args)
+    check_output(args)
 
     def fetch(token: str | None, size: int) -> Page[AuditRecord]:
         return query.by_table(
@@ -464,13 +280,13 @@ def _changes(args: argparse.Namespace, query: AuditQuery) -> int:
             page=token,
         )
 
-    return _write_listing(
+    return write_listing(
         args,
-        _Pages(fetch, args.page, _limit(args)),
+        Pages(fetch, args.page, listing_limit(args)),
         show_record=True,
         nothing=(
             f"no changes recorded in {args.table} of service {args.service}"
-            f"{_window_text(args.since, args.until)}"
+            f"{window_text(args.since, args.until)}"
         ),
     )
 
