@@ -330,16 +330,17 @@ class BulkCapturer:
 
     def _read(self, job: _Job, stmt: Any, params: Any = None) -> list[tuple[Key, Raw]]:
         shape = self._shape(job.plan)
+        return self._unpack(shape, job.connection.execute(stmt, params))
+
+    @staticmethod
+    def _unpack(shape: _Shape, rows: Iterable[Sequence[Any]]) -> list[tuple[Key, Raw]]:
+        """(primary key, attribute key -> value) of each row of the shape's column list."""
         keys, positions = shape.keys, shape.positions
         if len(positions) == 1:
             (position,) = positions
-            return [
-                ((row[position],), dict(zip(keys, row, strict=True)))
-                for row in job.connection.execute(stmt, params)
-            ]
+            return [((row[position],), dict(zip(keys, row, strict=True))) for row in rows]
         return [
-            (tuple([row[i] for i in positions]), dict(zip(keys, row, strict=True)))
-            for row in job.connection.execute(stmt, params)
+            (tuple([row[i] for i in positions]), dict(zip(keys, row, strict=True))) for row in rows
         ]
 
     def _read_where(self, job: _Job) -> tuple[dict[Key, Raw], bool]:
@@ -561,11 +562,15 @@ class BulkCapturer:
                 job, reason=REASON_MAX_ROWS, rows=_rowcount(result, job.connection), columns=names
             )
             return result
-        result = call.invoke()
+        returned: dict[Key, Raw] | None = None
+        if job.operation is Operation.UPDATE and self._returns_after(job):
+            result, returned = self._update_returning(job, call)
+        else:
+            result = call.invoke()
         count = _rowcount(result, job.connection)
         keys = sorted(before, key=self._sort_key)
         if job.operation is Operation.UPDATE:
-            after = self._read_keys(job, keys, lock=False)
+            after = self._read_keys(job, keys, lock=False) if returned is None else returned
             for key in keys:
                 if key in after:
                     self._updated(job, before[key], after[key])
@@ -585,6 +590,33 @@ class BulkCapturer:
                 columns=names,
             )
         return result
+
+    @staticmethod
+    def _returns_after(job: _Job) -> bool:
+        """The UPDATE can return its after images itself (``UPDATE ... RETURNING``).
+
+        PostgreSQL only (its drivers count the rows of an UPDATE with RETURNING; pysqlite
+        does not), on a model of one table, when the application asked for no RETURNING.
+        """
+        dialect = job.connection.dialect
+        return (
+            dialect.name == "postgresql"
+            and bool(dialect.update_returning)
+            and not job.statement._returning
+            and len(job.plan.mapper.tables) == 1
+        )
+
+    def _update_returning(self, job: _Job, call: Call) -> tuple[Result[Any], dict[Key, Raw]]:
+        """Run the UPDATE with RETURNING of the audited columns: the after images, and the
+        driver's result for the caller (its row count intact, its rows already read).
+        """
+        shape = self._shape(job.plan)
+        returned = call.invoke(job.statement.returning(*shape.columns))
+        after = dict(self._unpack(shape, returned))
+        raw = getattr(returned, "raw", None)
+        user: Result[Any] = raw if isinstance(raw, CursorResult) else returned
+        call.result = user
+        return user, after
 
     @staticmethod
     def _one_table(plan: ModelPlan, assigned: Iterable[ColumnSpec]) -> bool:

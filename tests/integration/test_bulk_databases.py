@@ -106,6 +106,37 @@ def test_bulk_update_of_1000_rows(
         assert event.actor.id == "alice"
 
 
+def test_bulk_update_round_trips(
+    schema: Engine, maker: sessionmaker[Session], published: InMemoryPublisher
+) -> None:
+    """A 1,000-row bulk UPDATE is two statements on PostgreSQL (locked read, UPDATE ...
+    RETURNING the after images), four elsewhere; rowcount and synchronization unchanged."""
+    _seed_users(schema)
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, text: str, *args: Any) -> None:
+        statements.append(text.split(None, 1)[0].upper())
+
+    with maker.begin() as session:
+        loaded = session.get(User, 7)
+        assert loaded is not None
+        sa.event.listen(schema, "before_cursor_execute", count)
+        try:
+            result = session.execute(
+                update(User).where(User.id <= MATCHED).values(login_count=User.login_count + 1)
+            )
+        finally:
+            sa.event.remove(schema, "before_cursor_execute", count)
+        assert result.rowcount == MATCHED  # type: ignore[attr-defined]
+        assert loaded.login_count == 8
+    if schema.dialect.name == "postgresql":
+        assert statements == ["SELECT", "UPDATE"]
+    else:
+        assert statements == ["SELECT", "UPDATE", "SELECT", "SELECT"]
+    assert len(published.events) == MATCHED
+    assert published.events[6].after == _user(7, login_count=8)
+
+
 def test_bulk_delete_of_1000_rows(
     schema: Engine, maker: sessionmaker[Session], published: InMemoryPublisher
 ) -> None:
