@@ -25,11 +25,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from consumer.arguments import add_consumer_arguments
 from consumer.commands.outbox import require_sqlite_file
-from consumer.config import ConsumerConfig, add_consumer_arguments, load_consumer_config, setting
+from consumer.config import ConsumerConfig
 from consumer.failures import EXIT_INTERRUPTED
 from consumer.logs import configure_logging
 from consumer.progress import DEFAULT_PROGRESS_INTERVAL, PROGRESS_ENV, Progress, parse_interval
+from consumer.settings import load_consumer_config, setting
 from sqla_audit.errors import ConfigurationError, StoreError, TransportError
 
 log = logging.getLogger("consumer.consume")

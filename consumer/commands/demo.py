@@ -29,7 +29,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from consumer.config import TOPIC_ENV, add_cassandra_arguments, load_cassandra_config, setting
+from consumer.arguments import add_cassandra_arguments
+from consumer.config import TOPIC_ENV
+from consumer.settings import load_cassandra_config, setting
 from sqla_audit.errors import ConfigurationError
 
 QUEUE_ENV = "SQLA_AUDIT_QUEUE_URL"

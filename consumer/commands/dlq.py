@@ -20,8 +20,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from consumer.config import SqsConfig, setting
+from consumer.config import SqsConfig
 from consumer.dlq import DeadLetter, DeadLetterQueue, Selection, render_json
+from consumer.settings import setting
 from consumer.times import parse_time
 from sqla_audit.errors import ConfigurationError, TransportError
 

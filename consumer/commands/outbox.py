@@ -33,8 +33,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.schema import CreateTable
 
-from consumer.config import setting
 from consumer.failures import EXIT_NOTHING, one_line
+from consumer.settings import setting
 from consumer.times import parse_time
 from sqla_audit.errors import ConfigurationError
 from sqla_audit.outbox import (

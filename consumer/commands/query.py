@@ -39,6 +39,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from consumer.arguments import add_cassandra_arguments
 from consumer.commands.listing import (
     DEFAULT_LIMIT,
     EXIT_FOUND,
@@ -56,7 +57,6 @@ from consumer.commands.listing import (
     window_text,
     write_listing,
 )
-from consumer.config import add_cassandra_arguments, load_cassandra_config
 from consumer.query import AmbiguousRecord, AuditQuery, RecordState
 from consumer.records import AuditRecord
 from consumer.render import (
@@ -65,6 +65,7 @@ from consumer.render import (
     render_state,
     state_to_json,
 )
+from consumer.settings import load_cassandra_config
 from consumer.sinks.base import (
     AuditStore,
     Cursor,

@@ -27,9 +27,10 @@ from typing import Any
 
 from consumer.commands.consume import progress_interval
 from consumer.commands.outbox import add_outbox_arguments, outbox_from_args
-from consumer.config import TOPIC_ENV, setting
+from consumer.config import TOPIC_ENV
 from consumer.failures import EXIT_INTERRUPTED, EXIT_PARTIAL, one_line
 from consumer.progress import DEFAULT_PROGRESS_INTERVAL, PROGRESS_ENV, Progress
+from consumer.settings import setting
 from sqla_audit.errors import ConfigurationError, TransportError
 
 log = logging.getLogger("consumer.relay")

@@ -15,7 +15,8 @@ import os
 import sys
 from typing import Any
 
-from consumer.config import add_cassandra_arguments, load_cassandra_config, load_schema_config
+from consumer.arguments import add_cassandra_arguments
+from consumer.settings import load_cassandra_config, load_schema_config
 
 
 def register(subparsers: Any) -> None:

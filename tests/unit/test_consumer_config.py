@@ -6,10 +6,8 @@ import argparse
 
 import pytest
 
-from consumer.config import (
-    add_consumer_arguments,
-    load_consumer_config,
-)
+from consumer.arguments import add_consumer_arguments
+from consumer.settings import load_consumer_config
 from sqla_audit.errors import ConfigurationError
 
 QUEUE = "http://127.0.0.1:5123/123456789012/audit"

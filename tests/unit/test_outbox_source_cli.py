@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from consumer.config import add_consumer_arguments, load_consumer_config
+from consumer.arguments import add_consumer_arguments
+from consumer.settings import load_consumer_config
 from consumer.sinks.sqlite import SQLiteStore
 from consumer.testing import make_event
 from sqla_audit.errors import ConfigurationError
