@@ -10,11 +10,14 @@ UPDATE / DELETE with criteria (every ``synchronize_session`` option, legacy
     Before the statement runs, one SELECT reads the full audited rows matching its WHERE
     clause, built from the same mapped entity (so single-table inheritance criteria and
     joined-inheritance joins apply), with ``FOR UPDATE`` where the dialect has it and a
-    ``LIMIT`` of ``max_bulk_rows + 1``. The statement itself runs unchanged. For an UPDATE
-    the after images are then read by primary key (500 keys per ``IN`` list), which also
-    picks up ``onupdate`` values and SQL expressions; rows whose audited values did not
-    change produce nothing. For a DELETE the before images are the rows read first; when
-    the driver's row count disagrees with them, the keys are checked again.
+    ``LIMIT`` of ``max_bulk_rows + 1``. The statement itself runs unchanged, except that on
+    PostgreSQL an UPDATE of a one-table model without its own RETURNING gets a ``RETURNING``
+    of the audited columns: its rows are the after images (the caller's result keeps its row
+    count and has no rows left). Elsewhere the after images are read by primary key (500
+    keys per ``IN`` list). Either way ``onupdate`` values and SQL expressions are exact; rows
+    whose audited values did not change produce nothing. For a DELETE the before images
+    are the rows read first; when the driver's row count disagrees with them, the keys are
+    checked again.
 UPDATE by primary key with a list of dicts (``session.execute(update(User), [...])``)
     The keys are in the parameters: the rows are read by key before and after.
 INSERT (a list of dicts, ``values([...])``, ``values(...)``, ``from_select``)
