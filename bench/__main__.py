@@ -1,4 +1,4 @@
-"""``python -m bench all|p1|breakdown|p2|p3|p4|memory|report``: run parts, print tables.
+"""``python -m bench all|p1|breakdown|p2|p3|p4|p5|memory|report``: run parts, print tables.
 
 ``all`` runs every part, then rewrites ``docs/benchmarks.md`` from the results; a single part
 updates its own results file and the document too, so the document always shows the latest
@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.common import REPO_ROOT, load_services_env, progress
 
-PARTS = ("p1", "breakdown", "p2", "p3", "p4", "memory")
+PARTS = ("p1", "breakdown", "p2", "p3", "p4", "p5", "memory")
 
 
 def _runner(part: str) -> Callable[..., Any]:
@@ -41,6 +41,10 @@ def _runner(part: str) -> Callable[..., Any]:
         from bench.p4_end_to_end import main as p4  # noqa: PLC0415
 
         return p4
+    if part == "p5":
+        from bench.p5_delivery import main as p5  # noqa: PLC0415
+
+        return p5
     if part == "memory":
         from bench.memory import main as memory  # noqa: PLC0415
 

@@ -27,6 +27,7 @@ SECTIONS: tuple[tuple[str, str, str], ...] = (
     ("p2", "P2 — consumer throughput into Cassandra", "p2"),
     ("p3", "P3 — diff cost per event", "p3"),
     ("p4", "P4 — end to end: commit → row in Cassandra", "p4"),
+    ("p5", "P5 — delivery throughput with network latency", "p5"),
     ("memory", "Memory — 100,000 events pending while SNS is down", "memory"),
 )
 
@@ -83,6 +84,10 @@ def _render(part: str, result: dict[str, Any]) -> str:
         from bench.p4_end_to_end import render as render_p4  # noqa: PLC0415
 
         return render_p4(result)
+    if part == "p5":
+        from bench.p5_delivery import render as render_p5  # noqa: PLC0415
+
+        return render_p5(result)
     from bench.memory import render as render_memory  # noqa: PLC0415
 
     return render_memory(result)
@@ -113,7 +118,7 @@ def build(results: dict[str, dict[str, Any]]) -> str:
         "```sh",
         "scripts/services up            # PostgreSQL, moto, Cassandra (writes .services.env)",
         f"{PY} all      # every part, then rewrites this file",
-        f"{PY} p1       # one part: p1 breakdown p2 p3 p4 memory (rewrites this file too)",
+        f"{PY} p1       # one part: p1 breakdown p2 p3 p4 p5 memory (rewrites this file too)",
         f"{PY} report   # rewrite this file from bench/results/*.json only",
         "```",
         "",
@@ -174,6 +179,7 @@ def _module_doc(part: str) -> str:
         "p2": "bench.p2_consumer",
         "p3": "bench.p3_diff",
         "p4": "bench.p4_end_to_end",
+        "p5": "bench.p5_delivery",
         "memory": "bench.memory",
     }[part]
     doc = importlib.import_module(name).__doc__ or ""

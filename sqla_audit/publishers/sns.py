@@ -44,14 +44,17 @@ import atexit
 import hashlib
 import json
 import logging
+import os
+import queue
 import re
 import threading
 import time
+import zlib
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
@@ -83,6 +86,16 @@ log = logging.getLogger(__name__)
 
 #: Events serialized and written to the spool at a time when a queue spills.
 _SPILL_CHUNK_EVENTS: Final = 500
+
+#: ``PublishBatch`` calls the direct-mode publisher keeps in flight at most, by default.
+DEFAULT_MAX_CONCURRENCY: Final = 16
+
+#: The direct-mode publisher's pause between probes while SNS is unreachable: short enough
+#: that the first send after the endpoint's return comes within about 1.5 s.
+DEFAULT_OUTAGE_RETRY: Final = RetryPolicy(max_attempts=1_000_000_000, base_delay=0.5, max_delay=1.5)
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 #: Longest FIFO ``MessageGroupId`` / ``MessageDeduplicationId``.
 FIFO_ID_MAX_LENGTH: Final = 128
@@ -142,13 +155,15 @@ def build_sns_client(
     max_attempts: int = 2,
     connect_timeout: float = 3.0,
     read_timeout: float = 10.0,
+    max_pool_connections: int = 10,
 ) -> Any:
     """An SNS client from the standard AWS configuration, with botocore's retries kept low.
 
     Region, credentials and endpoint come from the usual chain (arguments, then
     ``AWS_REGION`` / ``AWS_DEFAULT_REGION``, the credential chain, ``AWS_ENDPOINT_URL``...).
     botocore retries whole calls only; :class:`SNSSender` retries per entry, so the
-    client's own budget is small to keep the total bounded.
+    client's own budget is small to keep the total bounded. ``max_pool_connections`` is the
+    number of HTTP connections kept open, one per ``PublishBatch`` call in flight.
     """
     import boto3  # noqa: PLC0415 -- optional dependency, loaded when SNS is used
     from botocore.config import Config  # noqa: PLC0415
@@ -157,6 +172,7 @@ def build_sns_client(
         retries={"mode": "standard", "total_max_attempts": max_attempts},
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
+        max_pool_connections=max_pool_connections,
     )
     try:
         return boto3.session.Session().client(
@@ -276,11 +292,97 @@ class _Failure:
     retryable: bool
 
 
+# --------------------------------------------------------------------------- call pool
+
+
+class _CallPool:
+    """Daemon worker threads that run a few calls at once for one :class:`SNSSender`.
+
+    Not ``concurrent.futures``: its workers refuse new work once the interpreter starts
+    shutting down, which happens *before* ``atexit`` handlers run -- and the publisher's
+    ``atexit`` handler must still be able to send. Workers are started on first use, and
+    again in a child process after ``fork()`` (threads do not survive it).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._workers = 0
+        self._pid = os.getpid()
+
+    def map(self, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+        """``[fn(item) for item in items]``, up to ``size`` at a time; the caller runs one.
+
+        Waits for every call; the first exception raised by a call is raised afterwards.
+        """
+        if len(items) <= 1 or self.size <= 1:
+            return [fn(item) for item in items]
+        self._ensure_workers(min(self.size, len(items)) - 1)
+        results: list[Any] = [None] * len(items)
+        errors: list[BaseException] = []
+        remaining = [len(items) - 1]
+        done = threading.Condition()
+
+        def job(index: int) -> Callable[[], None]:
+            def run() -> None:
+                try:
+                    results[index] = fn(items[index])
+                except BaseException as exc:  # noqa: BLE001 -- re-raised by the caller
+                    errors.append(exc)
+                finally:
+                    with done:
+                        remaining[0] -= 1
+                        done.notify_all()
+
+            return run
+
+        for index in range(1, len(items)):
+            self._jobs.put(job(index))
+        try:
+            results[0] = fn(items[0])
+        finally:
+            with done:
+                done.wait_for(lambda: remaining[0] == 0)
+        if errors:
+            raise errors[0]
+        return results
+
+    def _ensure_workers(self, wanted: int) -> None:
+        with self._lock:
+            if self._pid != os.getpid():  # a forked child: the parent's workers are not here
+                self._pid = os.getpid()
+                self._jobs = queue.SimpleQueue()
+                self._workers = 0
+            while self._workers < wanted:
+                self._workers += 1
+                threading.Thread(
+                    target=self._work,
+                    args=(self._jobs,),
+                    name=f"sqla-audit-sns-call-{self._workers}",
+                    daemon=True,
+                ).start()
+
+    @staticmethod
+    def _work(jobs: queue.SimpleQueue[Callable[[], None]]) -> None:
+        while True:
+            jobs.get()()
+
+
 # --------------------------------------------------------------------------- sender
 
 
 class SNSSender:
     """Synchronous publishing core: batches, offload, per-entry retries.
+
+    Up to ``max_concurrency`` ``PublishBatch`` calls are in flight at once (default one: the
+    batches go out one after the other, in order). On a standard
+    topic the batches of a round go out in parallel; on a FIFO topic the messages are split
+    into lanes by message group, each lane sends its batches one after the other and stops
+    at its first retryable failure, and lanes run in parallel -- so at most one batch per
+    message group is in flight and no message overtakes an earlier one of its group. While
+    the endpoint is not known to answer (at first, and after a whole call failed) a round
+    starts with one batch alone, a probe, so an outage costs one call per attempt.
 
     Thread-safe as long as the client is (boto3 clients are).
     """
@@ -296,7 +398,10 @@ class SNSSender:
         retry: RetryPolicy | None = None,
         region_name: str | None = None,
         endpoint_url: str | None = None,
+        max_concurrency: int = 1,
     ) -> None:
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
         if not topic_arn or not topic_arn.startswith("arn:"):
             raise ValueError(f"topic_arn must be an SNS topic ARN, got {topic_arn!r}")
         if not 0 < offload_threshold <= SNS_MAX_PAYLOAD_BYTES:
@@ -308,11 +413,20 @@ class SNSSender:
         self.offloader = offloader
         self.offload_threshold = offload_threshold
         self.retry = retry or RetryPolicy()
+        self.max_concurrency = max_concurrency
         self._client = (
             client
             if client is not None
-            else build_sns_client(region_name=region_name, endpoint_url=endpoint_url)
+            else build_sns_client(
+                region_name=region_name,
+                endpoint_url=endpoint_url,
+                max_pool_connections=max(10, max_concurrency),
+            )
         )
+        self._pool = _CallPool(max_concurrency)
+        # True once a call was answered, False after a whole call failed: decides whether a
+        # round starts with a probe. A benign race between threads sharing the sender.
+        self._answering = False
 
     # -- public ---------------------------------------------------------------------------
 
@@ -401,21 +515,75 @@ class SNSSender:
     # -- one round: every pending message tried once ----------------------------------------
 
     def _round(self, pending: list[tuple[int, _Prepared]]) -> Iterator[tuple[int, _Failure]]:
-        batches = list(_batches(pending))
+        rest = pending
+        if not self._answering:
+            # Probe: one batch alone while the endpoint is not known to answer.
+            probe = next(_batches(pending))
+            failures = self._publish_batch(probe)
+            yield from failures
+            rest = pending[len(probe) :]
+            if rest and self._stops(probe, failures):
+                yield from _deferred(rest, failures[0][1].error)
+                return
+        if not rest:
+            return
+        if self.fifo:
+            lanes = self._lanes(rest)
+            for failures in self._pool.map(self._send_lane, lanes):
+                yield from failures
+            return
+        batches = list(_batches(rest))
+        width = self.max_concurrency
+        for start in range(0, len(batches), width):
+            wave = batches[start : start + width]
+            answers = self._pool.map(self._publish_batch, wave)
+            for failures in answers:
+                yield from failures
+            failed_call = next(
+                (f for b, f in zip(wave, answers, strict=True) if _whole_call_failed(b, f)), None
+            )
+            if failed_call is not None:
+                # The endpoint is down or throttling: no point hammering it with the other
+                # batches of this round.
+                later = [item for batch in batches[start + width :] for item in batch]
+                yield from _deferred(later, failed_call[0][1].error)
+                return
+
+    def _stops(
+        self, batch: list[tuple[int, _Prepared]], failures: list[tuple[int, _Failure]]
+    ) -> bool:
+        """Whether the batches after ``batch`` must wait for the next attempt: the whole call
+        failed (down or throttling), or, on a FIFO topic, an entry must be retried and a
+        later message of its group must not overtake it."""
+        if _whole_call_failed(batch, failures):
+            return True
+        return self.fifo and any(f.retryable for _, f in failures)
+
+    def _lanes(self, items: list[tuple[int, _Prepared]]) -> list[list[tuple[int, _Prepared]]]:
+        """FIFO: split by message group into at most ``max_concurrency`` lanes, each in input
+        order; one group is always in one lane."""
+        count = min(self.max_concurrency, -(-len(items) // SNS_MAX_BATCH_ENTRIES))
+        if count <= 1:
+            return [items]
+        lanes: list[list[tuple[int, _Prepared]]] = [[] for _ in range(count)]
+        for item in items:
+            message = item[1].message
+            group = f"{message.table}:{message.record_id}".encode()
+            lanes[zlib.crc32(group) % count].append(item)
+        return [lane for lane in lanes if lane]
+
+    def _send_lane(self, lane: list[tuple[int, _Prepared]]) -> list[tuple[int, _Failure]]:
+        """FIFO: the batches of one lane in order, stopping at the first retryable failure."""
+        out: list[tuple[int, _Failure]] = []
+        batches = list(_batches(lane))
         for position, batch in enumerate(batches):
             failures = self._publish_batch(batch)
-            yield from failures
-            call_failed = failures and len(failures) == len(batch) and failures[0][1].retryable
-            fifo_stop = self.fifo and any(f.retryable for _, f in failures)
-            if call_failed or fifo_stop:
-                # The endpoint is down or throttling (no point hammering it with the other
-                # batches of this round), or, on a FIFO topic, a later batch must not
-                # overtake a failed entry of the same group: defer the rest of the round.
-                error = failures[0][1].error
-                for later in batches[position + 1 :]:
-                    for index, prepared in later:
-                        yield index, _Failure(prepared, error, retryable=True)
-                return
+            out.extend(failures)
+            if self._stops(batch, failures):
+                later = [item for b in batches[position + 1 :] for item in b]
+                out.extend(_deferred(later, failures[0][1].error))
+                break
+        return out
 
     def _publish_batch(self, batch: list[tuple[int, _Prepared]]) -> list[tuple[int, _Failure]]:
         entries = [self._entry(str(n), prepared) for n, (_, prepared) in enumerate(batch)]
@@ -426,16 +594,20 @@ class SNSSender:
         except ClientError as exc:
             code = _normalize_code(str(exc.response.get("Error", {}).get("Code", "")))
             if code in INVALID_REQUEST_CODES:
+                self._answering = True
                 return self._isolate(batch, exc)
+            self._answering = False
             error = TransportError(f"SNS PublishBatch failed: {exc}")
             error.__cause__ = exc
             return [(i, _Failure(p, error, retryable=True)) for i, p in batch]
         except ParamValidationError as exc:
             return self._isolate(batch, exc)
         except BotoCoreError as exc:  # connection refused, timeouts, no credentials...
+            self._answering = False
             error = TransportError(f"SNS unreachable: {exc}")
             error.__cause__ = exc
             return [(i, _Failure(p, error, retryable=True)) for i, p in batch]
+        self._answering = True
         failures: list[tuple[int, _Failure]] = []
         answered: set[str] = {str(item.get("Id")) for item in response.get("Successful", [])}
         for item in response.get("Failed", []):
@@ -473,6 +645,21 @@ class SNSSender:
         for item in batch:
             failures.extend(self._publish_batch([item]))
         return failures
+
+
+def _whole_call_failed(
+    batch: list[tuple[int, _Prepared]], failures: list[tuple[int, _Failure]]
+) -> bool:
+    """Every entry of the call failed retryably: the endpoint is down or throttling."""
+    return bool(failures) and len(failures) == len(batch) and failures[0][1].retryable
+
+
+def _deferred(
+    items: list[tuple[int, _Prepared]], error: BaseException
+) -> Iterator[tuple[int, _Failure]]:
+    """Messages not tried in this round: retryable, with the error that stopped it."""
+    for index, prepared in items:
+        yield index, _Failure(prepared, error, retryable=True)
 
 
 def _plain_sleep(seconds: float) -> bool:
@@ -533,6 +720,11 @@ class SNSPublisher:
 
     Without a spool, events that cannot be delivered (or do not fit in the queue) are
     reported to ``on_error`` and counted as ``dropped``.
+
+    Throughput: the sender thread takes ``max_batch_events`` events at a time (default ten
+    per call in flight) and sends them with up to ``max_concurrency`` ``PublishBatch`` calls
+    at once (see :class:`SNSSender`; FIFO topics keep one batch per message group in
+    flight). The spool is drained the same way, so a backlog empties at the live rate.
     """
 
     def __init__(
@@ -546,7 +738,8 @@ class SNSPublisher:
         spool: EventSpool | str | PathLike[str] | None = None,
         max_queue_events: int = 10_000,
         max_queue_hard: int | None = None,
-        max_batch_events: int = 100,
+        max_batch_events: int | None = None,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         retry: RetryPolicy | None = None,
         outage_retry: RetryPolicy | None = None,
         on_error: ErrorHook | None = None,
@@ -562,7 +755,7 @@ class SNSPublisher:
             raise ValueError(
                 f"max_queue_hard ({hard}) must be at least max_queue_events ({max_queue_events})"
             )
-        if max_batch_events < 1:
+        if max_batch_events is not None and max_batch_events < 1:
             raise ValueError("max_batch_events must be at least 1")
         self._sender = sender or SNSSender(
             topic_arn,
@@ -572,12 +765,18 @@ class SNSPublisher:
             retry=retry,
             region_name=region_name,
             endpoint_url=endpoint_url,
+            max_concurrency=max_concurrency,
         )
         self._spool = EventSpool(spool) if isinstance(spool, str | PathLike) else spool
         self._max_queue = max_queue_events
         self._max_queue_hard = hard
-        self._max_batch = max_batch_events
-        self._outage_retry = outage_retry or RetryPolicy.outage()
+        # One round of the sender: a full batch for every call it may have in flight.
+        self._max_batch = (
+            SNS_MAX_BATCH_ENTRIES * self._sender.max_concurrency
+            if max_batch_events is None
+            else max_batch_events
+        )
+        self._outage_retry = outage_retry or DEFAULT_OUTAGE_RETRY
         self._on_error = on_error
         self._close_timeout = close_timeout
 
@@ -979,6 +1178,8 @@ class SNSPublisher:
 
 
 __all__ = [
+    "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_OUTAGE_RETRY",
     "FIFO_ID_MAX_LENGTH",
     "INVALID_REQUEST_CODES",
     "THROTTLING_CODES",

@@ -1,0 +1,385 @@
+"""P5: delivery throughput of one producer process, with real-world network latency.
+
+One ``SNSPublisher`` (direct mode) publishes N synthetic change events (about 1 KiB each,
+``bench.eventgen``) and the time until ``flush()`` returns gives events delivered per second.
+Between the publisher and a private moto server sits a loopback TCP proxy that holds every
+HTTP request for a fixed delay before passing it on (0 ms and 20 ms, a typical SNS round trip
+from an AWS region's own network), so the figure shows what the publisher does when each
+``PublishBatch`` waits on the network rather than on the CPU.
+
+The topic has **no subscription**: moto itself is slow once a queue is subscribed (it
+delivers every message to the queue inside the ``PublishBatch`` call, tens of milliseconds
+per call, slower as the queue fills), which would measure moto instead of the publisher. The
+rows "moto with a subscribed queue" show that figure beside it, for reference. Rows with
+``max_concurrency=1`` are the publisher sending one ``PublishBatch`` at a time, as before
+concurrent sending (same code, same run).
+
+FIFO: a ``.fifo`` topic, events spread over 5,000 records (``MessageGroupId`` =
+table:record id), at most one batch in flight per message group.
+
+Outage: a steady load (default 1,000 events/s) runs while the proxy refuses connections for
+5 s, with a spool; reported are the time from the endpoint's return to the first successful
+send, and the rate at which the backlog drained (events delivered per second from the return
+until the spool was empty, the continued load included) against the live rate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import socket
+import tempfile
+import threading
+import time
+from typing import Any
+
+from bench.common import (
+    BenchError,
+    PrivateMoto,
+    fmt_seconds,
+    free_loopback_port,
+    markdown_table,
+    progress,
+    save_result,
+    unique_name,
+)
+from bench.eventgen import event_stream
+
+EVENTS = 10_000
+QUEUE_EVENTS = 1_000
+DELAYS_MS = (0.0, 20.0)
+DRAIN_WAIT_S = 60.0
+OUTAGE_LOAD = 1000.0
+OUTAGE_S = 5.0
+
+
+class LatencyProxy:
+    """A loopback TCP proxy that delays every request by ``delay`` seconds.
+
+    A request is the first bytes a client sends after the last response bytes on that
+    connection (HTTP/1.1 keep-alive: one request at a time per connection), so a request
+    split over several segments is delayed once. Each connection has its own threads, so
+    concurrent requests on different connections are delayed in parallel, as on a real
+    network. ``stop()`` refuses connections and drops the open ones (an outage);
+    ``start()`` listens again on the same port.
+    """
+
+    def __init__(self, upstream: tuple[str, int], delay: float) -> None:
+        self.upstream = upstream
+        self.delay = delay
+        self.port = free_loopback_port()
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._sockets: set[socket.socket] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(128)
+        listener.settimeout(0.1)
+        with self._lock:
+            self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+            open_sockets, self._sockets = self._sockets, set()
+        if listener is not None:
+            listener.close()
+        for sock in open_sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def __enter__(self) -> LatencyProxy:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            with self._lock:
+                if self._listener is not listener:
+                    return
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            for sock in (client, upstream):
+                sock.settimeout(None)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                if self._listener is not listener:
+                    client.close()
+                    upstream.close()
+                    return
+                self._sockets.update((client, upstream))
+            answered = threading.Event()
+            answered.set()  # the first bytes of the connection start a request
+            threading.Thread(
+                target=self._pump, args=(client, upstream, answered, True), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._pump, args=(upstream, client, answered, False), daemon=True
+            ).start()
+
+    def _pump(
+        self, src: socket.socket, dst: socket.socket, answered: threading.Event, request: bool
+    ) -> None:
+        try:
+            while data := src.recv(65536):
+                if request:
+                    if answered.is_set() and self.delay > 0:
+                        time.sleep(self.delay)
+                    answered.clear()
+                else:
+                    answered.set()
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+                with self._lock:
+                    self._sockets.discard(sock)
+
+
+def _publisher(topic_arn: str, endpoint: str, concurrency: int | None, **kwargs: Any) -> Any:
+    from sqla_audit.publishers.sns import SNSPublisher  # noqa: PLC0415
+
+    if concurrency is not None:
+        if "max_concurrency" in inspect.signature(SNSPublisher).parameters:
+            kwargs["max_concurrency"] = concurrency
+        elif concurrency != 1:
+            raise BenchError("this SNSPublisher has no max_concurrency option")
+    return SNSPublisher(topic_arn, endpoint_url=endpoint, register_atexit=False, **kwargs)
+
+
+def _throughput(topic_arn: str, endpoint: str, concurrency: int | None, events: int) -> float:
+    """Events delivered per second: publish ``events`` at once, time until flush()."""
+    stream = event_stream(events + 20, seed=5)
+    publisher = _publisher(topic_arn, endpoint, concurrency, max_queue_events=events + 100)
+    try:
+        publisher.publish(stream[:20])  # warm up: connections, credentials
+        if not publisher.flush(60):
+            raise BenchError("warm-up did not flush")
+        before = publisher.stats().delivered
+        started = time.perf_counter()
+        for i in range(20, len(stream), 100):
+            publisher.publish(stream[i : i + 100])
+        if not publisher.flush(600):
+            raise BenchError(f"{events} events not flushed within 600 s")
+        elapsed = time.perf_counter() - started
+        stats = publisher.stats()
+    finally:
+        publisher.close(5)
+    delivered = stats.delivered - before
+    if delivered != events or stats.dropped or stats.rejected:
+        raise BenchError(f"delivered {delivered} of {events} ({stats})")
+    return events / elapsed
+
+
+def _outage(
+    topic_arn: str, endpoint: tuple[str, int], concurrency: int | None, rate: float, down: float
+) -> dict[str, float]:
+    """Steady load, ``down`` seconds of refused connections; return-to-first-send and drain."""
+    proxy = LatencyProxy(endpoint, 0.02)
+    proxy.start()
+    stream = event_stream(int(rate * (down + 60)) + 100, seed=9)
+    with tempfile.TemporaryDirectory() as spool:
+        publisher = _publisher(topic_arn, proxy.url, concurrency, spool=spool)
+        stop = threading.Event()
+
+        def load() -> None:
+            position = 0
+            tick = 0.01
+            per_tick = max(1, int(rate * tick))
+            next_at = time.monotonic()
+            while not stop.is_set() and position < len(stream):
+                publisher.publish(stream[position : position + per_tick])
+                position += per_tick
+                next_at += tick
+                time.sleep(max(0.0, next_at - time.monotonic()))
+
+        loader = threading.Thread(target=load, daemon=True)
+        try:
+            loader.start()
+            time.sleep(2)
+            proxy.stop()
+            time.sleep(down)
+            backlog = publisher.stats().spooled
+            delivered_at_return = publisher.stats().delivered
+            returned = time.perf_counter()
+            proxy.start()
+            first: float | None = None
+            drained: float | None = None
+            delivered = 0
+            deadline = returned + DRAIN_WAIT_S
+            while time.perf_counter() < deadline:
+                stats = publisher.stats()
+                now = time.perf_counter()
+                if first is None and stats.delivered > delivered_at_return:
+                    first = now - returned
+                if first is not None and stats.spool_bytes == 0 and stats.queued < rate:
+                    drained = now - returned
+                    delivered = stats.delivered - delivered_at_return
+                    break
+                time.sleep(0.01)
+            stop.set()
+            loader.join(5)
+        finally:
+            stop.set()
+            publisher.close(10)
+            proxy.stop()
+    return {
+        "load_per_s": rate,
+        "down_s": down,
+        "spooled_during_outage": backlog,
+        "first_send_s": first,
+        "drain_s": drained,
+        "drain_rate_per_s": delivered / drained if drained else None,
+    }
+
+
+def measure(scale: float = 1.0) -> dict[str, Any]:
+    started = time.perf_counter()
+    events = max(500, int(EVENTS * scale))
+    queue_events = max(200, int(QUEUE_EVENTS * scale))
+    rows: list[dict[str, Any]] = []
+    outage: list[dict[str, Any]] = []
+    from sqla_audit.publishers.sns import SNSPublisher  # noqa: PLC0415
+
+    concurrent = "max_concurrency" in inspect.signature(SNSPublisher).parameters
+    levels: list[int | None] = [1, None] if concurrent else [None]
+    with PrivateMoto() as moto:
+        sns = moto.client("sns")
+        standard = sns.create_topic(Name=unique_name("sqla_audit_p5"))["TopicArn"]
+        fifo = sns.create_topic(
+            Name=unique_name("sqla_audit_p5") + ".fifo",
+            Attributes={"FifoTopic": "true", "ContentBasedDeduplication": "false"},
+        )["TopicArn"]
+        subscribed = sns.create_topic(Name=unique_name("sqla_audit_p5q"))["TopicArn"]
+        sqs = moto.client("sqs")
+        queue_url = sqs.create_queue(QueueName=unique_name("sqla_audit_p5q"))["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        sns.subscribe(TopicArn=subscribed, Protocol="sqs", Endpoint=queue_arn)
+        host, port = moto.endpoint.removeprefix("http://").split(":")
+        upstream = (host, int(port))
+        cases: list[tuple[str, str, float, int]] = [
+            ("standard, no subscription", standard, delay, events) for delay in DELAYS_MS
+        ]
+        cases.append(("FIFO, no subscription, 5,000 groups", fifo, 20.0, events))
+        cases.append(("standard, moto with a subscribed queue", subscribed, 0.0, queue_events))
+        for label, topic, delay, count in cases:
+            for level in levels:
+                with LatencyProxy(upstream, delay / 1000) as proxy:
+                    name = "default" if level is None else str(level)
+                    progress(f"P5 {label}, +{delay:.0f} ms, max_concurrency {name}: {count} events")
+                    rate = _throughput(topic, proxy.url, level, count)
+                    progress(f"  {rate:,.0f} events/s")
+                rows.append(
+                    {
+                        "topic": label,
+                        "delay_ms": delay,
+                        "max_concurrency": name,
+                        "events": count,
+                        "events_per_s": rate,
+                    }
+                )
+        # The outage with the default settings only: one call in flight delivers a few
+        # hundred events/s at +20 ms, below the load, so its spool would never drain.
+        progress("P5 outage, max_concurrency default")
+        result = _outage(standard, upstream, None, rate=OUTAGE_LOAD, down=OUTAGE_S)
+        progress(f"  {result}")
+        outage.append({"max_concurrency": "default", **result})
+    return {"rows": rows, "outage": outage, "elapsed_s": time.perf_counter() - started}
+
+
+def render(result: dict[str, Any]) -> str:
+    table = markdown_table(
+        ["topic", "added latency", "max_concurrency", "events", "events/s"],
+        [
+            [
+                r["topic"],
+                f"{r['delay_ms']:.0f} ms",
+                r["max_concurrency"],
+                f"{r['events']:,}",
+                f"{r['events_per_s']:,.0f}",
+            ]
+            for r in result["rows"]
+        ],
+    )
+    outage = markdown_table(
+        [
+            "max_concurrency",
+            "load",
+            "outage",
+            "spooled",
+            "return -> first send",
+            "return -> spool empty",
+            "drain rate (load included)",
+        ],
+        [
+            [
+                o["max_concurrency"],
+                f"{o['load_per_s']:,.0f} events/s",
+                f"{o['down_s']:.0f} s",
+                f"{o['spooled_during_outage']:,}",
+                fmt_seconds(o["first_send_s"]),
+                fmt_seconds(o["drain_s"]) if o["drain_s"] else f"not within {DRAIN_WAIT_S:.0f} s",
+                f"{o['drain_rate_per_s']:,.0f} events/s" if o["drain_rate_per_s"] else "-",
+            ]
+            for o in result.get("outage", [])
+        ],
+    )
+    return (
+        table + "\n\nOne producer process; `flush()` after publishing all events. Outage with a "
+        "spool, +20 ms per request, under a steady load:\n\n" + outage
+    )
+
+
+def main(scale: float = 1.0) -> dict[str, Any]:
+    try:
+        result = measure(scale=scale)
+    except BenchError as exc:
+        progress(f"P5 failed: {exc}")
+        result = {"skipped": str(exc)}
+        save_result("p5", result)
+        return result
+    print("\n## P5 — delivery throughput with network latency\n")
+    print(render(result))
+    save_result("p5", result)
+    return result
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from bench.common import load_services_env
+
+    parser = argparse.ArgumentParser(prog="python -m bench.p5_delivery", description=__doc__)
+    parser.add_argument("--scale", type=float, default=1.0)
+    load_services_env()
+    main(scale=parser.parse_args().scale)
+
+
+__all__ = ["LatencyProxy", "main", "measure", "render"]

@@ -1,0 +1,173 @@
+"""Concurrent PublishBatch calls: several in flight, one per FIFO message group, order kept."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sqla_audit.events import ChangeEvent
+from sqla_audit.publishers.sns import OutgoingMessage, SNSPublisher, SNSSender
+from sqla_audit.retry import RetryPolicy
+
+TOPIC = "arn:aws:sns:us-east-1:123456789012:audit"
+FIFO_TOPIC = "arn:aws:sns:us-east-1:123456789012:audit.fifo"
+FAST = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01)
+FAST_OUTAGE = RetryPolicy(max_attempts=10**9, base_delay=0.001, max_delay=0.02)
+
+EventFactory = Callable[..., ChangeEvent]
+
+
+class InFlight:
+    """An ``on_call`` hook for the SNS double: holds each call briefly and records overlap."""
+
+    def __init__(self, hold: float = 0.01) -> None:
+        self.hold = hold
+        self.lock = threading.Lock()
+        self.current: list[list[dict[str, Any]]] = []
+        self.peak = 0
+        self.shared_groups: list[str] = []
+
+    def __call__(self, entries: list[dict[str, Any]]) -> None:
+        groups = {e.get("MessageGroupId") for e in entries} - {None}
+        with self.lock:
+            for other in self.current:
+                for entry in other:
+                    if entry.get("MessageGroupId") in groups:
+                        self.shared_groups.append(str(entry["MessageGroupId"]))
+            self.current.append(entries)
+            self.peak = max(self.peak, len(self.current))
+        time.sleep(self.hold)
+        with self.lock:
+            self.current.remove(entries)
+
+
+@pytest.fixture
+def make_publisher(fake_sns: Any) -> Iterator[Callable[..., SNSPublisher]]:
+    """Publishers on the SNS double, closed after the test."""
+    made: list[SNSPublisher] = []
+
+    def make(topic: str = TOPIC, **kwargs: Any) -> SNSPublisher:
+        kwargs.setdefault("client", fake_sns)
+        kwargs.setdefault("retry", FAST)
+        kwargs.setdefault("outage_retry", FAST_OUTAGE)
+        kwargs.setdefault("register_atexit", False)
+        publisher = SNSPublisher(topic, **kwargs)
+        made.append(publisher)
+        return publisher
+
+    yield make
+    for publisher in made:
+        publisher.close(timeout=0.5)
+
+
+def by_record(ids: Sequence[str], events: Sequence[ChangeEvent]) -> dict[str, list[str]]:
+    record_of = {str(e.event_id): e.record_id for e in events}
+    out: dict[str, list[str]] = defaultdict(list)
+    for event_id in ids:
+        out[record_of[event_id]].append(event_id)
+    return dict(out)
+
+
+def interleaved(event_factory: EventFactory, records: int, per_record: int) -> list[ChangeEvent]:
+    return [
+        event_factory(record_id=str(r), sequence=n)
+        for n in range(per_record)
+        for r in range(records)
+    ]
+
+
+def test_standard_topic_keeps_several_batches_in_flight(
+    make_publisher: Callable[..., SNSPublisher], fake_sns: Any, event_factory: EventFactory
+) -> None:
+    """On a standard topic up to max_concurrency PublishBatch calls run at once."""
+    watch = InFlight()
+    fake_sns.on_call = watch
+    publisher = make_publisher(max_concurrency=4)
+    events = [event_factory(record_id=str(i)) for i in range(200)]
+    for start in range(0, 200, 20):
+        publisher.publish(events[start : start + 20])
+    assert publisher.flush(10)
+    assert 1 < watch.peak <= 4
+    assert sorted(fake_sns.accepted_ids) == sorted(str(e.event_id) for e in events)
+    stats = publisher.stats()
+    assert (stats.delivered, stats.dropped, stats.queued) == (200, 0, 0)
+
+
+def test_fifo_topic_runs_groups_in_parallel_and_keeps_each_group_in_order(
+    make_publisher: Callable[..., SNSPublisher], fake_sns: Any, event_factory: EventFactory
+) -> None:
+    """FIFO: calls overlap, but never two in flight with the same message group; order kept."""
+    watch = InFlight()
+    fake_sns.on_call = watch
+    publisher = make_publisher(FIFO_TOPIC, max_concurrency=4)
+    events = interleaved(event_factory, records=12, per_record=25)
+    for start in range(0, len(events), 30):
+        publisher.publish(events[start : start + 30])
+    assert publisher.flush(10)
+    assert watch.peak > 1
+    assert watch.shared_groups == []
+    assert by_record(fake_sns.accepted_ids, events) == by_record(
+        [str(e.event_id) for e in events], events
+    )
+
+
+def test_fifo_retry_resends_the_entry_and_keeps_every_group_in_order(
+    fake_sns: Any, event_factory: EventFactory
+) -> None:
+    """FIFO with lanes: a throttled entry is resent once, every group stays in order."""
+    sender = SNSSender(FIFO_TOPIC, client=fake_sns, retry=FAST, max_concurrency=4)
+    assert sender.send([OutgoingMessage.from_event(event_factory(record_id="warm"))]).complete
+    events = interleaved(event_factory, records=8, per_record=10)
+    messages = [OutgoingMessage.from_event(e) for e in events]
+    throttled = messages[-8]  # record 0's last event
+    fake_sns.entry_failures[throttled.event_id] = [("Throttled", True)]
+    outcome = sender.send(messages, sleep=lambda _: False)
+    assert outcome.complete
+    assert outcome.accepted == messages
+    accepted = fake_sns.accepted_ids[1:]
+    assert sorted(accepted) == sorted(m.event_id for m in messages)
+    assert by_record(accepted, events) == by_record([m.event_id for m in messages], events)
+    tried = [c for c in fake_sns.calls if throttled.event_id in map(fake_sns.event_id_of, c)]
+    assert len(tried) == 2
+
+
+def test_outage_spool_drains_with_concurrency_keeping_record_order(
+    make_publisher: Callable[..., SNSPublisher],
+    fake_sns: Any,
+    event_factory: EventFactory,
+    tmp_path: Path,
+) -> None:
+    """After an outage the spool drains through concurrent calls; nothing lost, order per record."""
+    fake_sns.down = True
+    publisher = make_publisher(FIFO_TOPIC, spool=tmp_path / "spool", max_concurrency=4)
+    events = interleaved(event_factory, records=10, per_record=30)
+    for start in range(0, len(events), 25):
+        publisher.publish(events[start : start + 25])
+    deadline = time.monotonic() + 10
+    while publisher.stats().spooled < len(events) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert publisher.stats().spooled == len(events)
+    watch = InFlight(hold=0.005)
+    fake_sns.on_call = watch
+    fake_sns.down = False
+    assert publisher.flush(10)
+    assert watch.peak > 1
+    assert watch.shared_groups == []
+    assert by_record(fake_sns.accepted_ids, events) == by_record(
+        [str(e.event_id) for e in events], events
+    )
+    assert publisher.stats().delivered == len(events)
+
+
+def test_max_concurrency_must_be_positive(fake_sns: Any) -> None:
+    """A sender or publisher with no call in flight is a configuration error."""
+    with pytest.raises(ValueError, match="max_concurrency"):
+        SNSSender(TOPIC, client=fake_sns, max_concurrency=0)
+    with pytest.raises(ValueError, match="max_concurrency"):
+        SNSPublisher(TOPIC, client=fake_sns, max_concurrency=0, register_atexit=False)
