@@ -444,4 +444,29 @@ def installation_for(target: Any) -> Installation | None:
     return None
 
 
-__all__ = ["Installation", "install_audit", "installation_for", "uninstall_audit"]
+def _covers(target: Any, session: Session) -> bool:
+    if isinstance(target, scoped_session):
+        target = target.session_factory
+    if isinstance(target, sessionmaker):
+        target = target.class_
+    return isinstance(target, type) and isinstance(session, target)
+
+
+def installation_for_session(session: Session) -> Installation | None:
+    """The active installation whose listeners see ``session`` (installed on its
+    ``sessionmaker``, ``scoped_session`` or ``Session`` class), if any."""
+    with _lock:
+        installations = list(_installed.values())
+    for installation in installations:
+        if installation.active and _covers(installation.target, session):
+            return installation
+    return None
+
+
+__all__ = [
+    "Installation",
+    "install_audit",
+    "installation_for",
+    "installation_for_session",
+    "uninstall_audit",
+]
