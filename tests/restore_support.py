@@ -129,7 +129,7 @@ class Shop:
         with audit_context(actor=RESTORER), self.factory.begin() as session:
             yield session
 
-    def row(self, model: type, key: Any) -> dict[str, Any] | None:
+    def row(self, model: type[Any], key: Any) -> dict[str, Any] | None:
         """The row now, as wire values of its columns (``None`` if absent)."""
         with self.factory() as session:
             obj = session.get(model, key)
@@ -148,7 +148,7 @@ class Shop:
 
 
 def matches_as_of(
-    shop: Shop, model: type, key: Any, table: str, record_id: str, at: dt.datetime
+    shop: Shop, model: type[Any], key: Any, table: str, record_id: str, at: dt.datetime
 ) -> bool:
     """The database row equals ``as_of(at)`` on every column the log holds unmasked."""
     state = shop.query.as_of(table, record_id, at, service=SERVICE)
@@ -177,7 +177,7 @@ def restore_events_carry_actor(events: list[ChangeEvent]) -> bool:
 # --------------------------------------------------------------------------- scenarios
 
 
-def _set(model: type, key: Any, **values: Any) -> Callable[[Session], None]:
+def set_values(model: type[Any], key: Any, **values: Any) -> Callable[[Session], None]:
     def change(session: Session) -> None:
         obj = session.get(model, key)
         assert obj is not None
@@ -187,14 +187,14 @@ def _set(model: type, key: Any, **values: Any) -> Callable[[Session], None]:
     return change
 
 
-def _delete(model: type, key: Any) -> Callable[[Session], None]:
+def delete_row(model: type[Any], key: Any) -> Callable[[Session], None]:
     return lambda session: session.delete(session.get(model, key))
 
 
 def scenario_update(shop: Shop) -> None:
     """An updated row goes back to its earlier values; the restore is audited."""
     first = shop.commit("alice", lambda s: s.add(Customer(id=1, name="Ann", status="new")))
-    shop.commit("bob", _set(Customer, 1, name="Anne", status="vip"))
+    shop.commit("bob", set_values(Customer, 1, name="Anne", status="vip"))
     at = first[0].committed_at
     with shop.factory() as session:
         plan = plan_restore(session, shop.query, Customer, 1, at=at)
@@ -220,8 +220,8 @@ def scenario_update(shop: Shop) -> None:
 def scenario_undelete(shop: Shop) -> None:
     """A deleted row is re-inserted with its values at the chosen event (composite key)."""
     created = shop.commit("alice", lambda s: s.add(Stock(shop="north", sku=7, qty=3)))
-    shop.commit("alice", _set(Stock, ("north", 7), qty=5))
-    shop.commit("bob", _delete(Stock, ("north", 7)))
+    shop.commit("alice", set_values(Stock, ("north", 7), qty=5))
+    shop.commit("bob", delete_row(Stock, ("north", 7)))
     with shop.restoring() as session:
         plan = plan_restore(session, shop.query, Stock, ("north", 7), event_id=created[0].event_id)
         assert plan.records[0].action == "insert"
@@ -288,21 +288,21 @@ def scenario_transaction_undone(shop: Shop) -> None:
         assert matches_as_of(shop, model, key, model.__tablename__, record_id, at)
     assert shop.links() == set()
     assert restore_events_carry_actor(restored)
-    assert restored[0].metadata[RESTORE_METADATA_KEY]["transaction_id"] == str(  # type: ignore[index]
-        undone[0].transaction_id
-    )
+    named = restored[0].metadata[RESTORE_METADATA_KEY]
+    assert isinstance(named, dict)
+    assert named["transaction_id"] == str(undone[0].transaction_id)
 
 
 def scenario_optimistic_refusal(shop: Shop) -> None:
     """A restore refuses when the row is not what the caller saw, or changed since the plan."""
     first = shop.commit("alice", lambda s: s.add(Customer(id=20, name="Fay", status="new")))
-    shop.commit("bob", _set(Customer, 20, name="Faye"))
+    shop.commit("bob", set_values(Customer, 20, name="Faye"))
     at = first[0].committed_at
     with shop.factory() as session, pytest.raises(StaleRecord, match="name"):
         plan_restore(session, shop.query, Customer, 20, at=at, expected={"name": "Fay"})
     with shop.factory() as session:  # the dry run the caller reviews
         plan = plan_restore(session, shop.query, Customer, 20, at=at, expected={"name": "Faye"})
-    shop.commit("carol", _set(Customer, 20, status="vip"))
+    shop.commit("carol", set_values(Customer, 20, status="vip"))
     with shop.restoring() as session, pytest.raises(StaleRecord, match="status"):
         plan.apply(session)
     assert shop.row(Customer, 20)["status"] == "vip"  # type: ignore[index]
@@ -314,7 +314,7 @@ def scenario_masked_refusal(shop: Shop) -> None:
     first = shop.commit(
         "alice", lambda s: s.add(Customer(id=30, name="Gil", status="new", pin="1"))
     )
-    shop.commit("bob", _set(Customer, 30, name="Gill", pin="2"))
+    shop.commit("bob", set_values(Customer, 30, name="Gill", pin="2"))
     at = first[0].committed_at
     with shop.factory() as session, pytest.raises(UnrestorableColumns, match="pin") as caught:
         plan_restore(session, shop.query, Customer, 30, at=at)
