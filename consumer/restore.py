@@ -297,8 +297,11 @@ class _RowStep:
     #: attribute key -> value to set (update, insert)
     values: dict[str, Any] = field(default_factory=dict)
 
-    def read(self, session: Session) -> tuple[Any, dict[str, JSONValue] | None]:
-        obj = session.get(self.plan.mapper, self.pk, populate_existing=True, with_for_update=True)
+    def read(
+        self, session: Session, *, lock: bool = True
+    ) -> tuple[Any, dict[str, JSONValue] | None]:
+        """The row now (re-read from the database), locked for the write when ``lock``."""
+        obj = session.get(self.plan.mapper, self.pk, populate_existing=True, with_for_update=lock)
         if obj is None:
             return None, None
         row = {
@@ -360,7 +363,7 @@ def _build_row_restore(
         pk=pk,
         unknown_types=installation.config.unknown_types,
     )
-    _obj, current = step.read(session)
+    _obj, current = step.read(session, lock=False)  # a dry run takes no row locks
     step.seen = current
     if expect_absent and current is not None:
         raise StaleRecord(plan.table, record_id, (), f"the row exists ({expected_why})")
