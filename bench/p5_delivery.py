@@ -17,7 +17,7 @@ concurrent sending (same code, same run).
 FIFO: a ``.fifo`` topic, events spread over 5,000 records (``MessageGroupId`` =
 table:record id), at most one batch in flight per message group.
 
-Outage: a steady load (default 1,000 events/s) runs while the proxy refuses connections for
+Outage: a steady load (500 events/s) runs while the proxy refuses connections for
 5 s, with a spool; reported are the time from the endpoint's return to the first successful
 send, and the rate at which the backlog drained (events delivered per second from the return
 until the spool was empty, the continued load included) against the live rate.
@@ -27,13 +27,18 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from typing import Any
 
 from bench.common import (
+    REPO_ROOT,
     BenchError,
     PrivateMoto,
     fmt_seconds,
@@ -49,7 +54,8 @@ EVENTS = 10_000
 QUEUE_EVENTS = 1_000
 DELAYS_MS = (0.0, 20.0)
 DRAIN_WAIT_S = 60.0
-OUTAGE_LOAD = 1000.0
+OUTAGE_LOAD = 500.0
+RESPONDER = "loopback responder"
 OUTAGE_S = 5.0
 
 
@@ -64,10 +70,10 @@ class LatencyProxy:
     ``start()`` listens again on the same port.
     """
 
-    def __init__(self, upstream: tuple[str, int], delay: float) -> None:
+    def __init__(self, upstream: tuple[str, int], delay: float, port: int = 0) -> None:
         self.upstream = upstream
         self.delay = delay
-        self.port = free_loopback_port()
+        self.port = port or free_loopback_port()
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
@@ -161,6 +167,77 @@ class LatencyProxy:
                     self._sockets.discard(sock)
 
 
+class ProxyProcess:
+    """A :class:`LatencyProxy` in its own process, so its threads do not compete for the
+    measured process's GIL. ``stop()`` / ``start()`` switch it off and on (signals)."""
+
+    def __init__(self, upstream: tuple[str, int], delay: float) -> None:
+        self.upstream = upstream
+        self.delay = delay
+        self.port = free_loopback_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ProxyProcess:
+        host, port = self.upstream
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.p5_delivery",
+                "--proxy",
+                f"{host}:{port}",
+                str(self.delay),
+                str(self.port),
+            ],
+            cwd=REPO_ROOT,
+        )
+        self._wait_listening(True)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+    def stop(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGUSR1)
+        self._wait_listening(False)
+
+    def start(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGUSR2)
+        self._wait_listening(True)
+
+    def _wait_listening(self, listening: bool) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                if listening:
+                    return
+            except OSError:
+                if not listening:
+                    return
+            time.sleep(0.02)
+        raise BenchError("the latency proxy did not switch")
+
+
+def _serve_proxy(upstream: str, delay: float, port: int) -> None:
+    host, upstream_port = upstream.rsplit(":", 1)
+    proxy = LatencyProxy((host, int(upstream_port)), delay, port)
+    signal.signal(signal.SIGUSR1, lambda *_: proxy.stop())
+    signal.signal(signal.SIGUSR2, lambda *_: proxy.start())
+    proxy.start()
+    while True:
+        signal.pause()
+
+
 def _publisher(topic_arn: str, endpoint: str, concurrency: int | None, **kwargs: Any) -> Any:
     from sqla_audit.publishers.sns import SNSPublisher  # noqa: PLC0415
 
@@ -200,8 +277,13 @@ def _outage(
     topic_arn: str, endpoint: tuple[str, int], concurrency: int | None, rate: float, down: float
 ) -> dict[str, float]:
     """Steady load, ``down`` seconds of refused connections; return-to-first-send and drain."""
-    proxy = LatencyProxy(endpoint, 0.02)
-    proxy.start()
+    with ProxyProcess(endpoint, 0.02) as proxy:
+        return _outage_through(proxy, topic_arn, concurrency, rate, down)
+
+
+def _outage_through(
+    proxy: ProxyProcess, topic_arn: str, concurrency: int | None, rate: float, down: float
+) -> dict[str, float]:
     stream = event_stream(int(rate * (down + 60)) + 100, seed=9)
     with tempfile.TemporaryDirectory() as spool:
         publisher = _publisher(topic_arn, proxy.url, concurrency, spool=spool)
@@ -247,7 +329,6 @@ def _outage(
         finally:
             stop.set()
             publisher.close(10)
-            proxy.stop()
     return {
         "load_per_s": rate,
         "down_s": down,
@@ -258,9 +339,40 @@ def _outage(
     }
 
 
+class Responder:
+    """``bench.sns_responder`` in its own process on a free loopback port."""
+
+    def __init__(self) -> None:
+        self.port = free_loopback_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Responder:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.sns_responder", str(self.port)],
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/count", timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        self.__exit__()
+        raise BenchError("the SNS responder did not start")
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
 def measure(scale: float = 1.0) -> dict[str, Any]:
     started = time.perf_counter()
     events = max(500, int(EVENTS * scale))
+    sequential_events = max(200, events // 4)
     queue_events = max(200, int(QUEUE_EVENTS * scale))
     rows: list[dict[str, Any]] = []
     outage: list[dict[str, Any]] = []
@@ -268,7 +380,7 @@ def measure(scale: float = 1.0) -> dict[str, Any]:
 
     concurrent = "max_concurrency" in inspect.signature(SNSPublisher).parameters
     levels: list[int | None] = [1, None] if concurrent else [None]
-    with PrivateMoto() as moto:
+    with PrivateMoto() as moto, Responder() as responder:
         sns = moto.client("sns")
         standard = sns.create_topic(Name=unique_name("sqla_audit_p5"))["TopicArn"]
         fifo = sns.create_topic(
@@ -283,16 +395,29 @@ def measure(scale: float = 1.0) -> dict[str, Any]:
         ]["QueueArn"]
         sns.subscribe(TopicArn=subscribed, Protocol="sqs", Endpoint=queue_arn)
         host, port = moto.endpoint.removeprefix("http://").split(":")
-        upstream = (host, int(port))
-        cases: list[tuple[str, str, float, int]] = [
-            ("standard, no subscription", standard, delay, events) for delay in DELAYS_MS
+        at_moto = (host, int(port))
+        at_responder = ("127.0.0.1", responder.port)
+        topic_arn = "arn:aws:sns:us-east-1:123456789012:sqla_audit_p5"
+        cases: list[tuple[str, tuple[str, int], str, float, int]] = [
+            (f"{RESPONDER}, standard", at_responder, topic_arn, delay, events)
+            for delay in DELAYS_MS
         ]
-        cases.append(("FIFO, no subscription, 5,000 groups", fifo, 20.0, events))
-        cases.append(("standard, moto with a subscribed queue", subscribed, 0.0, queue_events))
-        for label, topic, delay, count in cases:
+        cases.append(
+            (f"{RESPONDER}, FIFO, 5,000 groups", at_responder, topic_arn + ".fifo", 20.0, events)
+        )
+        cases += [
+            ("moto, standard, no subscription", at_moto, standard, delay, events)
+            for delay in DELAYS_MS
+        ]
+        cases.append(("moto, FIFO, no subscription, 5,000 groups", at_moto, fifo, 20.0, events))
+        cases.append(
+            ("moto, standard, subscribed SQS queue", at_moto, subscribed, 0.0, queue_events)
+        )
+        for label, upstream, topic, delay, events_in_case in cases:
             for level in levels:
-                with LatencyProxy(upstream, delay / 1000) as proxy:
-                    name = "default" if level is None else str(level)
+                name = "default" if level is None else str(level)
+                count = min(events_in_case, sequential_events) if level == 1 else events_in_case
+                with ProxyProcess(upstream, delay / 1000) as proxy:
                     progress(f"P5 {label}, +{delay:.0f} ms, max_concurrency {name}: {count} events")
                     rate = _throughput(topic, proxy.url, level, count)
                     progress(f"  {rate:,.0f} events/s")
@@ -308,15 +433,15 @@ def measure(scale: float = 1.0) -> dict[str, Any]:
         # The outage with the default settings only: one call in flight delivers a few
         # hundred events/s at +20 ms, below the load, so its spool would never drain.
         progress("P5 outage, max_concurrency default")
-        result = _outage(standard, upstream, None, rate=OUTAGE_LOAD, down=OUTAGE_S)
+        result = _outage(topic_arn, at_responder, None, rate=OUTAGE_LOAD, down=OUTAGE_S)
         progress(f"  {result}")
-        outage.append({"max_concurrency": "default", **result})
+        outage.append({"max_concurrency": "default", "endpoint": RESPONDER, **result})
     return {"rows": rows, "outage": outage, "elapsed_s": time.perf_counter() - started}
 
 
 def render(result: dict[str, Any]) -> str:
     table = markdown_table(
-        ["topic", "added latency", "max_concurrency", "events", "events/s"],
+        ["endpoint, topic", "added latency", "max_concurrency", "events", "events/s"],
         [
             [
                 r["topic"],
@@ -353,7 +478,8 @@ def render(result: dict[str, Any]) -> str:
     )
     return (
         table + "\n\nOne producer process; `flush()` after publishing all events. Outage with a "
-        "spool, +20 ms per request, under a steady load:\n\n" + outage
+        "spool, against the loopback responder, +20 ms per request, under a steady load:\n\n"
+        + outage
     )
 
 
@@ -378,8 +504,13 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(prog="python -m bench.p5_delivery", description=__doc__)
     parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--proxy", nargs=3, metavar=("UPSTREAM", "DELAY", "PORT"))
+    arguments = parser.parse_args()
+    if arguments.proxy:
+        upstream, delay, port = arguments.proxy
+        _serve_proxy(upstream, float(delay), int(port))
     load_services_env()
-    main(scale=parser.parse_args().scale)
+    main(scale=arguments.scale)
 
 
 __all__ = ["LatencyProxy", "main", "measure", "render"]

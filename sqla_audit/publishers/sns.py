@@ -57,6 +57,7 @@ from os import PathLike
 from typing import Any, Final, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
+from botocore.parsers import ResponseParserError
 
 from sqla_audit import shutdown
 from sqla_audit.delivery import report_failure
@@ -180,6 +181,50 @@ def build_sns_client(
         )
     except (BotoCoreError, ValueError) as exc:  # no region, malformed endpoint...
         raise ConfigurationError(f"cannot build the SNS client: {exc}") from exc
+
+
+#: ``application/x-www-form-urlencoded`` for one byte (as a latin-1 character): unreserved
+#: characters stay, space becomes ``+``, everything else ``%XX`` -- what ``urlencode`` does.
+_FORM_ESCAPES: Final = {
+    byte: (
+        chr(byte)
+        if chr(byte).isascii() and (chr(byte).isalnum() or chr(byte) in "_.-~")
+        else "+"
+        if byte == 0x20
+        else f"%{byte:02X}"
+    )
+    for byte in range(256)
+}
+
+
+def form_encode(fields: dict[str, Any]) -> bytes:
+    """The body ``urlencode(fields)`` would give, computed in C (``str.translate``).
+
+    botocore encodes a query-protocol body with ``urllib.parse.urlencode`` -- a Python loop
+    over every character, twice per call (once more for the signature) -- which was half of
+    the CPU a ``PublishBatch`` of ten 1 KiB events cost.
+    """
+    return "&".join(
+        f"{_form_part(str(key))}={_form_part(str(value))}" for key, value in fields.items()
+    ).encode("ascii")
+
+
+def _form_part(text: str) -> str:
+    return text.encode("utf-8").decode("latin-1").translate(_FORM_ESCAPES)
+
+
+def _encode_body_once(params: dict[str, Any], **_: Any) -> None:
+    """botocore ``before-call`` hook: hand the request body over already encoded."""
+    body = params.get("body")
+    if isinstance(body, dict):
+        params["body"] = form_encode(body)
+
+
+def _install_fast_body(client: Any) -> None:
+    """Register :func:`_encode_body_once` on a boto3 SNS client (no-op for test doubles)."""
+    events = getattr(getattr(client, "meta", None), "events", None)
+    if events is not None:
+        events.register("before-call.sns.PublishBatch", _encode_body_once)
 
 
 # --------------------------------------------------------------------------- messages
@@ -423,6 +468,7 @@ class SNSSender:
                 max_pool_connections=max(10, max_concurrency),
             )
         )
+        _install_fast_body(self._client)
         self._pool = _CallPool(max_concurrency)
         # True once a call was answered, False after a whole call failed: decides whether a
         # round starts with a probe. A benign race between threads sharing the sender.
@@ -602,7 +648,8 @@ class SNSSender:
             return [(i, _Failure(p, error, retryable=True)) for i, p in batch]
         except ParamValidationError as exc:
             return self._isolate(batch, exc)
-        except BotoCoreError as exc:  # connection refused, timeouts, no credentials...
+        except (BotoCoreError, ResponseParserError) as exc:
+            # Connection refused, timeouts, no credentials, a connection cut mid-response...
             self._answering = False
             error = TransportError(f"SNS unreachable: {exc}")
             error.__cause__ = exc

@@ -171,3 +171,30 @@ def test_max_concurrency_must_be_positive(fake_sns: Any) -> None:
         SNSSender(TOPIC, client=fake_sns, max_concurrency=0)
     with pytest.raises(ValueError, match="max_concurrency"):
         SNSPublisher(TOPIC, client=fake_sns, max_concurrency=0, register_atexit=False)
+
+
+def test_an_unparsable_response_is_retried_not_raised(
+    fake_sns: Any, event_factory: EventFactory
+) -> None:
+    """A connection cut mid-response (botocore cannot parse it) is a retryable failure."""
+    from botocore.parsers import ResponseParserError  # noqa: PLC0415
+
+    fake_sns.call_errors.append(ResponseParserError("Unable to parse response: b''"))
+    messages = [OutgoingMessage.from_event(event_factory(record_id=str(i))) for i in range(3)]
+    outcome = SNSSender(TOPIC, client=fake_sns, retry=FAST).send(messages, sleep=lambda _: False)
+    assert outcome.accepted == messages
+    assert len(fake_sns.calls) == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["plain", "a b+c&d=e%f", '{"k": "é", "n": [1, 2]}\n\t~_.-', "\U0001f600 ☃", "", "\x00\x7f"],
+)
+def test_form_body_is_what_urlencode_gives(text: str) -> None:
+    """The request body encoder matches urllib's urlencode byte for byte."""
+    from urllib.parse import urlencode  # noqa: PLC0415
+
+    from sqla_audit.publishers.sns import form_encode  # noqa: PLC0415
+
+    fields = {"Action": "PublishBatch", "Entries.member.1.Message": text, "N": 3}
+    assert form_encode(fields) == urlencode(fields).encode("ascii")
