@@ -346,11 +346,13 @@ class _CallPool:
     Not ``concurrent.futures``: its workers refuse new work once the interpreter starts
     shutting down, which happens *before* ``atexit`` handlers run -- and the publisher's
     ``atexit`` handler must still be able to send. Workers are started on first use, and
-    again in a child process after ``fork()`` (threads do not survive it).
+    again in a child process after ``fork()`` (threads do not survive it); a worker left
+    idle for ``idle_exit`` seconds ends, so a sender that is no longer used keeps no thread.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, idle_exit: float = 30.0) -> None:
         self.size = size
+        self.idle_exit = idle_exit
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._workers = 0
@@ -363,7 +365,6 @@ class _CallPool:
         """
         if len(items) <= 1 or self.size <= 1:
             return [fn(item) for item in items]
-        self._ensure_workers(min(self.size, len(items)) - 1)
         results: list[Any] = [None] * len(items)
         errors: list[BaseException] = []
         remaining = [len(items) - 1]
@@ -382,8 +383,10 @@ class _CallPool:
 
             return run
 
-        for index in range(1, len(items)):
-            self._jobs.put(job(index))
+        with self._lock:  # workers and jobs together: an idle worker cannot leave them behind
+            self._ensure_workers_locked(min(self.size, len(items)) - 1)
+            for index in range(1, len(items)):
+                self._jobs.put(job(index))
         try:
             results[0] = fn(items[0])
         finally:
@@ -393,25 +396,38 @@ class _CallPool:
             raise errors[0]
         return results
 
-    def _ensure_workers(self, wanted: int) -> None:
+    @property
+    def workers(self) -> int:
+        """Worker threads alive now."""
         with self._lock:
-            if self._pid != os.getpid():  # a forked child: the parent's workers are not here
-                self._pid = os.getpid()
-                self._jobs = queue.SimpleQueue()
-                self._workers = 0
-            while self._workers < wanted:
-                self._workers += 1
-                threading.Thread(
-                    target=self._work,
-                    args=(self._jobs,),
-                    name=f"sqla-audit-sns-call-{self._workers}",
-                    daemon=True,
-                ).start()
+            return self._workers
 
-    @staticmethod
-    def _work(jobs: queue.SimpleQueue[Callable[[], None]]) -> None:
+    def _ensure_workers_locked(self, wanted: int) -> None:
+        if self._pid != os.getpid():  # a forked child: the parent's workers are not here
+            self._pid = os.getpid()
+            self._jobs = queue.SimpleQueue()
+            self._workers = 0
+        while self._workers < wanted:
+            self._workers += 1
+            threading.Thread(
+                target=self._work,
+                args=(self._jobs,),
+                name=f"sqla-audit-sns-call-{self._workers}",
+                daemon=True,
+            ).start()
+
+    def _work(self, jobs: queue.SimpleQueue[Callable[[], None]]) -> None:
         while True:
-            jobs.get()()
+            try:
+                job = jobs.get(timeout=self.idle_exit)
+            except queue.Empty:
+                with self._lock:
+                    if not jobs.empty():
+                        continue
+                    if self._jobs is jobs:
+                        self._workers -= 1
+                    return
+            job()
 
 
 # --------------------------------------------------------------------------- sender

@@ -198,3 +198,24 @@ def test_form_body_is_what_urlencode_gives(text: str) -> None:
 
     fields = {"Action": "PublishBatch", "Entries.member.1.Message": text, "N": 3}
     assert form_encode(fields) == urlencode(fields).encode("ascii")
+
+
+def test_idle_call_workers_end() -> None:
+    """The sender's worker threads run concurrent calls, then end once left idle."""
+    from sqla_audit.publishers.sns import _CallPool  # noqa: PLC0415
+
+    pool = _CallPool(4, idle_exit=0.05)
+    seen: set[int] = set()
+
+    def call(n: int) -> int:
+        seen.add(threading.get_ident())
+        time.sleep(0.02)
+        return n * 2
+
+    assert pool.map(call, [1, 2, 3, 4, 5]) == [2, 4, 6, 8, 10]
+    assert len(seen) > 1
+    deadline = time.monotonic() + 5
+    while pool.workers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pool.workers == 0
+    assert pool.map(call, [1, 2]) == [2, 4]  # new workers start on demand
