@@ -219,3 +219,15 @@ def test_idle_call_workers_end() -> None:
         time.sleep(0.01)
     assert pool.workers == 0
     assert pool.map(call, [1, 2]) == [2, 4]  # new workers start on demand
+
+
+def test_an_unreachable_endpoint_gets_one_probe_per_attempt(
+    fake_sns: Any, event_factory: EventFactory
+) -> None:
+    """With calls in parallel, a down endpoint still sees one call per attempt, not a wave."""
+    fake_sns.down = True
+    messages = [OutgoingMessage.from_event(event_factory(record_id=str(i))) for i in range(45)]
+    sender = SNSSender(TOPIC, client=fake_sns, retry=FAST, max_concurrency=4)
+    outcome = sender.send(messages, sleep=lambda _: False)
+    assert outcome.undelivered == messages
+    assert len(fake_sns.calls) == FAST.max_attempts
