@@ -151,9 +151,7 @@ def cassandra_flags(filled: Keyspace) -> list[str]:
         "5",
         "--keyspace",
         config.schema.keyspace,
-        "--time-bucket",
-        config.schema.time_bucket,
-    ]
+    ]  # the time bucket is read from the keyspace (schema_info): readers take no write flags
 
 
 def test_cli_history_and_as_of(
