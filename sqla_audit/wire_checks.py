@@ -17,11 +17,8 @@ import uuid
 from typing import Any, Final
 
 from sqla_audit.errors import DecodeError
+from sqla_audit.serialization import is_plain_text
 from sqla_audit.wire_limits import MAX_NAME_CHARS, MAX_VALUE_DEPTH
-
-#: A lone (unpaired) UTF-16 surrogate: not a Unicode scalar value, so no UTF-8 text -- and
-#: no store -- can hold it. Valid producers encode such text losslessly as a tagged value.
-_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 
 def preview(value: Any) -> str:
@@ -38,11 +35,6 @@ def surrogate_error(field: str) -> DecodeError:
     return invalid(field, "contains a lone surrogate (text that is not valid Unicode)")
 
 
-def text_ok(text: str) -> bool:
-    """True if ``text`` holds no lone surrogate (ASCII text, the common case, is checked in C)."""
-    return text.isascii() or _SURROGATE.search(text) is None
-
-
 def _check_keys(row: dict[Any, Any], field: str) -> None:
     """Every key of ``row`` is a string of valid Unicode (checked in one joined string)."""
     try:
@@ -50,7 +42,7 @@ def _check_keys(row: dict[Any, Any], field: str) -> None:
     except TypeError:
         bad = next(key for key in row if type(key) is not str)
         raise invalid(field, f"has a non-string key {preview(bad)}") from None
-    if not keys.isascii() and _SURROGATE.search(keys) is not None:
+    if not is_plain_text(keys):  # a lone surrogate: no store can hold it
         raise surrogate_error(field)
 
 
@@ -66,7 +58,7 @@ def _check_items(container: dict[Any, Any] | list[Any], field: str, depth: int) 
     for item in items:
         kind = type(item)
         if kind is str:
-            if not item.isascii() and _SURROGATE.search(item) is not None:
+            if not item.isascii() and not is_plain_text(item):
                 raise surrogate_error(field)
         elif kind is dict or kind is list:
             if depth >= MAX_VALUE_DEPTH:
@@ -145,7 +137,7 @@ def checked_text(data: dict[str, Any], key: str, field: str, limit: int) -> str:
         raise invalid(field, f"must be a non-empty string, got {preview(value)}")
     if len(value) > limit:
         raise invalid(field, f"is {len(value)} characters long (at most {limit})")
-    if not text_ok(value):
+    if not is_plain_text(value):
         raise surrogate_error(field)
     return value
 
@@ -167,7 +159,7 @@ def checked_names(value: Any, field: str) -> tuple[str, ...]:
                 f"must hold non-empty strings of at most {MAX_NAME_CHARS} characters, "
                 f"got {preview(name)}",
             )
-        if not text_ok(name):
+        if not is_plain_text(name):
             raise surrogate_error(field)
     return tuple(value)
 
@@ -193,5 +185,4 @@ __all__ = [
     "optional_text",
     "preview",
     "surrogate_error",
-    "text_ok",
 ]
