@@ -36,3 +36,13 @@ def test_status_of_an_unknown_service_is_a_usage_error() -> None:
     assert result.returncode != 0
     assert result.returncode != 3
     assert "unknown service 'redis'" in result.stderr
+
+
+def test_status_knows_the_secure_cassandra_node() -> None:
+    """`status cassandra-secure` reports the TLS + auth node (one line), not an unknown service."""
+    result = _run("status", "cassandra-secure")
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert "unknown service" not in result.stderr
+    assert len(lines) == 1, result.stdout
+    assert lines[0].split()[0] == "cassandra-secure"
+    assert result.returncode in (0, 3)
