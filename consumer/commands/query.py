@@ -325,7 +325,8 @@ def _runner(command: Callable[[argparse.Namespace, AuditQuery], int]) -> Callabl
 # --------------------------------------------------------------------------- registration
 
 
-def _store_options() -> argparse.ArgumentParser:
+def store_options() -> argparse.ArgumentParser:
+    """The store flags of every command that reads the audit store (an argparse parent)."""
     parent = argparse.ArgumentParser(add_help=False)
     store = parent.add_argument_group("store")
     store.add_argument("--store", help="cassandra (default) or sqlite [SQLA_AUDIT_STORE]")
@@ -407,7 +408,7 @@ def _service_option(parser: argparse.ArgumentParser, what: str) -> None:
 
 def register(subparsers: Any) -> None:
     """Add ``history``, ``as-of``, ``actor``, ``transaction``, ``request`` and ``changes``."""
-    store = _store_options()
+    store = store_options()
     listing = _listing_options()
     epilog = (
         "Times: an ISO 8601 time with a timezone (2026-01-01T00:00:00Z, "
