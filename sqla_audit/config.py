@@ -55,6 +55,7 @@ from sqlalchemy.types import TypeDecorator
 
 from sqla_audit.errors import ConfigurationError
 from sqla_audit.publishers.base import ErrorHook
+from sqla_audit.signing import EventSigner
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -128,6 +129,8 @@ class AuditConfig:
     * ``max_bulk_rows`` -- most rows one bulk statement (``session.execute(update(...))``)
       is itemized for; a statement affecting more is logged as an error and reported by one
       marker event instead (see :mod:`sqla_audit.bulk`). ``None`` removes the cap.
+    * ``signing`` -- an :class:`~sqla_audit.signing.EventSigner`: every event is signed
+      (see :mod:`sqla_audit.signing`); ``None`` (default) sends unsigned events.
     """
 
     service: str
@@ -137,6 +140,7 @@ class AuditConfig:
     metadata_hook: MetadataHook | None = None
     on_error: ErrorHook | None = None
     max_bulk_rows: int | None = DEFAULT_MAX_BULK_ROWS
+    signing: EventSigner | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.service, str) or not self.service.strip():
@@ -164,6 +168,10 @@ class AuditConfig:
         if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
             raise ConfigurationError(
                 f"max_bulk_rows must be a positive integer or None (no cap), not {cap!r}"
+            )
+        if self.signing is not None and not isinstance(self.signing, EventSigner):
+            raise ConfigurationError(
+                f"signing must be an EventSigner or None, got {type(self.signing).__name__}"
             )
 
     def table_enabled(self, table: sa.Table) -> bool:

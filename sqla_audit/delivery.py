@@ -27,6 +27,7 @@ from sqla_audit.publishers.base import ErrorHook, Publisher
 
 if TYPE_CHECKING:
     from sqla_audit.capture import RowChange
+    from sqla_audit.signing import EventSigner
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +69,12 @@ def build_events(
     service: str,
     committed_at: dt.datetime | None = None,
     transaction_id: uuid.UUID | None = None,
+    signer: EventSigner | None = None,
 ) -> list[ChangeEvent]:
     """The envelopes of one committed transaction.
+
+    With a ``signer`` every event also carries ``transaction_event_count`` (the number of
+    events of the transaction) and its ``signature`` (see :mod:`sqla_audit.signing`).
 
     Every event gets its own time-ordered ``event_id``; all share one ``transaction_id``
     (a version 7 UUID unless given) and ``committed_at``; ``sequence`` numbers them
@@ -84,7 +89,8 @@ def build_events(
     committed = committed_at or utcnow()
     txn = transaction_id or new_event_id()
     event_ids = new_event_ids(len(changes))
-    return [
+    count = None if signer is None else len(changes)
+    events = [
         ChangeEvent(
             event_id=event_ids[sequence],
             occurred_at=change.occurred_at,
@@ -104,9 +110,11 @@ def build_events(
             transaction_id=txn,
             sequence=sequence,
             metadata=dict(change.metadata),
+            transaction_event_count=count,
         )
         for sequence, change in enumerate(changes)
     ]
+    return events if signer is None else signer.sign(events)
 
 
 def report_failure(

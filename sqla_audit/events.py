@@ -30,8 +30,10 @@ from typing import Any, Final
 
 from sqla_audit.errors import DecodeError, UnsupportedSchemaVersion
 from sqla_audit.serialization import JSONValue, escape_surrogates, is_plain_text
+from sqla_audit.signing import EVENT_COUNT_FIELD, SIGNATURE_FIELD, EventSignature
 from sqla_audit.wire_checks import (
     check_row,
+    checked_event_count,
     checked_names,
     checked_text,
     checked_uuid,
@@ -295,6 +297,9 @@ def _plain(mapping: Mapping[str, JSONValue]) -> dict[str, JSONValue]:
     return mapping if type(mapping) is dict else dict(mapping)
 
 
+#: The (empty) signature fields of an unsigned event; never changed.
+_NO_FIELDS: Final[dict[str, JSONValue]] = {}
+
 _REQUIRED: Final = (
     "schema_version",
     "event_id",
@@ -336,6 +341,10 @@ class ChangeEvent:
     masked_columns: Sequence[str] = ()
     metadata: Mapping[str, JSONValue] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    #: Signed events only (see :mod:`sqla_audit.signing`): how many events the transaction
+    #: has, and the signature. ``None`` on unsigned events, whose wire form lacks both.
+    transaction_event_count: int | None = None
+    signature: EventSignature | None = None
 
     def __post_init__(self) -> None:
         # Sequences are stored as tuples so equal events compare equal however built.
@@ -368,7 +377,19 @@ class ChangeEvent:
             "transaction_id": str(self.transaction_id),
             "sequence": self.sequence,
             "metadata": dict(self.metadata),
+            **self._signature_fields(),
         }
+
+    def _signature_fields(self) -> dict[str, JSONValue]:
+        """The wire fields of a signed event (none for an unsigned one)."""
+        if self.transaction_event_count is None and self.signature is None:
+            return _NO_FIELDS
+        fields: dict[str, JSONValue] = {}
+        if self.transaction_event_count is not None:
+            fields[EVENT_COUNT_FIELD] = self.transaction_event_count
+        if self.signature is not None:
+            fields[SIGNATURE_FIELD] = dict(self.signature.to_dict())
+        return fields
 
     def to_json(self) -> str:
         """The wire text: :meth:`to_dict` as compact JSON, built without copying mappings."""
@@ -393,6 +414,7 @@ class ChangeEvent:
                 "transaction_id": str(self.transaction_id),
                 "sequence": self.sequence,
                 "metadata": _plain(self.metadata),
+                **self._signature_fields(),
             }
         )
 
@@ -462,6 +484,10 @@ class ChangeEvent:
         elif not values_checked:
             check_row(metadata, "metadata")
         masked = data.get("masked_columns")
+        signature = data.get(SIGNATURE_FIELD)
+        count = checked_event_count(data, EVENT_COUNT_FIELD, sequence)
+        if signature is not None and count is None:
+            raise invalid(EVENT_COUNT_FIELD, "is required on a signed event")
         return cls(
             schema_version=SCHEMA_VERSION,
             event_id=checked_uuid(data, "event_id"),
@@ -482,6 +508,8 @@ class ChangeEvent:
             transaction_id=checked_uuid(data, "transaction_id"),
             sequence=sequence,
             metadata=metadata,
+            transaction_event_count=count,
+            signature=None if signature is None else EventSignature.from_dict(signature),
         )
 
     @classmethod

@@ -67,6 +67,7 @@ from sqla_audit.delivery import (
 )
 from sqla_audit.errors import ConfigurationError
 from sqla_audit.publishers.base import ErrorHook, Publisher
+from sqla_audit.signing import EventSigner
 
 logger = logging.getLogger(__name__)
 
@@ -276,7 +277,7 @@ class Installation:
         changes = buffer.drain(root)
         if not changes:
             return
-        events = build_events(changes, service=self.config.service)
+        events = build_events(changes, service=self.config.service, signer=self.config.signing)
         self.outbox.write(session.connection(), events)
 
     def _after_commit(self, session: Session) -> None:
@@ -294,7 +295,7 @@ class Installation:
         if not changes:
             return
         try:
-            events = build_events(changes, service=self.config.service)
+            events = build_events(changes, service=self.config.service, signer=self.config.signing)
         except Exception as exc:  # noqa: BLE001 -- nothing raises after the commit
             report_failure(exc, (), self.config.on_error)
             return
@@ -353,6 +354,7 @@ def install_audit(
     models: Iterable[Any] | None = None,
     config: AuditConfig | None = None,
     max_bulk_rows: int | None = DEFAULT_MAX_BULK_ROWS,
+    signing: EventSigner | None = None,
 ) -> Installation:
     """Capture every ORM change made through ``target`` and deliver it after commit.
 
@@ -361,7 +363,8 @@ def install_audit(
     (``service`` is then required). ``models`` (mapped classes, declarative bases or
     registries) are planned right away so their ``__audit__`` options and column types are
     validated here rather than on the first flush. ``max_bulk_rows`` caps the rows one bulk
-    statement is itemized for (``None``: no cap); see :mod:`sqla_audit.bulk`.
+    statement is itemized for (``None``: no cap); see :mod:`sqla_audit.bulk`. ``signing``
+    signs every event (:class:`~sqla_audit.signing.EventSigner`, see :mod:`sqla_audit.signing`).
 
     Calling it again with the same arguments returns the existing installation; calling
     it with different ones raises :class:`ConfigurationError` (uninstall first).
@@ -385,7 +388,12 @@ def install_audit(
     }
     if config is not None:
         given = sorted(name for name, value in individual.items() if value is not None)
-        if given or unknown_types != "repr" or max_bulk_rows != DEFAULT_MAX_BULK_ROWS:
+        if (
+            given
+            or unknown_types != "repr"
+            or max_bulk_rows != DEFAULT_MAX_BULK_ROWS
+            or signing is not None
+        ):
             raise ConfigurationError(
                 f"pass either config= or individual settings, not both (got {given})"
             )
@@ -398,6 +406,7 @@ def install_audit(
             metadata_hook=metadata_hook,
             on_error=on_error,
             max_bulk_rows=max_bulk_rows,
+            signing=signing,
         )
     with _lock:
         existing = _installed.get(id(target))

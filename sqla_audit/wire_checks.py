@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from sqla_audit.errors import DecodeError
 from sqla_audit.serialization import is_plain_text
-from sqla_audit.wire_limits import MAX_NAME_CHARS, MAX_VALUE_DEPTH
+from sqla_audit.wire_limits import MAX_NAME_CHARS, MAX_SEQUENCE, MAX_VALUE_DEPTH
 
 
 def preview(value: Any) -> str:
@@ -174,8 +174,24 @@ def checked_uuid(data: dict[str, Any], field: str) -> uuid.UUID:
         raise invalid(field, f"is not a UUID: {preview(value)}") from exc
 
 
+def checked_event_count(data: dict[str, Any], field: str, sequence: int) -> int | None:
+    """``data[field]`` (a transaction's event count), ``None`` when absent: an integer
+    from 1 to ``MAX_SEQUENCE + 1`` greater than the event's ``sequence``."""
+    value = data.get(field)
+    if value is None:
+        return None
+    if type(value) is not int or not 1 <= value <= MAX_SEQUENCE + 1:
+        raise invalid(
+            field, f"must be an integer from 1 to {MAX_SEQUENCE + 1}, got {preview(value)}"
+        )
+    if sequence >= value:
+        raise invalid(field, f"is {value}, but the event's sequence is {sequence}")
+    return value
+
+
 __all__ = [
     "check_row",
+    "checked_event_count",
     "checked_names",
     "checked_text",
     "checked_uuid",

@@ -32,6 +32,12 @@ MAX_IDENTIFIER_CHARS: Final = 1024
 #: ``int``. A transaction of two billion changed rows is not something a producer emits.
 MAX_SEQUENCE: Final = 2**31 - 1
 
+#: Longest ``signature.kid`` (the id of the key that signed an event), in characters.
+MAX_KEY_ID_CHARS: Final = 128
+
+#: Longest ``signature.mac``, in characters (an HMAC-SHA256 in hex is 64).
+MAX_MAC_CHARS: Final = 128
+
 #: Deepest nesting of arrays and objects inside one value of ``primary_key``, ``before``,
 #: ``after``, ``metadata`` or ``actor.attributes`` (a column value or metadata entry itself
 #: is depth 0). MySQL refuses JSON documents nested more than 100 levels; so does the
@@ -56,6 +62,8 @@ MAX_EVENT_TIME: Final = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
 __all__ = [
     "MAX_EVENT_TIME",
     "MAX_IDENTIFIER_CHARS",
+    "MAX_KEY_ID_CHARS",
+    "MAX_MAC_CHARS",
     "MAX_NAME_CHARS",
     "MAX_PAYLOAD_BYTES",
     "MAX_RECORD_ID_CHARS",
