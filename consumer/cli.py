@@ -34,6 +34,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "consumer.commands.outbox",
     "consumer.commands.dlq",
     "consumer.commands.demo",
+    "consumer.commands.ui",
     "consumer.commands.loadgen",
 )
 

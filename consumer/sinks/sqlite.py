@@ -467,6 +467,27 @@ class SQLiteStore:
         )
         return [str(row[0]) for row in rows]
 
+    def known_tables(self, limit: int = 500) -> list[tuple[str, str]]:
+        """The ``(service, table)`` pairs of the store, sorted, at most ``limit``.
+
+        Not part of :class:`AuditStore`: the viewer's table completion. One index probe per
+        pair (a skip scan of ``audit_records_by_service_record``), not a scan of the records.
+        """
+        found: list[tuple[str, str]] = []
+        sql = (
+            "SELECT service, table_name FROM audit_records WHERE (service, table_name) > (?, ?) "
+            "ORDER BY service, table_name LIMIT 1"
+        )
+        rows = self._query(
+            "SELECT service, table_name FROM audit_records ORDER BY service, table_name LIMIT 1",
+            (),
+        )
+        while rows and len(found) < limit:
+            pair = (str(rows[0][0]), str(rows[0][1]))
+            found.append(pair)
+            rows = self._query(sql, pair)
+        return found
+
     def by_actor(
         self,
         actor_id: str,

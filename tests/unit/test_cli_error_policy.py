@@ -350,6 +350,15 @@ CASES: dict[tuple[str, ...], dict[str, list[Case] | str]] = {
         PORT_IN_USE: "serves nothing",
         PERMISSION: [Case(("--workdir", "{ro}/demo"), 2, "permission denied")],
     },
+    ("ui",): {
+        UNREACHABLE: [Case(("--port", "0", "--cassandra-port", "{dead}"), 3, "cassandra")],
+        UNRESOLVABLE: [Case(("--port", "0", "--cassandra-hosts", BAD_HOST), 3, "resolve")],
+        MISSING_EXTRA: [
+            Case(("--port", "0", "--cassandra-port", "{dead}"), 2, "sqla-audit[consumer]")
+        ],
+        PORT_IN_USE: [Case(("--port", "{busy}"), 2, "cannot listen on 127.0.0.1")],
+        PERMISSION: "the SQLite audit store opened read-only is covered with the store",
+    },
 }
 
 
