@@ -49,6 +49,30 @@ def add_cassandra_arguments(
             help="password; prefer the environment variable [SQLA_AUDIT_CASSANDRA_PASSWORD]",
         )
         group.add_argument(
+            "--cassandra-ssl",
+            help="on: connect with TLS (on as soon as a CA, certificate or key is given; "
+            "without a CA file the system's CAs are trusted) [SQLA_AUDIT_CASSANDRA_SSL]",
+        )
+        group.add_argument(
+            "--cassandra-ssl-ca",
+            help="PEM file of the CAs that sign the nodes' certificates "
+            "[SQLA_AUDIT_CASSANDRA_SSL_CA]",
+        )
+        group.add_argument(
+            "--cassandra-ssl-cert",
+            help="client certificate (PEM), for nodes that require one "
+            "[SQLA_AUDIT_CASSANDRA_SSL_CERT]",
+        )
+        group.add_argument(
+            "--cassandra-ssl-key",
+            help="the client certificate's unencrypted key (PEM) [SQLA_AUDIT_CASSANDRA_SSL_KEY]",
+        )
+        group.add_argument(
+            "--cassandra-ssl-check-hostname",
+            help="on (default) or off: the node's certificate must name the host connected to "
+            "[SQLA_AUDIT_CASSANDRA_SSL_CHECK_HOSTNAME]",
+        )
+        group.add_argument(
             "--protocol-version",
             help="native protocol version, 3, 4 or 5 (default: 4) [SQLA_AUDIT_PROTOCOL_VERSION]",
         )

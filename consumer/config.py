@@ -76,6 +76,19 @@ class CassandraSchemaConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CassandraTlsConfig:
+    """Client-to-node TLS: whom to trust, who we are, and whether the host name must match."""
+
+    #: PEM bundle of the CAs that sign the nodes' certificates; ``None``: the system's CAs.
+    ca_file: str | None = None
+    #: Client certificate (PEM) for nodes that require one, and its unencrypted key.
+    cert_file: str | None = None
+    key_file: str | None = None
+    #: The node's certificate must name the address or host name we connect to.
+    check_hostname: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class CassandraConfig:
     """How to reach Cassandra and how to write to it."""
 
@@ -91,6 +104,8 @@ class CassandraConfig:
     #: Most write requests in flight at once, across all pollers.
     max_in_flight: int = 64
     schema: CassandraSchemaConfig = field(default_factory=CassandraSchemaConfig)
+    #: ``None``: plain connections.
+    tls: CassandraTlsConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +171,7 @@ __all__ = [
     "TOPIC_ENV",
     "CassandraConfig",
     "CassandraSchemaConfig",
+    "CassandraTlsConfig",
     "ConsumerConfig",
     "LogFormat",
     "OutboxSourceConfig",

@@ -169,6 +169,8 @@ def _classify(exc: BaseException) -> Failure:
             return missing
     if isinstance(exc, ConfigurationError | PermanentError):
         return Failure(EXIT_USAGE, str(exc))
+    if "CassandraAccessDenied" in _names(exc):  # a permission to grant, not an outage
+        return Failure(EXIT_USAGE, str(exc))
     if isinstance(exc, RetryableError):
         return Failure(EXIT_UNAVAILABLE, f"{exc}; {_RETRY_HINT}")
     names = _names(exc)

@@ -24,6 +24,7 @@ from consumer.config import (
     TIMELINE_BUCKETS,
     CassandraConfig,
     CassandraSchemaConfig,
+    CassandraTlsConfig,
     ConsumerConfig,
     LogFormat,
     OutboxSourceConfig,
@@ -175,6 +176,15 @@ def _url(text: str) -> str:
     return text
 
 
+def _on_off(text: str) -> bool:
+    value = text.lower()
+    if value in {"on", "true", "yes", "1"}:
+        return True
+    if value in {"off", "false", "no", "0"}:
+        return False
+    raise ValueError(text)
+
+
 def _port_or_off(text: str) -> int | None:
     if text.lower() in {"0", "off", "none", "disabled"}:
         return None
@@ -258,6 +268,43 @@ def load_schema_config(args: argparse.Namespace, env: Mapping[str, str]) -> Cass
     )
 
 
+def load_tls_config(args: argparse.Namespace, env: Mapping[str, str]) -> CassandraTlsConfig | None:
+    """Client-to-node TLS from flags and environment; ``None`` when TLS is not asked for.
+
+    TLS is on with ``--cassandra-ssl on`` or as soon as a CA, certificate or key is given.
+    """
+    look = _Lookup(args, env)
+    enabled = look.get("cassandra_ssl", ("SQLA_AUDIT_CASSANDRA_SSL",), _on_off, None, "on or off")
+    ca_file = look.raw("cassandra_ssl_ca", ("SQLA_AUDIT_CASSANDRA_SSL_CA",))[0]
+    cert_file = look.raw("cassandra_ssl_cert", ("SQLA_AUDIT_CASSANDRA_SSL_CERT",))[0]
+    key_file = look.raw("cassandra_ssl_key", ("SQLA_AUDIT_CASSANDRA_SSL_KEY",))[0]
+    check_hostname = look.get(
+        "cassandra_ssl_check_hostname",
+        ("SQLA_AUDIT_CASSANDRA_SSL_CHECK_HOSTNAME",),
+        _on_off,
+        True,
+        "on or off",
+    )
+    files = (ca_file, cert_file, key_file)
+    if enabled is False:
+        if any(files):
+            raise ConfigurationError(
+                "--cassandra-ssl / SQLA_AUDIT_CASSANDRA_SSL is off but a CA, certificate or "
+                "key is given (--cassandra-ssl-ca/-cert/-key): remove one or the other"
+            )
+        return None
+    if (cert_file is None) != (key_file is None):
+        raise ConfigurationError(
+            "a client certificate needs both --cassandra-ssl-cert / SQLA_AUDIT_CASSANDRA_SSL_CERT "
+            "and --cassandra-ssl-key / SQLA_AUDIT_CASSANDRA_SSL_KEY"
+        )
+    if enabled is None and not any(files):
+        return None
+    return CassandraTlsConfig(
+        ca_file=ca_file, cert_file=cert_file, key_file=key_file, check_hostname=check_hostname
+    )
+
+
 def load_cassandra_config(args: argparse.Namespace, env: Mapping[str, str]) -> CassandraConfig:
     """Connection and schema settings from flags and environment."""
     look = _Lookup(args, env)
@@ -321,6 +368,7 @@ def load_cassandra_config(args: argparse.Namespace, env: Mapping[str, str]) -> C
             "an integer from 1 to 10000",
         ),
         schema=load_schema_config(args, env),
+        tls=load_tls_config(args, env),
     )
 
 
@@ -452,5 +500,6 @@ __all__ = [
     "load_cassandra_config",
     "load_consumer_config",
     "load_schema_config",
+    "load_tls_config",
     "setting",
 ]

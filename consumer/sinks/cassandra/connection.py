@@ -5,7 +5,11 @@
 are sorted into the sqla-audit tree: :func:`classify` turns Cassandra's ``InvalidRequest``
 into a permanent :class:`~consumer.sinks.errors.RecordRejected` (that record's problem) and
 everything else (no host, timeouts, unavailable, overloaded) into a retryable
-:class:`~sqla_audit.errors.StoreError` (:func:`store_error`).
+:class:`~sqla_audit.errors.StoreError` (:func:`store_error`); a request Cassandra refuses for
+lack of permission is a :class:`CassandraAccessDenied`. With TLS the cluster connects through
+the context of :mod:`~consumer.sinks.cassandra.tls`; refused credentials or a failed TLS
+handshake stop :func:`connect` with a :class:`~sqla_audit.errors.ConfigurationError`
+(:func:`classify_connect_failure`) instead of an outage to wait for.
 """
 
 from __future__ import annotations
@@ -13,14 +17,23 @@ from __future__ import annotations
 from typing import Any, Final
 
 from consumer.config import CassandraConfig
+from consumer.sinks.cassandra.tls import refusal, ssl_context
 from consumer.sinks.errors import RecordRejected
-from sqla_audit.errors import StoreError
+from sqla_audit.errors import ConfigurationError, StoreError
 
 #: Longest pause between the driver's attempts to reconnect to a node it lost. A worker
 #: holding batches through an outage writes as soon as the driver has a connection again,
 #: so this bounds how long after the node returns the worker resumes (the driver's default
 #: is 600 s). A reconnection attempt is one TCP connect: cheap even every 2 s.
 RECONNECT_MAX_DELAY: Final = 2.0
+
+
+class CassandraAccessDenied(StoreError):
+    """Cassandra refused a request because the role lacks a permission (``Unauthorized``).
+
+    A :class:`StoreError`, so a worker holds its messages and retries until the permission
+    is granted; a command ends with exit status 2 (see :mod:`consumer.failures`).
+    """
 
 
 def connect(config: CassandraConfig) -> Any:
@@ -54,6 +67,7 @@ def connect(config: CassandraConfig) -> Any:
         if config.username is not None
         else None
     )
+    context = ssl_context(config.tls) if config.tls is not None else None
     try:
         cluster = Cluster(
             contact_points=list(config.hosts),
@@ -66,6 +80,7 @@ def connect(config: CassandraConfig) -> Any:
                 base_delay=0.5, max_delay=RECONNECT_MAX_DELAY
             ),
             idle_heartbeat_interval=5,
+            ssl_context=context,
         )
     except UnresolvableContactPoints as exc:  # the driver resolves the names right here
         hosts = ", ".join(config.hosts)
@@ -76,11 +91,29 @@ def connect(config: CassandraConfig) -> Any:
         cluster.connect()
     except Exception as exc:
         cluster.shutdown()
+        refused = classify_connect_failure(config, exc)
+        if refused is not None:
+            raise refused from exc
         raise store_error("cannot connect to Cassandra", exc) from exc
     return cluster
 
 
+def classify_connect_failure(
+    config: CassandraConfig, exc: BaseException
+) -> ConfigurationError | None:
+    """A :class:`ConfigurationError` when the connection failed because a node refused the
+    credentials or the TLS handshake (``None``: an outage, worth retrying)."""
+    errors = getattr(exc, "errors", None)
+    return refusal(config, errors.values() if isinstance(errors, dict) else [exc])
+
+
 def store_error(what: str, exc: BaseException) -> StoreError:
+    if type(exc).__name__ == "Unauthorized":
+        detail = str(exc).split("message=", 1)[-1].strip().strip('"')
+        return CassandraAccessDenied(
+            f"{what}: Cassandra refused it: not authorized ({detail}); grant the role its "
+            "permissions (sqla-audit schema apply --roles, see docs/security.md)"
+        )
     return StoreError(f"{what}: {type(exc).__name__}: {exc}")
 
 
@@ -95,4 +128,11 @@ def classify(exc: BaseException) -> Exception:
     return store_error("Cassandra write failed", exc)
 
 
-__all__ = ["RECONNECT_MAX_DELAY", "classify", "connect", "store_error"]
+__all__ = [
+    "RECONNECT_MAX_DELAY",
+    "CassandraAccessDenied",
+    "classify",
+    "classify_connect_failure",
+    "connect",
+    "store_error",
+]
