@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from consumer.records import AuditRecord, record_to_row
+from consumer.sinks.cassandra.binding import Binder
 from consumer.sinks.cassandra.connection import classify
 from consumer.sinks.cassandra.schema import (
     COLUMN_NAMES,
@@ -93,6 +94,8 @@ class CassandraWrites:
         self._insert_service = prepare(
             insert("record_services", ("table_name", "record_id", "service"))
         )
+        self._insert_seal = prepare(insert("event_seals", ("event_id", "seal")))
+        self._insert_seal.is_idempotent = True
         if "actor" in views:
             self._insert_actor = prepare(insert("changes_by_actor", (*_NAMES, "day")))
         if "transaction" in views:
@@ -109,20 +112,19 @@ class CassandraWrites:
             )
         self._insert_digest = prepare(insert("event_digests", ("event_id", "digest")))
         self._digest = prepare(f"SELECT digest FROM {ks}.event_digests WHERE event_id = ?")
-        for statement in (
+        whole = (  # the statements binding the record's values, then a key of their own
             self._insert_record,
-            self._insert_service,
             self._insert_actor,
             self._insert_txn,
             self._insert_request,
             self._insert_trace,
             self._insert_table,
-            self._insert_bucket,
-            self._insert_digest,
-            self._digest,
-        ):
+        )
+        statements = (*whole, self._insert_service, self._insert_bucket, self._insert_digest)
+        for statement in (*statements, self._digest):
             if statement is not None:
                 statement.is_idempotent = True
+        self._binder = Binder(_NAMES, whole, (*statements, self._digest), self._unset)
 
     def _statements_for(
         self, record: AuditRecord, *, migrating: bool = False
@@ -146,6 +148,8 @@ class CassandraWrites:
         else:
             yield self._insert_record, values
         yield self._insert_service, (record.table, record.record_id, record.service)
+        if record.seal is not None:  # a signed event's signature (departures have none)
+            yield self._insert_seal, (record.event_id, record.seal.to_json())
         if record.is_departure:
             return  # the companion tables keep the real event only (it names the old id)
         if not migrating:
@@ -182,10 +186,14 @@ class CassandraWrites:
         finally:
             self._slots.release()
 
-    def _bind(self, record: AuditRecord, statement: Any, params: tuple[Any, ...]) -> Any:
-        """The bound statement; a value the driver refuses is that record's problem."""
+    def _bind(
+        self, record: AuditRecord, statement: Any, params: tuple[Any, ...], memo: list[Any]
+    ) -> Any:
+        """The bound statement (:class:`~consumer.sinks.cassandra.binding.Binder`: the
+        record's values serialized once for all its tables, ``memo`` keeping them); a value
+        the driver refuses is that record's problem."""
         try:
-            bound = statement.bind(params)
+            bound = self._binder.bind(statement, params, memo)
             _ = bound.routing_key  # computed now: a key component over 64 KiB fails here
         except Exception as exc:  # the driver raises TypeError, ValueError, struct.error...
             raise RecordRejected(
@@ -209,6 +217,7 @@ class CassandraWrites:
         results: list[Any] = []
         errors: list[BaseException] = []
         send_error: BaseException | None = None
+        memo: list[Any] = []  # the last record's shared values, serialized
 
         def settle_oldest() -> None:
             index, future = pending.popleft()
@@ -217,7 +226,7 @@ class CassandraWrites:
         try:
             for record, statement, params in requests:
                 try:
-                    bound = self._bind(record, statement, params)
+                    bound = self._bind(record, statement, params, memo)
                 except RecordRejected as exc:
                     send_error = exc
                     break
