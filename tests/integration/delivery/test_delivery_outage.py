@@ -17,7 +17,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqla_audit import install_audit, uninstall_audit
 from sqla_audit.outbox import OutboxWriter, create_outbox_table, outbox_counts, outbox_table
 from sqla_audit.outbox.relay import OutboxRelay
-from sqla_audit.publishers.sns import SNSPublisher, SNSSender
+from sqla_audit.publishers.sns import SNSHttpClient, SNSPublisher, SNSSender, build_publish_client
 from sqla_audit.publishers.spool import EventSpool
 from sqla_audit.retry import RetryPolicy
 
@@ -56,20 +56,35 @@ def commit_changes(maker: sessionmaker[Session], count: int) -> set[str]:
     return {str(i) for i in range(inserts)}
 
 
+def lean_client_for(endpoint: str) -> SNSHttpClient:
+    """The lean HTTP client for the test endpoint (dummy credentials)."""
+    import boto3  # noqa: PLC0415
+
+    session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing")
+    client = build_publish_client(endpoint_url=endpoint, region_name="us-east-1", session=session)
+    assert isinstance(client, SNSHttpClient)
+    return client
+
+
+@pytest.mark.parametrize("transport", ["lean", "boto3"])
 def test_direct_mode_spools_during_the_outage(
     private_aws: Any,
     sns_proxy: Any,
     sns_client_for: Callable[[str], Any],
     tmp_path: Path,
+    transport: str,
 ) -> None:
     """With SNS unreachable, 1,000 committed changes go to the spool and all arrive later."""
     topic_arn, queue_url = private_aws.topic_with_queue()
     engine = sa.create_engine(f"sqlite+pysqlite:///{tmp_path / 'app.db'}")
     Base.metadata.create_all(engine)
     maker = sessionmaker(engine)
+    client = (
+        lean_client_for(sns_proxy.url) if transport == "lean" else sns_client_for(sns_proxy.url)
+    )
     publisher = SNSPublisher(
         topic_arn,
-        client=sns_client_for(sns_proxy.url),
+        client=client,
         spool=EventSpool(tmp_path / "spool"),
         retry=FAST,
         outage_retry=OUTAGE,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from sqla_audit.events import ChangeEvent, Operation, new_event_id
-from sqla_audit.publishers.sns import SNSPublisher
+from sqla_audit.publishers.sns import SNSHttpClient, SNSPublisher, build_publish_client
 
 
 def make_event(record_id: str, n: int) -> ChangeEvent:
@@ -34,6 +34,17 @@ def make_event(record_id: str, n: int) -> ChangeEvent:
     )
 
 
+def lean_client_for(endpoint: str) -> SNSHttpClient:
+    """The lean HTTP client for the test endpoint (dummy credentials)."""
+    import boto3  # noqa: PLC0415
+
+    session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing")
+    client = build_publish_client(endpoint_url=endpoint, region_name="us-east-1", session=session)
+    assert isinstance(client, SNSHttpClient)
+    return client
+
+
+@pytest.mark.parametrize("transport", ["lean", "boto3"])
 @pytest.mark.parametrize("raw", [True, False], ids=["raw", "envelope"])
 @pytest.mark.parametrize("fifo", [False, True], ids=["standard", "fifo"])
 def test_events_arrive_in_the_subscribed_queue(
@@ -43,10 +54,12 @@ def test_events_arrive_in_the_subscribed_queue(
     queue_reader: Callable[..., Any],
     fifo: bool,
     raw: bool,
+    transport: str,
 ) -> None:
     """Every published event reaches SQS with its body and routing attributes intact."""
     topic_arn, queue_url = sns_to_sqs(fifo=fifo, raw=raw)
-    publisher = SNSPublisher(topic_arn, client=sns_client_for(aws_endpoint), register_atexit=False)
+    client = lean_client_for(aws_endpoint) if transport == "lean" else sns_client_for(aws_endpoint)
+    publisher = SNSPublisher(topic_arn, client=client, register_atexit=False)
     events = [make_event(str(n % 3), n) for n in range(30)]
     try:
         for start in range(0, 30, 4):

@@ -14,11 +14,20 @@ import pytest
 from sqla_audit.events import ChangeEvent
 from sqla_audit.publishers.sns import OutgoingMessage, SNSPublisher, SNSSender
 from sqla_audit.retry import RetryPolicy
+from tests.unit.delivery.conftest import FakeSNS
+from tests.unit.delivery.sns_wire_double import sns_double
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:audit"
 FIFO_TOPIC = "arn:aws:sns:us-east-1:123456789012:audit.fifo"
 FAST = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01)
 FAST_OUTAGE = RetryPolicy(max_attempts=10**9, base_delay=0.001, max_delay=0.02)
+
+
+@pytest.fixture(params=["client", "lean"])
+def fake_sns(request: pytest.FixtureRequest) -> FakeSNS:
+    """The SNS double, passed as the client and reached through the lean HTTP client."""
+    return sns_double(request.param)
+
 
 EventFactory = Callable[..., ChangeEvent]
 
@@ -202,9 +211,9 @@ def test_form_body_is_what_urlencode_gives(text: str) -> None:
 
 def test_idle_call_workers_end() -> None:
     """The sender's worker threads run concurrent calls, then end once left idle."""
-    from sqla_audit.publishers.sns import _CallPool  # noqa: PLC0415
+    from sqla_audit.publishers.call_pool import CallPool  # noqa: PLC0415
 
-    pool = _CallPool(4, idle_exit=0.05)
+    pool = CallPool(4, idle_exit=0.05)
     seen: set[int] = set()
 
     def call(n: int) -> int:

@@ -20,10 +20,19 @@ from sqla_audit.publishers.sns import (
 )
 from sqla_audit.publishers.spool import EventSpool, SpoolFullError
 from sqla_audit.retry import RetryPolicy
+from tests.unit.delivery.conftest import FakeSNS
+from tests.unit.delivery.sns_wire_double import sns_double
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:audit"
 FAST = RetryPolicy(max_attempts=2, base_delay=0.001, max_delay=0.01)
 FAST_OUTAGE = RetryPolicy(max_attempts=10**9, base_delay=0.001, max_delay=0.02)
+
+
+@pytest.fixture(params=["client", "lean"])
+def fake_sns(request: pytest.FixtureRequest) -> FakeSNS:
+    """The SNS double, passed as the client and reached through the lean HTTP client."""
+    return sns_double(request.param)
+
 
 EventFactory = Callable[..., ChangeEvent]
 
