@@ -35,7 +35,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from consumer.sinks.base import AuditStore
 from sqla_audit.context import audit_context
-from sqla_audit.events import ChangeEvent
+from sqla_audit.events import ChangeEvent, Operation
 from sqla_audit.install import install_audit, uninstall_audit
 from sqla_audit.publishers.memory import InMemoryPublisher
 
@@ -50,6 +50,8 @@ ORDERS = "ui_orders"
 INVOICES = "ui_invoices"
 CHROMIUM = Path(os.environ.get("SQLA_AUDIT_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("SQLA_AUDIT_TEST_CHROMEDRIVER", "/usr/bin/chromedriver"))
+#: The zone the test browser runs in (its local times differ from the UTC ones).
+BROWSER_ZONE = "Europe/Oslo"
 
 
 class ShopBase(DeclarativeBase):
@@ -259,7 +261,9 @@ def chrome() -> Iterator[Any]:
         "--lang=en-US",
     ):
         options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    # the browser's zone differs from UTC, so the pages show both times
+    service = Service(executable_path=str(CHROMEDRIVER), env={**os.environ, "TZ": BROWSER_ZONE})
+    driver = webdriver.Chrome(service=service, options=options)
     try:
         driver.set_page_load_timeout(60)
         yield driver
@@ -304,4 +308,84 @@ __all__ = [
     "run_trail",
     "screenshot",
     "serve",
+    "walk_the_viewer",
 ]
+
+
+def walk_the_viewer(driver: Any, base_url: str, trail: Trail, shots: Path) -> list[Path]:
+    """search → timeline → as-of → actor → transaction in the browser, checking the text
+    each page renders; a screenshot of each page goes to ``shots``. Returns the files."""
+    from selenium.common.exceptions import NoAlertPresentException  # noqa: PLC0415
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    taken: list[Path] = []
+
+    def body() -> str:
+        return str(driver.find_element(By.TAG_NAME, "body").text)
+
+    def no_alert() -> None:
+        try:
+            driver.switch_to.alert  # noqa: B018 - raises when no script opened an alert
+        except NoAlertPresentException:
+            return
+        pytest.fail("a stored value ran as script")
+
+    # 1. search
+    driver.get(base_url + "/")
+    assert "Search the audit trail" in body()
+    form = driver.find_element(By.CSS_SELECTOR, "form.search")
+    form.find_element(By.NAME, "service").send_keys("shop")
+    form.find_element(By.NAME, "table").send_keys(ORDERS)
+    form.find_element(By.NAME, "record_id").send_keys("1")
+    taken.append(screenshot(driver, shots, "1-search"))
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+    # 2. the record's timeline
+    heading = driver.find_element(By.TAG_NAME, "h1").text
+    assert heading.startswith(f"{ORDERS} 1"), heading
+    text = body()
+    assert 'status "new" → "paid"' in text
+    assert "details.items[0].qty 1 → 2" in text
+    assert "card_token *** → ***" in text
+    assert HOSTILE.split(" ", 1)[0] in text  # the markup is shown as text
+    local = driver.find_elements(By.CSS_SELECTOR, "span.local")
+    assert local, "the times in the browser's zone"
+    assert "Europe/Oslo" in driver.find_element(By.CSS_SELECTOR, "[data-zone]").text
+    no_alert()
+    taken.append(screenshot(driver, shots, "2-timeline"))
+    items = driver.find_elements(By.CSS_SELECTOR, "li.change")
+    insert = trail.first(service="shop", record_id="1", operation=Operation.INSERT)
+    assert items[-1].get_attribute("id") == f"e-{insert.event_id}"
+    items[-1].find_element(By.LINK_TEXT, "state as of this change").click()
+
+    # 3. the record as of its first change
+    text = body()
+    assert "as of" in driver.find_element(By.TAG_NAME, "h1").text
+    assert 'status "new"' in text
+    assert "card_token ***" in text
+    no_alert()
+    taken.append(screenshot(driver, shots, "3-as-of"))
+    driver.find_element(By.CSS_SELECTOR, "li.change .who a").click()
+
+    # 4. the actor's day
+    heading = driver.find_element(By.TAG_NAME, "h1").text
+    assert heading.startswith("Changes by alice"), heading
+    assert trail.day.isoformat() in heading
+    text = body()
+    assert f"{INVOICES} 7" in text
+    assert "billing" in text
+    taken.append(screenshot(driver, shots, "4-actor"))
+    invoice = trail.first(service="billing", record_id="7")
+    driver.find_element(By.CSS_SELECTOR, f"#e-{invoice.event_id} .tx a").click()
+
+    # 5. the transaction
+    heading = driver.find_element(By.TAG_NAME, "h1").text
+    assert heading == f"Transaction {invoice.transaction_id}", heading
+    listed = [i.get_attribute("id") for i in driver.find_elements(By.CSS_SELECTOR, "li.change")]
+    expected = [
+        f"e-{e.event_id}" for e in trail.events if e.transaction_id == invoice.transaction_id
+    ]
+    assert listed == expected
+    assert f"{ORDERS} 99" in body()
+    taken.append(screenshot(driver, shots, "5-transaction"))
+    return taken
