@@ -106,21 +106,28 @@ def test_bulk_update_of_1000_rows(
         assert event.actor.id == "alice"
 
 
-def test_bulk_update_round_trips(
-    schema: Engine, maker: sessionmaker[Session], published: InMemoryPublisher
-) -> None:
-    """A 1,000-row bulk UPDATE is two statements on PostgreSQL (locked read, UPDATE ...
-    RETURNING the after images), four elsewhere; rowcount and synchronization unchanged."""
-    _seed_users(schema)
+def _first_words(schema: Engine) -> tuple[list[str], Any]:
+    """The first word of each statement sent on ``schema``, and the listener to remove."""
     statements: list[str] = []
 
     def count(conn: Any, cursor: Any, text: str, *args: Any) -> None:
         statements.append(text.split(None, 1)[0].upper())
 
+    sa.event.listen(schema, "before_cursor_execute", count)
+    return statements, count
+
+
+def test_bulk_update_round_trips(
+    schema: Engine, maker: sessionmaker[Session], published: InMemoryPublisher
+) -> None:
+    """A 1,000-row bulk UPDATE is one statement on PostgreSQL (WITH a locked read, UPDATE ...
+    RETURNING both images), two on SQLite (UPDATE ... RETURNING the after images), four on
+    MariaDB; rowcount and synchronization unchanged."""
+    _seed_users(schema)
     with maker.begin() as session:
         loaded = session.get(User, 7)
         assert loaded is not None
-        sa.event.listen(schema, "before_cursor_execute", count)
+        statements, count = _first_words(schema)
         try:
             result = session.execute(
                 update(User).where(User.id <= MATCHED).values(login_count=User.login_count + 1)
@@ -129,12 +136,96 @@ def test_bulk_update_round_trips(
             sa.event.remove(schema, "before_cursor_execute", count)
         assert result.rowcount == MATCHED  # type: ignore[attr-defined]
         assert loaded.login_count == 8
-    if schema.dialect.name == "postgresql":
-        assert statements == ["SELECT", "UPDATE"]
-    else:
-        assert statements == ["SELECT", "UPDATE", "SELECT", "SELECT"]
+    expected = {
+        "postgresql": ["WITH"],
+        "sqlite": ["SELECT", "UPDATE"],
+        "mysql": ["SELECT", "UPDATE", "SELECT", "SELECT"],
+    }
+    assert statements == expected[schema.dialect.name]
     assert len(published.events) == MATCHED
+    assert published.events[6].before == _user(7)
     assert published.events[6].after == _user(7, login_count=8)
+
+
+def test_bulk_delete_round_trips(
+    schema: Engine, maker: sessionmaker[Session], published: InMemoryPublisher
+) -> None:
+    """A 1,000-row bulk DELETE is one statement (DELETE ... RETURNING) on every database;
+    its rowcount is the rows deleted and a loaded object of a deleted row leaves the session."""
+    _seed_users(schema)
+    with maker.begin() as session:
+        loaded = session.get(User, 7)
+        assert loaded is not None
+        statements, count = _first_words(schema)
+        try:
+            result = session.execute(delete(User).where(User.id <= MATCHED))
+        finally:
+            sa.event.remove(schema, "before_cursor_execute", count)
+        assert result.rowcount == MATCHED  # type: ignore[attr-defined]
+        assert loaded not in session
+    assert statements == ["DELETE"]
+    assert [e.record_id for e in published.events] == [str(i) for i in range(1, MATCHED + 1)]
+    assert published.events[6].before == _user(7)
+
+
+@pytest.fixture
+def capped(maker: sessionmaker[Session]) -> Iterator[InMemoryPublisher]:
+    """Audit ``maker`` with max_bulk_rows=10."""
+    publisher = InMemoryPublisher()
+    install_audit(maker, publisher=publisher, service="shop", max_bulk_rows=10)
+    yield publisher
+    uninstall_audit(maker)
+
+
+@pytest.mark.parametrize("synchronize", ["auto", "evaluate", "fetch", False])
+def test_statement_over_the_cap_changes_every_row_once(
+    schema: Engine,
+    maker: sessionmaker[Session],
+    capped: InMemoryPublisher,
+    synchronize: str | bool,
+) -> None:
+    """Over max_bulk_rows, the UPDATE and DELETE still change every row exactly once, loaded
+    objects are synchronized as the option says, and each statement gives one marker."""
+    _seed_users(schema, 30)
+    options = {"synchronize_session": synchronize}
+    with maker.begin() as session:
+        loaded, doomed = session.get(User, 7), session.get(User, 25)
+        assert loaded is not None
+        assert doomed is not None
+        updated = session.execute(
+            update(User)
+            .where(User.id <= 20)
+            .values(login_count=User.login_count + 1)
+            .execution_options(**options)
+        )
+        assert updated.rowcount == 20  # type: ignore[attr-defined]
+        assert loaded.login_count == (7 if synchronize is False else 8)
+        deleted = session.execute(delete(User).where(User.id > 5).execution_options(**options))
+        assert deleted.rowcount == 25  # type: ignore[attr-defined]
+        assert (doomed in session) is (synchronize is False)
+    with maker() as session:
+        counts = session.execute(select(User.id, User.login_count).order_by(User.id)).all()
+    assert [tuple(row) for row in counts] == [(i, i + 1) for i in range(1, 6)]
+    assert [(e.operation.value, e.is_marker) for e in capped.events] == [
+        ("update", True),
+        ("delete", True),
+    ]
+    descriptions = [e.metadata[MARKER_METADATA_KEY] for e in capped.events]
+    assert [(d["reason"], d["rows"], d["itemized"]) for d in descriptions] == [  # type: ignore[index,call-overload]
+        ("max_bulk_rows", 20, 0),
+        ("max_bulk_rows", 25, 0),
+    ]
+
+
+def test_statement_matching_no_row_gives_no_event(
+    schema: Engine, maker: sessionmaker[Session], capped: InMemoryPublisher
+) -> None:
+    """An UPDATE and a DELETE that match no row change nothing and report nothing."""
+    _seed_users(schema, 3)
+    with maker.begin() as session:
+        assert session.execute(update(User).where(User.id > 3).values(bio="x")).rowcount == 0  # type: ignore[attr-defined]
+        assert session.execute(delete(User).where(User.id > 3)).rowcount == 0  # type: ignore[attr-defined]
+    assert capped.events == []
 
 
 def test_bulk_delete_of_1000_rows(
@@ -314,7 +405,8 @@ def test_first_read_locks_the_rows(
     published: InMemoryPublisher,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Between the first read and the statement, another transaction cannot change the rows."""
+    """Between the first read and the statement, another transaction cannot change the rows
+    (a first read precedes an UPDATE on MariaDB, and on PostgreSQL one with its own RETURNING)."""
     if schema.dialect.name == "sqlite":
         pytest.skip("SQLite has no row locks (one writer at a time: see docs/capture.md)")
     _seed_users(schema, 3)
@@ -343,7 +435,10 @@ def test_first_read_locks_the_rows(
     monkeypatch.setattr(BulkCapturer, "_read_where", read_then_interfere)
     try:
         with maker.begin() as session:
-            session.execute(update(User).where(User.id <= 2).values(email="locked"))
+            statement = update(User).where(User.id <= 2).values(email="locked")
+            if schema.dialect.name == "postgresql":
+                statement = statement.returning(User.id)
+            session.execute(statement)
     finally:
         other.dispose()
     (failure,) = outcome
@@ -358,7 +453,8 @@ def test_phantom_row_under_read_committed_is_reported(
     published: InMemoryPublisher,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A row inserted concurrently after the first read is changed, and reported by a marker."""
+    """A row inserted concurrently after the first read is changed, and reported by a marker
+    (on PostgreSQL a first read precedes an UPDATE with the application's own RETURNING)."""
     if schema.dialect.name != "postgresql":
         pytest.skip("phantoms need READ COMMITTED without gap locks (PostgreSQL's default)")
     _seed_users(schema, 2)
@@ -372,7 +468,7 @@ def test_phantom_row_under_read_committed_is_reported(
 
     monkeypatch.setattr(BulkCapturer, "_read_where", read_then_insert)
     with maker.begin() as session:
-        session.execute(update(User).where(User.id <= 10).values(email="all"))
+        session.execute(update(User).where(User.id <= 10).values(email="all").returning(User.id))
     rows = [e for e in published.events if not e.is_marker]
     (marker,) = [e for e in published.events if e.is_marker]
     assert [e.record_id for e in rows] == ["1", "2"]

@@ -15,13 +15,21 @@ from consumer.differ import record_for_event
 from consumer.sinks.memory import MemoryStore
 from consumer.sources.memory import MemorySource
 from consumer.worker import Worker
-from sqla_audit import AuditConfig, ChangeEvent, audit_context, install_audit, uninstall_audit
+from sqla_audit import (
+    AuditConfig,
+    ChangeEvent,
+    audit_context,
+    bulk_insert,
+    install_audit,
+    uninstall_audit,
+)
 from sqla_audit.bulk import (
     REASON_KEY_UPDATED,
     REASON_MAX_ROWS,
     REASON_UNMATCHED,
     BulkCapturer,
 )
+from sqla_audit.bulk_images import RowImages
 from sqla_audit.errors import ConfigurationError
 from sqla_audit.events import MARKER_METADATA_KEY, MARKER_RECORD_ID
 from sqla_audit.publishers.memory import InMemoryPublisher
@@ -223,10 +231,10 @@ def test_capture_failure_in_direct_mode_keeps_the_statement(
         maker, publisher=publisher, service="shop", on_error=lambda e, _events: errors.append(e)
     )
 
-    def broken(self: BulkCapturer, *args: Any) -> None:
+    def broken(self: RowImages, *args: Any) -> None:
         raise RuntimeError("capture bug")
 
-    monkeypatch.setattr(BulkCapturer, "_updated", broken)
+    monkeypatch.setattr(RowImages, "updated_rows", broken)
     try:
         with maker.begin() as session:
             result = session.execute(update(Country).values(name="z"))
@@ -251,10 +259,10 @@ def test_capture_failure_before_the_statement_lets_it_run(
         on_error=lambda e, _events: errors.append(e),
     )
 
-    def broken(self: BulkCapturer, *args: Any) -> None:
+    def broken(*args: Any) -> None:
         raise RuntimeError("early bug")
 
-    monkeypatch.setattr(BulkCapturer, "_keys_of", broken)
+    monkeypatch.setattr(bulk_insert, "keys_of", broken)
     try:
         with maker.begin() as session:
             session.execute(insert(Country), [{"code": "Q", "name": "q"}])
@@ -275,10 +283,10 @@ def test_capture_failure_in_outbox_mode_propagates(
         session.add(Country(code="A", name="a"))
     install_audit(maker, outbox=InMemoryTransactionalWriter(), service="shop")
 
-    def broken(self: BulkCapturer, *args: Any) -> None:
+    def broken(self: RowImages, *args: Any) -> None:
         raise RuntimeError("capture bug")
 
-    monkeypatch.setattr(BulkCapturer, "_updated", broken)
+    monkeypatch.setattr(RowImages, "updated_rows", broken)
     try:
         with pytest.raises(RuntimeError, match="capture bug"), maker.begin() as session:
             session.execute(update(Country).values(name="z"))
