@@ -6,6 +6,11 @@ views, timeline bucket and shards) as ``consume``, so what is created is what th
 expects. ``apply`` records the layout version, the views and the buckets in the keyspace's
 ``schema_info`` table; the worker and the query commands read them from there. Review the
 printed CQL, or apply it yourself with ``cqlsh -f``.
+
+``schema apply --roles`` also creates two least-privilege login roles (docs/security.md): a
+writer for the consumer (MODIFY on the audit tables; SELECT on ``schema_info`` and
+``event_digests`` only) and a reader for the query commands and the viewer (SELECT). Run it
+as a Cassandra superuser; the roles' passwords come from flags or the environment.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import sys
 from typing import Any
 
 from consumer.arguments import add_cassandra_arguments
-from consumer.settings import load_cassandra_config, load_schema_config
+from consumer.settings import load_cassandra_config, load_schema_config, setting
+from sqla_audit.errors import ConfigurationError
 
 
 def register(subparsers: Any) -> None:
@@ -32,6 +38,7 @@ def register(subparsers: Any) -> None:
     cql.set_defaults(func=print_cql)
     apply = commands.add_parser("apply", help="create the keyspace and tables if missing")
     add_cassandra_arguments(apply)
+    _add_role_arguments(apply)
     apply.set_defaults(func=apply_cql)
     migrate = commands.add_parser(
         "migrate",
@@ -42,6 +49,52 @@ def register(subparsers: Any) -> None:
         "--page-size", type=int, default=500, help="rows copied per page (default 500)"
     )
     migrate.set_defaults(func=migrate_keyspace)
+
+
+def _add_role_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("roles (--roles)")
+    group.add_argument(
+        "--roles",
+        action="store_true",
+        help="also create the writer and reader login roles and grant their permissions",
+    )
+    group.add_argument(
+        "--writer-role",
+        help="the consumer's role (default: sqla_audit_writer) [SQLA_AUDIT_WRITER_ROLE]",
+    )
+    group.add_argument(
+        "--writer-password", help="its password; prefer the variable [SQLA_AUDIT_WRITER_PASSWORD]"
+    )
+    group.add_argument(
+        "--reader-role",
+        help="the query commands' role (default: sqla_audit_reader) [SQLA_AUDIT_READER_ROLE]",
+    )
+    group.add_argument(
+        "--reader-password", help="its password; prefer the variable [SQLA_AUDIT_READER_PASSWORD]"
+    )
+
+
+def _role(args: argparse.Namespace, kind: str, default: str) -> Any:
+    from consumer.config import _IDENTIFIER  # noqa: PLC0415
+    from consumer.sinks.cassandra.roles import Role  # noqa: PLC0415
+
+    upper = kind.upper()
+    name = setting(getattr(args, f"{kind}_role", None), os.environ, f"SQLA_AUDIT_{upper}_ROLE")
+    name = name or default
+    if not _IDENTIFIER.match(name):
+        raise ConfigurationError(
+            f"--{kind}-role / SQLA_AUDIT_{upper}_ROLE must be a CQL identifier (a letter, then "
+            f"letters, digits or _), got {name!r}"
+        )
+    password = getattr(args, f"{kind}_password", None) or os.environ.get(
+        f"SQLA_AUDIT_{upper}_PASSWORD"
+    )
+    if not password:
+        raise ConfigurationError(
+            f"--roles needs the {kind} role's password: --{kind}-password / "
+            f"SQLA_AUDIT_{upper}_PASSWORD"
+        )
+    return Role(name, password)
 
 
 def print_cql(args: argparse.Namespace) -> int:
@@ -56,11 +109,32 @@ def apply_cql(args: argparse.Namespace) -> int:
     from consumer.sinks.cassandra import apply_schema  # noqa: PLC0415
 
     config = load_cassandra_config(args, os.environ)
+    roles = None
+    if getattr(args, "roles", False):
+        from consumer.sinks.cassandra.roles import (  # noqa: PLC0415
+            DEFAULT_READER_ROLE,
+            DEFAULT_WRITER_ROLE,
+        )
+
+        roles = (
+            _role(args, "writer", DEFAULT_WRITER_ROLE),
+            _role(args, "reader", DEFAULT_READER_ROLE),
+        )
     statements = apply_schema(config)
     print(
         f"schema applied to keyspace {config.schema.keyspace!r} "
         f"({len(statements)} statements, all idempotent)"
     )
+    if roles is not None:
+        from consumer.sinks.cassandra.roles import apply_roles  # noqa: PLC0415
+
+        writer, reader = roles
+        granted = apply_roles(config, writer, reader)
+        print(
+            f"roles {writer.name!r} (writer) and {reader.name!r} (reader) created with their "
+            f"permissions on keyspace {config.schema.keyspace!r} ({len(granted)} statements, "
+            "all idempotent)"
+        )
     return 0
 
 
