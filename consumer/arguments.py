@@ -175,6 +175,23 @@ def add_consumer_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics-port", help="metrics/health port, 0 = off [SQLA_AUDIT_METRICS_PORT]"
     )
     worker.add_argument("--log-format", help="text or json [SQLA_AUDIT_LOG_FORMAT]")
+    add_signature_arguments(parser)
 
 
-__all__ = ["add_cassandra_arguments", "add_consumer_arguments"]
+def add_signature_arguments(parser: argparse.ArgumentParser, *, policy: bool = True) -> None:
+    """The signature policy and where the verifying keys are (``consume``, ``verify``)."""
+    group = parser.add_argument_group("signatures")
+    if policy:
+        group.add_argument(
+            "--signatures",
+            help="require, verify or off (default): which events to accept "
+            "[SQLA_AUDIT_SIGNATURES]",
+        )
+    group.add_argument(
+        "--signing-keys-file",
+        help="file of verifying keys, kid=BASE64 separated by commas or lines "
+        "[SQLA_AUDIT_SIGNING_KEYS_FILE; or the keys in SQLA_AUDIT_SIGNING_KEYS]",
+    )
+
+
+__all__ = ["add_cassandra_arguments", "add_consumer_arguments", "add_signature_arguments"]

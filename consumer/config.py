@@ -23,6 +23,7 @@ from sqla_audit.limits import (
     SQS_MAX_WAIT_SECONDS,
 )
 from sqla_audit.outbox.table import DEFAULT_TABLE_NAME
+from sqla_audit.signing import Keyring
 
 T = TypeVar("T")
 
@@ -47,6 +48,9 @@ TimelineBucket = Literal["minute", "hour", "day"]
 StoreKind = Literal["cassandra", "sqlite"]
 SourceKind = Literal["sqs", "outbox"]
 LogFormat = Literal["text", "json"]
+#: The consumer's signature policies (see :mod:`consumer.verification`).
+SignaturePolicy = Literal["require", "verify", "off"]
+SIGNATURE_POLICIES: Final = ("require", "verify", "off")
 
 
 # --------------------------------------------------------------------------- config objects
@@ -145,6 +149,15 @@ class WorkerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SignatureConfig:
+    """The signature policy (:mod:`consumer.verification`) and the verifying keys."""
+
+    policy: SignaturePolicy = "off"
+    #: every key that may have signed an event (``None`` with policy ``off``)
+    keyring: Keyring | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class ConsumerConfig:
     """Everything ``sqla-audit consume`` needs, validated."""
 
@@ -157,6 +170,7 @@ class ConsumerConfig:
     sqlite_path: str | None
     worker: WorkerConfig
     outbox: OutboxSourceConfig | None = None
+    signatures: SignatureConfig = field(default_factory=SignatureConfig)
 
 
 #: The SNS topic the relay and the demo publish to.
@@ -166,6 +180,7 @@ TOPIC_ENV: Final = "SQLA_AUDIT_TOPIC_ARN"
 __all__ = [
     "CONSISTENCY_LEVELS",
     "REPLICATION_CLASSES",
+    "SIGNATURE_POLICIES",
     "TIMELINE_BUCKETS",
     "TIME_BUCKETS",
     "TOPIC_ENV",
@@ -175,6 +190,8 @@ __all__ = [
     "ConsumerConfig",
     "LogFormat",
     "OutboxSourceConfig",
+    "SignatureConfig",
+    "SignaturePolicy",
     "SourceKind",
     "SqsConfig",
     "StoreKind",

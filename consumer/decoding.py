@@ -22,6 +22,10 @@ A payload (the event or bundle, after unwrapping and fetching) is at most
 :data:`~sqla_audit.wire_limits.MAX_PAYLOAD_BYTES`; an offloaded one is measured before it is
 parsed.
 
+With a ``verifier`` (:mod:`consumer.verification`) the decoded events must then pass the
+deployment's signature policy, or :class:`~consumer.verification.SignatureError` (a
+``DecodeError``) says why.
+
 Anything else raises :class:`~sqla_audit.errors.DecodeError` (permanent: the message is
 parked for the dead-letter queue and never retried here). A pointer whose object cannot be
 fetched *right now* raises :class:`~sqla_audit.errors.TransportError` (retryable); one whose
@@ -31,12 +35,15 @@ object does not exist is a :class:`DecodeError`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from sqla_audit.errors import DecodeError
 from sqla_audit.events import ChangeEvent, json_text_is_plain, loads_wire_json
 from sqla_audit.offload_pointer import POINTER_CLASS, parse_pointer
 from sqla_audit.wire_limits import MAX_PAYLOAD_BYTES
+
+if TYPE_CHECKING:
+    from consumer.verification import EventVerifier
 
 #: Largest number of events accepted in one bundled message body.
 MAX_EVENTS_PER_MESSAGE: Final = 1000
@@ -103,8 +110,12 @@ def _pointer_of(payload: str | bytes, data: Any) -> S3Pointer | None:
 class Decoder:
     """Turns message bodies into change events (see the module docstring)."""
 
-    def __init__(self, fetcher: PayloadFetcher | None = None) -> None:
+    def __init__(
+        self, fetcher: PayloadFetcher | None = None, *, verifier: EventVerifier | None = None
+    ) -> None:
         self._fetcher = fetcher
+        #: the signature policy (:mod:`consumer.verification`); ``None``: nothing checked
+        self.verifier = verifier
 
     def decode(self, body: str | bytes) -> list[ChangeEvent]:
         """Every event in ``body``; :class:`DecodeError` if it holds none or is malformed."""
@@ -131,8 +142,12 @@ class Decoder:
                     f"message holds {len(data)} events (at most {MAX_EVENTS_PER_MESSAGE})"
                 )
             checked = json_text_is_plain(payload)
-            return [ChangeEvent.from_dict(item, values_checked=checked) for item in data]
-        return [ChangeEvent.from_dict(data, values_checked=json_text_is_plain(payload))]
+            events = [ChangeEvent.from_dict(item, values_checked=checked) for item in data]
+        else:
+            events = [ChangeEvent.from_dict(data, values_checked=json_text_is_plain(payload))]
+        if self.verifier is not None:
+            self.verifier.check(events)  # SignatureError: refused by the signature policy
+        return events
 
 
 __all__ = [

@@ -49,6 +49,7 @@ from consumer.records import (
     NestedChange,
     departure_event_id,
 )
+from consumer.seal import Seal
 from sqla_audit.events import ChangeEvent, Operation
 from sqla_audit.serialization import MASKED_VALUE, TAG, JSONValue
 
@@ -391,6 +392,7 @@ def _record(
         "previous_record_id": event.previous_record_id,
         "masked_columns": tuple(event.masked_columns),
         "metadata": event.metadata,
+        "seal": Seal.of_event(event),
     }
     fields.update(overrides)
     return AuditRecord(changes=changes, **fields)
@@ -403,7 +405,12 @@ def record_for_event(event: ChangeEvent, *, nested: NestedDiff | None = None) ->
     field changes and is stored all the same, under its table's ``"*"`` record.
     """
     changes = diff_event(event, nested=nested)
-    if not changes and event.operation is Operation.UPDATE and not event.is_marker:
+    if (
+        not changes
+        and event.operation is Operation.UPDATE
+        and not event.is_marker
+        and event.signature is None  # a signed event is kept: its transaction stays whole
+    ):
         return None
     return _record(event, changes=changes)
 
@@ -428,6 +435,7 @@ def departure_for_event(event: ChangeEvent) -> AuditRecord | None:
         operation=Operation.DELETE,
         after=None,
         previous_record_id=None,
+        seal=None,
         metadata={
             **event.metadata,
             MOVED_TO_KEY: event.record_id,

@@ -52,7 +52,16 @@ OUTCOMES = ("acked", "released", "rejected")
 #: Kinds of failure counted in ``failures_total``.
 #: ``decode``, ``rejected`` and ``conflict`` count rejected messages by cause (undecodable,
 #: refused by the store, a conflicting duplicate event id).
-FAILURE_KINDS = ("decode", "store", "rejected", "conflict", "transport", "internal")
+#: ``signature`` counts messages the signature policy refused (consumer.verification).
+FAILURE_KINDS = (
+    "decode",
+    "signature",
+    "store",
+    "rejected",
+    "conflict",
+    "transport",
+    "internal",
+)
 
 
 class WorkerMetrics:
@@ -79,7 +88,8 @@ class WorkerMetrics:
         )
         self.failures = Counter(
             f"{prefix}_failures",
-            "Failures by kind: decode, rejected and conflict (messages rejected), store "
+            "Failures by kind: decode, signature, rejected and conflict (messages rejected), "
+            "store "
             "(failed writes during an outage), transport, internal.",
             ["kind"],
             registry=self.registry,

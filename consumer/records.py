@@ -41,6 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from consumer.seal import Seal
 from sqla_audit.errors import DecodeError
 from sqla_audit.events import Operation
 from sqla_audit.serialization import JSONValue
@@ -164,6 +165,11 @@ class AuditRecord:
     previous_record_id: str | None = None
     masked_columns: tuple[str, ...] = ()
     metadata: Mapping[str, JSONValue] = field(default_factory=dict)
+    #: The signature of a signed event and what re-checking it needs (see
+    #: :mod:`consumer.seal`); ``None`` for an unsigned event and for a departure record.
+    #: Stores keep it beside the record, by event id, and hand it back through their
+    #: ``seals()`` method (:mod:`consumer.verify`), not on the records they read.
+    seal: Seal | None = field(default=None, compare=False)
 
     @property
     def sort_key(self) -> tuple[int, uuid.UUID]:

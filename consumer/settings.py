@@ -14,12 +14,14 @@ import argparse
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, TypeVar, cast
 
 from consumer.config import (
     _IDENTIFIER,
     CONSISTENCY_LEVELS,
     REPLICATION_CLASSES,
+    SIGNATURE_POLICIES,
     TIME_BUCKETS,
     TIMELINE_BUCKETS,
     CassandraConfig,
@@ -28,6 +30,8 @@ from consumer.config import (
     ConsumerConfig,
     LogFormat,
     OutboxSourceConfig,
+    SignatureConfig,
+    SignaturePolicy,
     SourceKind,
     SqsConfig,
     StoreKind,
@@ -43,6 +47,7 @@ from sqla_audit.limits import (
     SQS_MAX_WAIT_SECONDS,
 )
 from sqla_audit.outbox.table import DEFAULT_TABLE_NAME
+from sqla_audit.signing import KEYS_ENV, Keyring, keyring_from_env, parse_keyring
 
 T = TypeVar("T")
 
@@ -372,6 +377,45 @@ def load_cassandra_config(args: argparse.Namespace, env: Mapping[str, str]) -> C
     )
 
 
+def load_signature_config(
+    args: argparse.Namespace, env: Mapping[str, str], *, keys_required: bool = False
+) -> SignatureConfig:
+    """The signature policy (``--signatures``, default ``off``) and the verifying keys: the
+    file ``--signing-keys-file`` / ``SQLA_AUDIT_SIGNING_KEYS_FILE``, else the variable
+    ``SQLA_AUDIT_SIGNING_KEYS`` (``kid=BASE64,...``; never a flag, which ``ps`` would show).
+    Keys are needed unless the policy is ``off`` (``keys_required``: always)."""
+    look = _Lookup(args, env)
+    policy = look.get(
+        "signatures",
+        ("SQLA_AUDIT_SIGNATURES",),
+        _choice(SIGNATURE_POLICIES),
+        "off",
+        " or ".join(SIGNATURE_POLICIES),
+    )
+    path, where = look.raw("signing_keys_file", ("SQLA_AUDIT_SIGNING_KEYS_FILE",))
+    keyring = None
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read {where} {path!r}: {exc.strerror}") from exc
+        entries = [part.strip() for part in text.replace("\n", ",").split(",") if part.strip()]
+        keyring = parse_keyring(",".join(entries), signing_key_id=None)
+    elif _from_env(env, (KEYS_ENV,)) is not None:
+        keyring = keyring_from_env(env, signing_key_id=None)
+    if keyring is not None:
+        keyring = Keyring(signing_key_id=None, keys=keyring.keys)  # verifying only
+    if keyring is None and (policy != "off" or keys_required):
+        raise ConfigurationError(
+            f"signature policy {policy!r} needs the verifying keys: set {KEYS_ENV} "
+            "(kid=BASE64,...) or --signing-keys-file / SQLA_AUDIT_SIGNING_KEYS_FILE"
+            if policy != "off"
+            else f"verifying needs the keys: set {KEYS_ENV} (kid=BASE64,...) or "
+            "--signing-keys-file / SQLA_AUDIT_SIGNING_KEYS_FILE"
+        )
+    return SignatureConfig(policy=cast("SignaturePolicy", policy), keyring=keyring)
+
+
 def load_consumer_config(args: argparse.Namespace, env: Mapping[str, str]) -> ConsumerConfig:
     """Validate every ``consume`` setting; raises :class:`ConfigurationError` on the first
     problem, naming the flag or environment variable to fix."""
@@ -486,6 +530,7 @@ def load_consumer_config(args: argparse.Namespace, env: Mapping[str, str]) -> Co
         ),
     )
     return ConsumerConfig(
+        signatures=load_signature_config(args, env),
         source=cast("SourceKind", source),
         sqs=sqs,
         store=cast("StoreKind", store),

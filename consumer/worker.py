@@ -56,6 +56,7 @@ from consumer.records import AuditRecord
 from consumer.sinks import base as sinks_base
 from consumer.sinks.base import AuditStore
 from consumer.sources.base import Message, MessageSource, clean_reason
+from consumer.verification import SignatureError
 from sqla_audit.errors import DecodeError, PermanentError, RetryableError
 
 log = logging.getLogger(__name__)
@@ -342,6 +343,8 @@ class Worker:
             for message in messages:
                 try:
                     decoded.append(self._decode(message))
+                except SignatureError as exc:  # refused by the signature policy
+                    self._reject(result, message, "signature", f"signature: {exc}")
                 except DecodeError as exc:
                     self._reject(result, message, "decode", str(exc))
                 except RetryableError as exc:  # an offloaded payload that cannot be read now

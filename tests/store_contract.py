@@ -9,6 +9,7 @@ own table name and actor (:func:`fresh`), so a store may be shared by the tests 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import uuid
@@ -719,3 +720,41 @@ def test_ordered_view_tokens_only_work_for_their_question(store: AuditStore) -> 
         store.by_table(SERVICE, table, since=T0, page=history.next_page)
     with pytest.raises(InvalidQuery, match="page token"):
         store.by_request("req-1", page=history.next_page)
+
+
+def _sealed(table: str, count: int) -> list[AuditRecord]:
+    """Records of one signed transaction of ``count`` events (seals as the differ makes)."""
+    from sqla_audit.signing import EventSigner, Keyring  # noqa: PLC0415
+
+    signer = EventSigner(Keyring(signing_key_id="k1", keys={"k1": b"k" * 32}))
+    transaction = uuid.uuid4()
+    events = [
+        make_event(
+            table=table,
+            record_id=str(i),
+            committed_at=T0,
+            transaction_id=transaction,
+            sequence=i,
+        )
+        for i in range(count)
+    ]
+    events = signer.sign(
+        [dataclasses.replace(event, transaction_event_count=count) for event in events]
+    )
+    return [record for event in events for record in records_for_event(event)]
+
+
+def test_seals_are_kept_beside_their_records(store: AuditStore) -> None:
+    """A signed record's seal (signature, key id, event count and what rebuilding its signed
+    content needs) is returned by ``seals``; an unsigned record has none."""
+    table = fresh()
+    signed = _sealed(table, 2)
+    unsigned = make_record(table=table, record_id="u", committed_at=T0)
+    store.write([*signed, unsigned])
+    store.write(signed)  # a redelivery keeps one seal
+    seals = store.seals([*(r.event_id for r in signed), unsigned.event_id])  # type: ignore[attr-defined]
+    assert set(seals) == {record.event_id for record in signed}
+    for record in signed:
+        assert seals[record.event_id] == record.seal
+        assert seals[record.event_id].key_id == "k1"
+        assert seals[record.event_id].event_count == 2

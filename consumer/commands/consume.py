@@ -32,6 +32,7 @@ from consumer.failures import EXIT_INTERRUPTED
 from consumer.logs import configure_logging
 from consumer.progress import DEFAULT_PROGRESS_INTERVAL, PROGRESS_ENV, Progress, parse_interval
 from consumer.settings import load_consumer_config, setting
+from consumer.verification import verifier_for
 from sqla_audit.errors import ConfigurationError, StoreError, TransportError
 
 log = logging.getLogger("consumer.consume")
@@ -184,6 +185,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
         if store is None:  # stopped while waiting for the store
             return EXIT_INTERRUPTED if signal.SIGINT in received else 0
         source, decoder = _open_source(config, until_empty=until_empty)
+        decoder.verifier = verifier_for(config.signatures)
         worker = Worker(
             source,
             store,

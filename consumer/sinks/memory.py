@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable, Iterable
 
 from consumer.records import AuditRecord
+from consumer.seal import Seal
 from consumer.sinks.base import (
     OrderedWindow,
     Page,
@@ -47,6 +48,7 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._by_id: dict[uuid.UUID, AuditRecord] = {}
         self._digests: dict[uuid.UUID, bytes] = {}
+        self._seals: dict[uuid.UUID, Seal] = {}
         self._failures: list[BaseException] = []
         self.write_calls = 0
         self.closed = False
@@ -82,12 +84,19 @@ class MemoryStore:
                 if stored is None:
                     self._by_id[record.event_id] = record
                     self._digests[record.event_id] = digest
+                    if record.seal is not None:
+                        self._seals[record.event_id] = record.seal
                     continue
             if stored != digest:
                 error = conflict(record, log)
                 first = first or error
         if first is not None:
             raise first
+
+    def seals(self, event_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Seal]:
+        """The seals of the signed records among ``event_ids`` (see :mod:`consumer.verify`)."""
+        with self._lock:
+            return {i: self._seals[i] for i in event_ids if i in self._seals}
 
     def _newest_first(self) -> list[AuditRecord]:
         with self._lock:

@@ -18,7 +18,9 @@ What :func:`migrate` does, in order:
    interrupted migration resumes after the last page it finished (the writes are idempotent
    ``INSERT``s, so a page written twice is harmless);
 4. when the table is read to the end, records layout 2 in ``schema_info``; from then on
-   the consumer and the query commands start, and a second run says there is nothing to do.
+   the consumer and the query commands start, and a second run says there is nothing to do
+   (besides creating ``event_seals``, the seals of signed events, on a layout-2 keyspace made
+   before that table existed; ``schema apply`` creates it too).
 
 The layout-1 tables (``changes_by_record``, ``record_buckets``) are left in place: drop them
 once the new tables answer as expected. Stop the workers before migrating (they refuse to
@@ -199,6 +201,10 @@ def migrate(
         session = cluster.connect()
         layout = read_layout(session, keyspace)
         if layout.version == LAYOUT_VERSION:
+            # tables added within layout 2 (``event_seals``: signed events' seals)
+            for statement in CassandraSchema(config.schema).tables():
+                if f"{keyspace}.event_seals " in statement:
+                    session.execute(statement, timeout=max(config.request_timeout, 60.0))
             progress(f"keyspace {keyspace!r} is already at audit layout {LAYOUT_VERSION}")
             return MigrationResult(0, 0, already_done=True)
         if layout.version != 1:

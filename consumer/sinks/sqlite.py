@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from consumer.records import AuditRecord, record_from_row, record_to_row, to_micros, to_millis
+from consumer.seal import Seal
 from consumer.sinks.base import (
     DEFAULT_VIEWS,
     MAX_PAGE_SIZE,
@@ -124,6 +125,10 @@ CREATE INDEX IF NOT EXISTS audit_records_by_record
     ON audit_records (table_name, record_id, event_ms DESC, event_id DESC);
 CREATE INDEX IF NOT EXISTS audit_records_by_service_record
     ON audit_records (service, table_name, record_id, event_ms DESC, event_id DESC);
+CREATE TABLE IF NOT EXISTS audit_seals (
+    event_id TEXT PRIMARY KEY,
+    seal TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit_settings (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -156,6 +161,7 @@ _INSERT: Final = (
     f"INSERT OR IGNORE INTO audit_records ({_QUOTED}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
 )
 _SELECT: Final = f"SELECT {_QUOTED} FROM audit_records"
+_INSERT_SEAL: Final = "INSERT OR IGNORE INTO audit_seals (event_id, seal) VALUES (?, ?)"
 
 #: Most rows fetched per round trip while scanning (the first chunk is ``limit + 1``).
 _MAX_CHUNK: Final = MAX_PAGE_SIZE + 1
@@ -345,14 +351,19 @@ class SQLiteStore:
                 try:
                     stored = self._stored_digests([record.event_id for record, _ in batch])
                     fresh: list[tuple[Any, ...]] = []
+                    seals: list[tuple[str, str]] = []
                     for (record, digest), values in zip(batch, params, strict=True):
                         known = stored.get(record.event_id)
                         if known is None:
                             stored[record.event_id] = digest
                             fresh.append(values)
+                            if record.seal is not None:
+                                seals.append((str(record.event_id), record.seal.to_json()))
                         elif known != digest:
                             first = first or conflict(record, log)
                     self._conn.executemany(_INSERT, fresh)
+                    if seals:
+                        self._conn.executemany(_INSERT_SEAL, seals)
                 except BaseException:
                     self._conn.rollback()
                     raise
@@ -378,6 +389,29 @@ class SQLiteStore:
         return found
 
     # -- reads -----------------------------------------------------------------------------
+
+    def seals(self, event_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Seal]:
+        """The seals of the signed records among ``event_ids`` (see :mod:`consumer.verify`);
+        none from a file written before seals existed (no ``audit_seals`` table)."""
+        unique = list(dict.fromkeys(str(event_id) for event_id in event_ids))
+        found: dict[uuid.UUID, Seal] = {}
+        for start in range(0, len(unique), _LOOKUP_CHUNK):
+            chunk = unique[start : start + _LOOKUP_CHUNK]
+            marks = ", ".join("?" for _ in chunk)
+            try:
+                rows = self._query(
+                    f"SELECT event_id, seal FROM audit_seals WHERE event_id IN ({marks})",
+                    tuple(chunk),
+                )
+            except StoreError as exc:
+                if "no such table" in str(exc):
+                    return {}
+                raise
+            for event_id, text in rows:
+                seal = Seal.from_json(text)
+                if seal is not None:
+                    found[uuid.UUID(event_id)] = seal
+        return found
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         with self._lock:

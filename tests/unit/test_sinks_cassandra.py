@@ -27,9 +27,9 @@ from sqla_audit.errors import ConfigurationError, StoreError
 
 def test_default_schema_is_layout_2_with_every_view() -> None:
     """The default schema: keyspace, schema_info, service-scoped history, record_services,
-    digests and the five views, all IF NOT EXISTS, then the schema_info row."""
+    digests, seals and the five views, all IF NOT EXISTS, then the schema_info row."""
     statements = CassandraSchema(CassandraSchemaConfig()).statements()
-    assert len(statements) == 11
+    assert len(statements) == 12
     assert all(" IF NOT EXISTS " in s for s in statements[:-1])
     cql = CassandraSchema(CassandraSchemaConfig()).cql()
     assert "'class': 'SimpleStrategy', 'replication_factor': 1" in cql
@@ -47,7 +47,7 @@ def test_default_schema_is_layout_2_with_every_view() -> None:
     assert "default_time_to_live" not in cql
     assert "event_id uuid PRIMARY KEY,\n    digest blob" in cql
     assert "VALUES ('audit', 2, 'actor,transaction,request,trace,table', 'none', 'hour', 1)" in cql
-    assert cql.count(";") == 11
+    assert cql.count(";") == 12
 
 
 def test_views_choose_the_view_tables() -> None:
@@ -79,7 +79,7 @@ def test_network_topology_and_ttl() -> None:
         )
     ).cql()
     assert "{'class': 'NetworkTopologyStrategy', 'dc1': 3, 'dc2': 2}" in cql
-    assert cql.count("default_time_to_live = 3600") == 8  # digests expire with the rows
+    assert cql.count("default_time_to_live = 3600") == 9  # digests and seals expire with the rows
     assert "CREATE TABLE IF NOT EXISTS audit.changes_by_service_record" in cql
 
 
@@ -88,7 +88,7 @@ def test_time_bucket_adds_partition_key_and_bucket_table() -> None:
     cql = CassandraSchema(CassandraSchemaConfig(time_bucket="month", ttl_seconds=60)).cql()
     assert "PRIMARY KEY ((service, table_name, record_id, bucket), event_time, event_id)" in cql
     assert "CREATE TABLE IF NOT EXISTS sqla_audit.service_record_buckets" in cql
-    assert cql.count("default_time_to_live = 60") == 9
+    assert cql.count("default_time_to_live = 60") == 10
 
 
 def test_timeline_buckets_and_shards() -> None:

@@ -24,10 +24,11 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
 from consumer.records import AuditRecord, record_from_row, to_micros
+from consumer.seal import Seal
 from consumer.sinks.cassandra.connection import store_error
 from consumer.sinks.cassandra.schema import (
     COMMIT_ORDER,
@@ -46,6 +47,7 @@ from consumer.sinks.paging import (
     paginate,
     paginate_ordered,
 )
+from sqla_audit.errors import DecodeError
 from sqla_audit.wire_limits import MAX_IDENTIFIER_CHARS
 
 _MIN_UUID: Final = uuid.UUID(int=0)
@@ -57,6 +59,11 @@ _MIN_BIGINT: Final = -(2**63)
 _MAX_BIGINT: Final = 2**63 - 1
 _MIN_INT: Final = -(2**31)
 _MAX_INT: Final = 2**31 - 1
+
+
+def _value(row: Any, name: str) -> Any:
+    """A column of a driver row, whichever row factory the session uses."""
+    return row[name] if isinstance(row, dict) else getattr(row, name)
 
 
 def _from_ms(millis: int) -> dt.datetime:
@@ -247,6 +254,42 @@ class CassandraReads:
         if service is not None:
             found = (record for record in found if record.service == service)
         return paginate(found, window)
+
+    def seals(self, event_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Seal]:
+        """The seals of the signed records among ``event_ids`` (see :mod:`consumer.verify`):
+        one single-partition read of ``event_seals`` each, up to 64 at a time."""
+        statement = getattr(self, "_seal_read", None)
+        if statement is None:
+            ks = self._schema.config.keyspace
+            try:
+                statement = self._session.prepare(
+                    f"SELECT seal FROM {ks}.event_seals WHERE event_id = ?"
+                )
+            except Exception as exc:
+                raise store_error(
+                    "cannot read event_seals (run `sqla-audit schema apply`)", exc
+                ) from exc
+            self._seal_read = statement
+        unique = list(dict.fromkeys(event_ids))
+        found: dict[uuid.UUID, Seal] = {}
+        try:
+            for start in range(0, len(unique), 64):
+                chunk = unique[start : start + 64]
+                futures = [
+                    self._session.execute_async(statement, (event_id,), timeout=self._timeout)
+                    for event_id in chunk
+                ]
+                for event_id, future in zip(chunk, futures, strict=True):
+                    row = future.result().one()
+                    text = None if row is None else _value(row, "seal")
+                    seal = Seal.from_json(text)
+                    if seal is not None:
+                        found[event_id] = seal
+        except DecodeError:
+            raise
+        except Exception as exc:
+            raise store_error("reading seals failed", exc) from exc
+        return found
 
     def by_transaction(self, transaction_id: uuid.UUID) -> list[AuditRecord]:
         self._require("transaction")

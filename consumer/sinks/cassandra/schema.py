@@ -178,6 +178,10 @@ class CassandraSchema:
             f"CREATE TABLE IF NOT EXISTS {ks}.event_digests (\n"
             f"    event_id uuid PRIMARY KEY,\n    digest blob\n){digest_ttl}"
         )
+        out.append(  # the seals of signed events (consumer.seal), read by `verify`
+            f"CREATE TABLE IF NOT EXISTS {ks}.event_seals (\n"
+            f"    event_id uuid PRIMARY KEY,\n    seal text\n){digest_ttl}"
+        )
         if self.bucketed:
             out.append(
                 self._small_table(
