@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from collections.abc import Mapping
 from typing import Any, Final
 
 from consumer.commands.query import open_store, store_options
+from consumer.query import AuditQuery
+from consumer.sinks.base import AuditStore
 from sqla_audit.errors import ConfigurationError
 
 TOKEN_ENV: Final = "SQLA_AUDIT_UI_TOKEN"  # noqa: S105 - the variable name
@@ -61,8 +64,6 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
         raise ConfigurationError(
             f"the viewer needs the ui extra: pip install 'sqla-audit[ui]' ({exc})"
         ) from exc
-    from consumer.query import AuditQuery  # noqa: PLC0415
-
     credentials = credentials_from(args, env)
     check_bind(args.host, credentials)
     sock = bind(args.host, args.port)  # a port in use fails before the store is opened
@@ -75,6 +76,18 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
     finally:
         sock.close()
     return 0
+
+
+def serve_store(store: AuditStore, sock: socket.socket, *, what: str = "the audit trail") -> None:
+    """Serve the viewer over ``store`` on the bound ``sock`` until interrupted (no
+    authentication: for a loopback socket); close the store after."""
+    from consumer.ui.app import audit_app  # noqa: PLC0415
+    from consumer.ui.server import serve  # noqa: PLC0415
+
+    try:
+        serve(audit_app(AuditQuery(store)), sock, sys.stdout, what=what)
+    finally:
+        store.close()
 
 
 def register(subparsers: Any) -> None:
@@ -107,4 +120,12 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-__all__ = ["BASIC_ENV", "DEFAULT_HOST", "DEFAULT_PORT", "TOKEN_ENV", "register", "run"]
+__all__ = [
+    "BASIC_ENV",
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "TOKEN_ENV",
+    "register",
+    "run",
+    "serve_store",
+]

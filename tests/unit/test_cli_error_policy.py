@@ -347,7 +347,7 @@ CASES: dict[tuple[str, ...], dict[str, list[Case] | str]] = {
         ],
         UNRESOLVABLE: [Case(("--cassandra-hosts", BAD_HOST), 3, "")],
         MISSING_EXTRA: [Case(("--cassandra-hosts", "127.0.0.1"), 2, "sqla-audit[consumer]")],
-        PORT_IN_USE: "serves nothing",
+        PORT_IN_USE: [Case(("--serve", "--port", "{busy}"), 2, "cannot listen on 127.0.0.1")],
         PERMISSION: [Case(("--workdir", "{ro}/demo"), 2, "permission denied")],
     },
     ("ui",): {
