@@ -12,7 +12,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -27,8 +27,10 @@ from consumer.sinks.cassandra import CassandraStore
 from consumer.sinks.cassandra.connection import CassandraAccessDenied, connect
 from consumer.sinks.cassandra.roles import READ_ONLY_TABLES
 from consumer.testing import make_event, make_record
+from sqla_audit.errors import ConfigurationError
 from sqla_audit.events import Operation
 from tests.integration.conftest import SnsToSqs, unique_name
+from tests.net_support import SwitchableProxy
 from tests.service_policy import require_service
 
 pytestmark = [pytest.mark.cassandra, pytest.mark.slow]
@@ -317,3 +319,42 @@ def test_missing_client_certificate_fails_with_one_line(secure: SecureNode, role
         "TLS handshake",
         "--cassandra-ssl-cert",
     )
+
+
+@pytest.fixture
+def other_address(secure: SecureNode) -> Iterator[SwitchableProxy]:
+    """The secure node reached through 127.0.0.1 (an address its certificate does not name)."""
+    proxy = SwitchableProxy((secure.host, secure.port))
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
+def test_hostname_check_refuses_an_address_the_certificate_does_not_name(
+    secure: SecureNode, roles: Roles, other_address: SwitchableProxy
+) -> None:
+    """Connecting by an address missing from the node's certificate fails the handshake."""
+    config = replace(
+        secure.config(roles.keyspace, roles.reader, READER_PASSWORD),
+        hosts=("127.0.0.1",),
+        port=other_address.port,
+    )
+    with pytest.raises(ConfigurationError, match="TLS handshake") as info:
+        CassandraStore.connect(config)
+    assert "127.0.0.1" in str(info.value)
+
+
+def test_hostname_check_off_accepts_a_trusted_certificate_for_another_name(
+    secure: SecureNode, roles: Roles, other_address: SwitchableProxy
+) -> None:
+    """With the host name check off, a certificate from the trusted CA is enough."""
+    config = secure.config(roles.keyspace, roles.reader, READER_PASSWORD)
+    assert config.tls is not None
+    config = replace(
+        config,
+        hosts=("127.0.0.1",),
+        port=other_address.port,
+        tls=replace(config.tls, check_hostname=False),
+    )
+    store = CassandraStore.connect(config)
+    store.close()
