@@ -4,8 +4,10 @@
   without Alembic; with Alembic, add ``sqla_audit.outbox.outbox_table(Base.metadata)`` to
   your metadata and let autogenerate write the migration. ``--sql`` prints the DDL for the
   database's dialect instead of running it.
-* ``status`` prints the number of pending and parked rows (parked: refused by SNS for good,
-  or by the consumer reading the outbox) and each parked row's error; ``--json`` for tools.
+* ``status`` prints the number of pending and parked events (parked: refused by SNS for
+  good, or by the consumer reading the outbox) -- a row written in layout 2 holds the events
+  of one transaction, so rows are fewer, and counted too -- and each parked row's error;
+  ``--json`` for tools.
 * ``requeue`` makes parked rows pending again, once the cause of the refusal is fixed;
   ``--id-from``/``--id-to``, ``--error TEXT`` and ``--older-than DURATION`` choose rows,
   ``--dry-run`` only lists them.
@@ -42,8 +44,8 @@ from sqla_audit.outbox import (
     ParkedRowInfo,
     ParkedSelection,
     create_outbox_table,
-    outbox_counts,
     outbox_table,
+    outbox_tally,
     parked_rows,
     requeue_parked_rows,
 )
@@ -138,16 +140,18 @@ def register(subparsers: Any) -> None:
     create.set_defaults(func=create_table)
     status = actions.add_parser(
         "status",
-        help="count pending and parked rows, and show each parked row's error",
-        description="Count pending and parked rows and list the parked ones: id, event id, "
-        "table, record id, when it was parked and the last error. Exit status 0.",
+        help="count pending and parked events, and show each parked row's error",
+        description="Count pending and parked events (and the rows holding them) and list "
+        "the parked rows: id, event id, table, record id, when it was parked and the last "
+        "error. Exit status 0.",
     )
     add_outbox_arguments(status)
     status.add_argument(
         "--json",
         action="store_true",
-        help="print one JSON object: pending, parked, parked_rows (id, event_id, table, "
-        "record_id, created_at, parked_at, last_error)",
+        help="print one JSON object: pending, parked (events), pending_row_count, "
+        "parked_row_count, parked_rows (id, event_id, table, record_id, created_at, "
+        "parked_at, last_error, event_count)",
     )
     status.set_defaults(func=show_status)
     requeue = actions.add_parser(
@@ -205,15 +209,25 @@ def _row_json(row: ParkedRowInfo) -> dict[str, Any]:
         "created_at": _time(row.created_at),
         "parked_at": _time(row.failed_at),
         "last_error": row.last_error,
+        "event_count": row.event_count,
     }
 
 
 def _row_line(row: ParkedRowInfo) -> str:
     error = one_line(row.last_error or "", 300)
+    what = f"event {row.event_id}"
+    if row.event_count > 1:  # a row that could not be read at all
+        what = f"{row.event_count} events from {row.event_id}"
     return (
-        f"  #{row.id}  {row.table_name} {row.record_id}  event {row.event_id}  "
+        f"  #{row.id}  {row.table_name} {row.record_id}  {what}  "
         f"parked {_time(row.failed_at)}: {error}"
     )
+
+
+def _count_line(label: str, events: int, rows: int) -> str:
+    if events == rows:
+        return f"{label} {events}"
+    return f"{label} {events} (in {rows} row{'' if rows == 1 else 's'})"
 
 
 def create_table(args: argparse.Namespace) -> int:
@@ -233,21 +247,23 @@ def create_table(args: argparse.Namespace) -> int:
 def show_status(args: argparse.Namespace) -> int:
     engine, table = outbox_from_args(args, os.environ, must_exist=True)
     try:
-        pending, parked = outbox_counts(engine, table)
-        rows = parked_rows(engine, table) if parked else []
+        tally = outbox_tally(engine, table)
+        rows = parked_rows(engine, table) if tally.parked_rows else []
     finally:
         engine.dispose()
     if args.json:
         document = {
             "table": table.fullname,
-            "pending": pending,
-            "parked": parked,
+            "pending": tally.pending,
+            "parked": tally.parked,
+            "pending_row_count": tally.pending_rows,
+            "parked_row_count": tally.parked_rows,
             "parked_rows": [_row_json(row) for row in rows],
         }
         print(json.dumps(document, ensure_ascii=False, indent=2))
         return 0
-    print(f"pending {pending}")
-    print(f"parked {parked}")
+    print(_count_line("pending", tally.pending, tally.pending_rows))
+    print(_count_line("parked", tally.parked, tally.parked_rows))
     for row in rows:
         print(_row_line(row))
     return 0
@@ -272,7 +288,9 @@ def requeue_rows(args: argparse.Namespace) -> int:
         print("sqla-audit: no parked row matched; nothing requeued", file=sys.stderr)
         return EXIT_NOTHING
     verb = "would requeue" if args.dry_run else "requeued"
-    print(f"{verb} {len(rows)} parked row(s):")
+    events = sum(row.event_count for row in rows)
+    held = f" ({events} events)" if events != len(rows) else ""
+    print(f"{verb} {len(rows)} parked row(s){held}:")
     for row in rows:
         print(_row_line(row))
     return 0

@@ -41,6 +41,8 @@ METRICS_HOST_ENV = "SQLA_AUDIT_RELAY_METRICS_HOST"
 METRICS_PORT_ENV = "SQLA_AUDIT_RELAY_METRICS_PORT"
 #: The relay's metrics port when it runs continuously (the consumer's is 9108).
 DEFAULT_METRICS_PORT = 9109
+#: ``PublishBatch`` calls the relay keeps in flight (as the direct-mode publisher).
+DEFAULT_MAX_CONCURRENCY = 16
 
 
 def register(subparsers: Any) -> None:
@@ -58,7 +60,19 @@ def register(subparsers: Any) -> None:
     sns.add_argument("--s3-bucket", help=f"bucket for events above 256 KiB [{BUCKET_ENV}]")
     sns.add_argument("--s3-prefix", help=f"key prefix in that bucket [{PREFIX_ENV}]")
     loop = parser.add_argument_group("loop")
-    loop.add_argument("--batch-size", type=int, default=100, help="rows per pass (default 100)")
+    loop.add_argument(
+        "--batch-size",
+        type=int,
+        default=100,
+        help="rows per pass (default 100; a row holds the events of one transaction)",
+    )
+    sns.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=DEFAULT_MAX_CONCURRENCY,
+        help=f"PublishBatch calls in flight at once (default {DEFAULT_MAX_CONCURRENCY}; 1 sends "
+        "one batch of 10 at a time)",
+    )
     loop.add_argument(
         "--poll-interval",
         type=float,
@@ -126,6 +140,8 @@ def run_relay(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"an SNS topic is needed: --topic-arn or {TOPIC_ENV}")
     if args.batch_size < 1:
         raise ConfigurationError("--batch-size must be at least 1")
+    if args.max_concurrency < 1:
+        raise ConfigurationError("--max-concurrency must be at least 1")
     if args.poll_interval < 0:
         raise ConfigurationError("--poll-interval must not be negative")
     interval = progress_interval(args, env)
@@ -146,6 +162,7 @@ def run_relay(args: argparse.Namespace) -> int:
             offloader=offloader,
             region_name=args.region,
             endpoint_url=args.endpoint_url,
+            max_concurrency=args.max_concurrency,
         )
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from exc
@@ -206,8 +223,9 @@ def _once(relay: Any) -> int:
     result = relay.drain()
     print(f"published {result.published}, parked {result.parked}, left {result.deferred}")
     for row in result.parked_rows:
+        what = f"event {row.event_id} of outbox row" if row.event_id else "outbox row"
         print(
-            f"sqla-audit: parked outbox row {row.row_id}: {one_line(row.reason, 300)}",
+            f"sqla-audit: parked {what} {row.row_id}: {one_line(row.reason, 300)}",
             file=sys.stderr,
         )
     if result.deferred:

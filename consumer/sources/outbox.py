@@ -13,16 +13,23 @@ row's ``payload`` is exactly the body the relay publishes), so the same decoder 
 
 The :class:`~consumer.sources.base.MessageSource` contract, on a table:
 
-* ``receive`` returns pending rows (``failed_at IS NULL``) in ``id`` order, one message per
-  row. The rows a call returns form a *lease*: they are not handed out again while the
-  lease lasts, and the lease ends when every message of it is settled.
-* ``ack`` deletes the rows -- the worker calls it only after the store wrote every record
-  of the message, so a row disappears only once its audit record is durable.
-* ``release`` leaves the rows pending; this source does not hand them out again for
-  ``visibility`` seconds.
-* ``reject`` *parks* a row (``failed_at``, ``last_error``), exactly as the relay parks rows
-  SNS refused: ``sqla-audit outbox status`` counts it and ``sqla-audit outbox requeue``
-  makes it pending again once the cause is fixed.
+* ``receive`` takes up to ``max_messages`` pending rows (``failed_at IS NULL``) in ``id``
+  order and returns one message per *event*: a row of layout 2 holds the events of one
+  transaction, so a call may return more messages than ``max_messages`` (every event of
+  the rows it took; a row is never split between two calls). Each body is the event's text
+  as the producer wrote it. The rows a call takes form a *lease*: they are not handed out
+  again while the lease lasts, and the lease ends when every message of it is settled.
+* ``ack`` marks events stored; a row is deleted once all its events are -- the worker acks
+  only after the store wrote every record of the message, so a row disappears only once
+  the audit records of all its events are durable.
+* ``release`` leaves the events pending; their row is not handed out again for
+  ``visibility`` seconds, and keeps only the events not stored or parked yet.
+* ``reject`` *parks* an event, exactly as the relay parks events SNS refused: a one-event
+  row in place (``failed_at``, ``last_error``), an event of a several-event row in a parked
+  row of its own, so its neighbours are stored and leave. ``sqla-audit outbox status``
+  counts it and ``sqla-audit outbox requeue`` makes it pending again once the cause is
+  fixed. A row whose payload cannot be cut into events is handed out whole, as one message
+  the decoder refuses, and parked whole.
 * ``extend`` has nothing to do: a lease does not time out.
 
 Several consumers. On PostgreSQL and MySQL/MariaDB a lease is a database transaction that
@@ -53,6 +60,7 @@ unreachable database.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import itertools
 import logging
 import threading
@@ -61,28 +69,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sqlalchemy import (
-    Connection,
-    Engine,
-    MetaData,
-    Table,
-    bindparam,
-    create_engine,
-    delete,
-    inspect,
-)
+from sqlalchemy import Connection, Engine, MetaData, Row, Table, create_engine, inspect
 from sqlalchemy.engine import RootTransaction, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from consumer.sources.base import Message, clean_reason
-from sqla_audit.errors import ConfigurationError, TransportError
+from sqla_audit.errors import ConfigurationError, DecodeError, TransportError
 from sqla_audit.events import utcnow
 from sqla_audit.outbox import DEFAULT_TABLE_NAME, outbox_table
-from sqla_audit.outbox.rows import (
-    outbox_connection,
-    park_statement,
-    park_values,
-    select_pending,
+from sqla_audit.outbox.payloads import event_field
+from sqla_audit.outbox.rows import outbox_connection, select_pending
+from sqla_audit.outbox.settle import (
+    HeldRow,
+    RowOutcome,
+    Settlement,
+    apply_settlement,
+    held_columns,
+    hold,
+    plan_settlement,
 )
 
 log = logging.getLogger(__name__)
@@ -93,6 +97,24 @@ MAX_WAIT_SECONDS: Final = 1.0
 _MAX_TRACKED: Final = 10_000
 
 
+def _held(row: Row[Any]) -> HeldRow:
+    """The row cut into its events; a row that cannot be cut is handed out whole, as one
+    message (the decoder says what is wrong with it, and rejecting it parks the row)."""
+    try:
+        return hold(row)
+    except DecodeError:
+        return HeldRow(
+            id=row.id,
+            event_id=row.event_id,
+            transaction_id=row.transaction_id,
+            table_name=row.table_name,
+            record_id=row.record_id,
+            created_at=row.created_at,
+            texts=[row.payload],
+            values=[None],
+        )
+
+
 @dataclass(slots=True)
 class _Lease:
     """The rows handed out by one ``receive`` call, until each is settled."""
@@ -101,7 +123,14 @@ class _Lease:
     #: Open connection and transaction holding the row locks (``None`` on SQLite).
     connection: Connection | None
     transaction: RootTransaction | None
+    #: row ids not settled yet
     outstanding: set[int] = field(default_factory=set)
+    #: row id -> the fate of its events so far
+    outcomes: dict[int, RowOutcome] = field(default_factory=dict)
+    #: row id -> indexes of its events not settled yet
+    unsettled: dict[int, set[int]] = field(default_factory=dict)
+    #: row ids with an event released (the row comes back, maybe hidden)
+    released: set[int] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -181,9 +210,7 @@ class OutboxSource:
 
     def _select(self, limit: int, excluded: set[int]) -> Any:
         c = self.table.c
-        query = select_pending(
-            self.table, limit, c.id, c.event_id, c.table_name, c.record_id, c.payload
-        )
+        query = select_pending(self.table, limit, *held_columns(self.table))
         if excluded:
             query = query.where(c.id.not_in(sorted(excluded)))
         return query
@@ -234,19 +261,24 @@ class OutboxSource:
             for row in rows:
                 count = self._deliveries.get(row.id, 0) + 1
                 self._deliveries[row.id] = count
-                messages.append(
-                    Message(
-                        message_id=str(row.event_id),
-                        body=row.payload,
-                        handle=(lease.lease_id, row.id),
-                        receive_count=count,
-                        attributes={
-                            "outbox_id": str(row.id),
-                            "table": row.table_name,
-                            "record_id": row.record_id,
-                        },
+                held = _held(row)
+                lease.outcomes[row.id] = RowOutcome(held)
+                lease.unsettled[row.id] = set(range(len(held.texts)))
+                for index, (text, value) in enumerate(zip(held.texts, held.values, strict=True)):
+                    event_id = event_field(value, "event_id") or f"{row.event_id}#{index}"
+                    messages.append(
+                        Message(
+                            message_id=event_id,
+                            body=text,
+                            handle=(lease.lease_id, row.id, index),
+                            receive_count=count,
+                            attributes={
+                                "outbox_id": str(row.id),
+                                "table": event_field(value, "table") or row.table_name,
+                                "record_id": event_field(value, "record_id") or row.record_id,
+                            },
+                        )
                     )
-                )
         if not rows:
             self._end(lease, commit=False)
         return messages
@@ -268,56 +300,75 @@ class OutboxSource:
 
     # -- settling ----------------------------------------------------------------------------
 
-    def _by_lease(self, messages: Sequence[Message]) -> list[tuple[_Lease, list[int]]]:
-        """The messages' row ids grouped by the lease still holding them (others dropped)."""
-        grouped: dict[int, tuple[_Lease, list[int]]] = {}
+    def _by_lease(self, messages: Sequence[Message]) -> list[tuple[_Lease, list[tuple[int, int]]]]:
+        """The messages' (row id, index) grouped by the lease still holding them (others,
+        already settled or foreign, dropped)."""
+        grouped: dict[int, tuple[_Lease, list[tuple[int, int]]]] = {}
         with self._lock:
             for message in messages:
                 handle = message.handle
-                if not (isinstance(handle, tuple) and len(handle) == 2):
+                if not (isinstance(handle, tuple) and len(handle) == 3):
                     continue
                 lease = self._leases.get(handle[0])
-                if lease is None or handle[1] not in lease.outstanding:
+                if lease is None or handle[2] not in lease.unsettled.get(handle[1], ()):
                     continue  # settled already, or a stale handle: like an old SQS receipt
-                grouped.setdefault(lease.lease_id, (lease, []))[1].append(handle[1])
+                grouped.setdefault(lease.lease_id, (lease, []))[1].append((handle[1], handle[2]))
         return list(grouped.values())
 
-    def _write(self, lease: _Lease, statement: Any, rows: list[dict[str, Any]]) -> None:
-        """Run ``statement`` once per row (executemany), in the lease's transaction or, on
-        SQLite, in a short one of its own."""
+    def _apply(self, lease: _Lease, plan: Settlement, now: dt.datetime) -> None:
+        """Run ``plan`` in the lease's transaction or, on SQLite, in a short one of its own."""
         if lease.connection is not None:
-            lease.connection.execute(statement, rows)
+            apply_settlement(lease.connection, self.table, plan, now)
             return
         with outbox_connection(self.engine) as connection, connection.begin():
-            connection.execute(statement, rows)
+            apply_settlement(connection, self.table, plan, now)
 
     def _settle(
-        self, messages: Sequence[Message], what: str, statement: Any, values: dict[str, Any]
+        self,
+        messages: Sequence[Message],
+        what: str,
+        mark: Callable[[_Lease, int, int], None],
     ) -> None:
-        for lease, row_ids in self._by_lease(messages):
+        """Mark each message's event (``mark``); write back the rows whose events are all
+        settled now (delete, park, split: :mod:`sqla_audit.outbox.settle`)."""
+        for lease, events in self._by_lease(messages):
             with lease.lock:
                 if lease.lease_id not in self._leases:
                     continue  # ended meanwhile (close)
+                finished: list[int] = []
+                with self._lock:
+                    for row_id, index in events:
+                        unsettled = lease.unsettled.get(row_id)
+                        if unsettled is None or index not in unsettled:
+                            continue
+                        mark(lease, row_id, index)
+                        unsettled.discard(index)
+                        if not unsettled:
+                            finished.append(row_id)
+                if not finished:
+                    continue
+                now = utcnow()
+                plan = plan_settlement((lease.outcomes[row] for row in finished), now)
                 try:
-                    self._write(lease, statement, [{"row_id": row, **values} for row in row_ids])
+                    self._apply(lease, plan, now)
                 except (SQLAlchemyError, ValueError) as exc:  # ValueError: text the driver
                     # cannot encode; either way the lease ends so its rows are not held forever
                     log.warning(
                         "outbox %s of %d row(s) failed; they will be delivered again: %s",
                         what,
-                        len(row_ids),
+                        len(finished),
                         exc,
                     )
                     self._end(lease, commit=False, locked=True)
                     continue
-                self._done(lease, row_ids)
+                self._done(lease, finished)
 
-    def _done(self, lease: _Lease, row_ids: Sequence[int], *, forget: bool = True) -> None:
+    def _done(self, lease: _Lease, row_ids: Sequence[int]) -> None:
         """Mark rows of ``lease`` settled; end the lease when none is left (lease locked)."""
         with self._lock:
             lease.outstanding.difference_update(row_ids)
-            if forget:
-                for row in row_ids:
+            for row in row_ids:
+                if row not in lease.released:
                     self._deliveries.pop(row, None)
             finished = not lease.outstanding
         if finished:
@@ -343,33 +394,40 @@ class OutboxSource:
             with self._lock:
                 self._leases.pop(lease.lease_id, None)
                 lease.outstanding.clear()
+                lease.unsettled.clear()
 
     def ack(self, messages: Sequence[Message]) -> None:
-        """Delete the rows: their records are in the store."""
-        table = self.table
-        statement = delete(table).where(table.c.id == bindparam("row_id"))
-        self._settle(messages, "delete", statement, {})
+        """The events are in the store: a row is deleted once all its events are."""
+
+        def done(lease: _Lease, row_id: int, index: int) -> None:
+            lease.outcomes[row_id].done.add(index)
+
+        self._settle(messages, "delete", done)
 
     def release(self, messages: Sequence[Message], visibility: int = 0) -> None:
-        """Leave the rows pending; hand them out again after ``visibility`` seconds."""
+        """Leave the events pending; their rows come back after ``visibility`` seconds (a
+        row keeps only its events not stored or parked yet)."""
         until = self._clock() + max(0, visibility)
-        for lease, row_ids in self._by_lease(messages):
-            with lease.lock:
-                if lease.lease_id not in self._leases:
-                    continue
-                if visibility > 0:
-                    with self._lock:
-                        for row in row_ids:
-                            self._hidden[row] = until
-                self._done(lease, row_ids, forget=False)
+
+        def left(lease: _Lease, row_id: int, index: int) -> None:
+            lease.released.add(row_id)
+            if visibility > 0:
+                self._hidden[row_id] = until
+
+        self._settle(messages, "release", left)
 
     def reject(self, messages: Sequence[Message], reason: str) -> None:
-        """Park the rows (``failed_at``, ``last_error``) like the relay parks refused rows.
+        """Park the events like the relay parks refused ones: a one-event row in place
+        (``failed_at``, ``last_error``), an event of a several-event row in a row of its own.
 
         The reason is stored as :func:`~consumer.sources.base.clean_reason` makes it (a lone
         surrogate or a NUL would make the park itself fail on some databases)."""
-        values = park_values(clean_reason(reason), utcnow())
-        self._settle(messages, "park", park_statement(self.table), values)
+        cleaned = clean_reason(reason)
+
+        def refused(lease: _Lease, row_id: int, index: int) -> None:
+            lease.outcomes[row_id].refused[index] = cleaned
+
+        self._settle(messages, "park", refused)
 
     def extend(self, messages: Sequence[Message], seconds: int) -> None:
         """Nothing to do: a lease keeps its rows until they are settled."""

@@ -12,10 +12,18 @@ This package imports SQLAlchemy only; the relay, which needs boto3, lives in
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from sqlalchemy import Engine, Table, func, select, update
 
 from sqla_audit.outbox.rows import ParkedRowInfo, ParkedSelection, select_parked
-from sqla_audit.outbox.table import DEFAULT_TABLE_NAME, UTCDateTime, outbox_table
+from sqla_audit.outbox.table import (
+    DEFAULT_TABLE_NAME,
+    LAYOUT_BATCH,
+    LAYOUT_EVENT,
+    UTCDateTime,
+    outbox_table,
+)
 from sqla_audit.outbox.writer import OutboxWriter
 
 
@@ -26,17 +34,35 @@ def create_outbox_table(engine: Engine, table: Table | None = None) -> Table:
     return table
 
 
-def outbox_counts(engine: Engine, table: Table | None = None) -> tuple[int, int]:
-    """``(pending, parked)`` row counts of the outbox."""
+class OutboxCounts(NamedTuple):
+    """Events and rows of the outbox, pending and parked."""
+
+    pending: int
+    parked: int
+    pending_rows: int
+    parked_rows: int
+
+
+def outbox_tally(engine: Engine, table: Table | None = None) -> OutboxCounts:
+    """Pending and parked events (a layout-2 row holds several) and rows."""
     table = outbox_table() if table is None else table
+    parked = table.c.failed_at.is_not(None)
+    query = select(
+        parked.label("parked"),
+        func.count().label("rows"),
+        func.coalesce(func.sum(table.c.event_count), 0).label("events"),
+    ).group_by(parked)
+    counts = {False: (0, 0), True: (0, 0)}
     with engine.connect() as connection:
-        pending = connection.execute(
-            select(func.count()).select_from(table).where(table.c.failed_at.is_(None))
-        ).scalar_one()
-        parked = connection.execute(
-            select(func.count()).select_from(table).where(table.c.failed_at.is_not(None))
-        ).scalar_one()
-    return int(pending), int(parked)
+        for row in connection.execute(query):
+            counts[bool(row.parked)] = (int(row.events), int(row.rows))
+    return OutboxCounts(counts[False][0], counts[True][0], counts[False][1], counts[True][1])
+
+
+def outbox_counts(engine: Engine, table: Table | None = None) -> tuple[int, int]:
+    """``(pending, parked)`` event counts of the outbox."""
+    tally = outbox_tally(engine, table)
+    return tally.pending, tally.parked
 
 
 def parked_rows(
@@ -83,6 +109,9 @@ def requeue_parked_rows(
 
 __all__ = [
     "DEFAULT_TABLE_NAME",
+    "LAYOUT_BATCH",
+    "LAYOUT_EVENT",
+    "OutboxCounts",
     "OutboxWriter",
     "ParkedRowInfo",
     "ParkedSelection",
@@ -90,6 +119,7 @@ __all__ = [
     "create_outbox_table",
     "outbox_counts",
     "outbox_table",
+    "outbox_tally",
     "parked_rows",
     "requeue_parked",
     "requeue_parked_rows",

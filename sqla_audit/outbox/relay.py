@@ -2,12 +2,23 @@
 
 One pass (:meth:`OutboxRelay.run_once`), in one database transaction:
 
-1. select up to ``batch_size`` pending rows, lowest id first, ``FOR UPDATE SKIP LOCKED``;
-2. publish them through the synchronous :class:`~sqla_audit.publishers.sns.SNSSender`
-   (batches of 10, per-entry retries within its budget);
-3. delete the rows SNS accepted, park the rows SNS refused for good (``failed_at``,
-   ``last_error``), leave the others for the next pass;
+1. select up to ``batch_size`` pending rows, lowest id first, ``FOR UPDATE SKIP LOCKED``,
+   and cut each into its events (a layout-2 row holds the events of one transaction);
+2. publish the events through the synchronous :class:`~sqla_audit.publishers.sns.SNSSender`
+   (batches of 10, up to its ``max_concurrency`` calls in flight, per-entry retries within
+   its budget);
+3. settle each row from the fate of its events (:mod:`sqla_audit.outbox.settle`): delete it
+   when SNS accepted them all, park an event SNS refused for good in a row of its own
+   (``failed_at``, ``last_error``), keep in the row only the events SNS has not taken yet;
 4. commit.
+
+Overlapped passes. Where the database locks rows (PostgreSQL, MySQL/MariaDB), :meth:`run`
+and :meth:`drain` overlap the database work with the network: while the events of pass *n*
+are being sent, pass *n - 1* is settled and committed and pass *n + 1* is selected (``SKIP
+LOCKED`` skips the rows pass *n* holds) on a second connection. Pass *n + 1* is sent only
+once pass *n* was sent completely; when SNS did not take every event of pass *n*, the
+prefetched pass is rolled back unsent and the relay backs off, so the rows left behind go
+first again -- the same order as one pass at a time. On SQLite passes run one at a time.
 
 Several relays at once. ``SKIP LOCKED`` (PostgreSQL, MariaDB 10.6+, MySQL 8) makes each
 relay take rows no other relay holds, so in normal operation every row is published once.
@@ -34,21 +45,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final, Protocol
 
-from sqlalchemy import Connection, Engine, Row, Table, bindparam, delete
+from sqlalchemy import Engine, Table
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from sqla_audit.delivery import report_failure
-from sqla_audit.errors import DecodeError
-from sqla_audit.events import ChangeEvent, utcnow
-from sqla_audit.outbox.rows import (
-    outbox_connection,
-    park_statement,
-    park_values,
-    select_pending,
-)
+from sqla_audit.outbox.passes import ParkedRow, RelayPass, RelayResult, open_pass, select_pass
 from sqla_audit.outbox.table import outbox_table
 from sqla_audit.publishers.base import ErrorHook
 from sqla_audit.publishers.sns import OutgoingMessage, SendOutcome
@@ -84,31 +88,6 @@ class MessageSender(Protocol):
     ) -> SendOutcome: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ParkedRow:
-    """A row the relay parked, and why (the ``last_error`` it wrote)."""
-
-    row_id: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class RelayResult:
-    """What one pass did, in rows."""
-
-    published: int = 0
-    parked: int = 0
-    deferred: int = 0
-    #: the parked rows, with their reasons (details: not compared)
-    parked_rows: tuple[ParkedRow, ...] = field(default=(), compare=False)
-    #: why SNS did not take the deferred rows (its last error), when it said
-    last_error: str | None = field(default=None, compare=False)
-
-    @property
-    def selected(self) -> int:
-        return self.published + self.parked + self.deferred
-
-
 class OutboxRelay:
     """Moves outbox rows to SNS; see the module documentation for the guarantees."""
 
@@ -123,6 +102,7 @@ class OutboxRelay:
         outage_retry: RetryPolicy | None = None,
         on_error: ErrorHook | None = None,
         on_pass: Callable[[RelayResult], None] | None = None,
+        overlap: bool | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -134,6 +114,9 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.outage_retry = outage_retry or RetryPolicy.outage()
+        #: overlap passes (select the next one while one is sent); not on SQLite, which has
+        #: no row locks and one writer at a time
+        self.overlap = engine.dialect.name != "sqlite" if overlap is None else overlap
         self._on_error = on_error
         self._on_pass = on_pass
         self._stop = threading.Event()
@@ -155,11 +138,10 @@ class OutboxRelay:
 
     def run_once(self) -> RelayResult:
         """One pass over at most ``batch_size`` rows (one transaction)."""
-        with outbox_connection(self.engine) as connection, connection.begin():
-            rows = connection.execute(self._select()).all()
-            if not rows:
-                return RelayResult()
-            return self._relay(connection, rows)
+        current = open_pass(self.engine, self._select(), self._report)
+        if current is None:
+            return RelayResult()
+        return self._finish(current, self._send(current.messages))
 
     def drain(self) -> RelayResult:
         """Passes until no pending row is left or SNS stops accepting; the summed result.
@@ -167,12 +149,11 @@ class OutboxRelay:
         A pass that the database aborts as a deadlock or serialization conflict (it rolled
         back; its published rows will be published again) is retried a few times.
         """
-        published = 0
-        parked: list[ParkedRow] = []
+        total = _Sum()
         conflicts = 0
         while not self._stop.is_set():
             try:
-                result = self.run_once()
+                last = self._passes(total.add)
             except DBAPIError as exc:
                 conflicts += 1
                 if not is_transient_conflict(exc) or conflicts > _CONFLICT_RETRIES:
@@ -180,28 +161,18 @@ class OutboxRelay:
                 log.info("outbox relay: %s; retrying the pass", exc.orig)
                 self._stop.wait(self.outage_retry.delay(conflicts))
                 continue
-            self._passed(result)
-            published += result.published
-            parked.extend(result.parked_rows)
-            if result.deferred or result.selected < self.batch_size:
-                return RelayResult(
-                    published, len(parked), result.deferred, tuple(parked), result.last_error
-                )
-        return RelayResult(published, len(parked), 0, tuple(parked))
-
-    def _passed(self, result: RelayResult) -> None:
-        if self._on_pass is not None:
-            try:
-                self._on_pass(result)
-            except Exception:
-                log.exception("outbox relay: the on_pass hook raised")
+            if last is not None and (last.deferred or last.rows < self.batch_size):
+                return total.result(last)
+            if last is None:
+                return total.result(None)
+        return total.result(None)
 
     def run(self) -> None:
         """Relay until :meth:`stop`: poll when idle, back off while SNS or the database fail."""
         failures = 0
         while not self._stop.is_set():
             try:
-                result = self.run_once()
+                result = self._passes(None)
             except SQLAlchemyError as exc:
                 failures += 1
                 self.failing = failures
@@ -213,92 +184,106 @@ class OutboxRelay:
                     report_failure(exc, [], self._on_error, logged=True)
                 self._stop.wait(delay)
                 continue
-            self._passed(result)
-            if result.deferred:
+            if result is not None and result.deferred:
                 failures += 1
                 self.failing = failures
                 delay = self.outage_retry.delay(failures)
                 log.warning(
-                    "outbox relay: SNS did not take %d row(s); retrying in %.1fs",
+                    "outbox relay: SNS did not take %d event(s); retrying in %.1fs",
                     result.deferred,
                     delay,
                 )
                 self._stop.wait(delay)
-            elif result.selected < self.batch_size:
+            elif result is None or result.rows < self.batch_size:
                 failures = self.failing = 0
                 self._stop.wait(self.poll_interval)
             else:
-                failures = self.failing = 0  # a full batch: more rows are probably waiting
+                failures = self.failing = 0  # stopped after a full pass
 
     # -- internals -------------------------------------------------------------------------
 
-    def _select(self) -> Any:
-        return select_pending(self.table, self.batch_size, self.table.c.id, self.table.c.payload)
-
-    def _relay(self, connection: Connection, rows: Sequence[Row[Any]]) -> RelayResult:
-        messages: list[OutgoingMessage] = []
-        row_ids: dict[int, int] = {}  # id(message) -> outbox row id
-        parked: list[tuple[int, str]] = []
-        for row in rows:
+    def _passes(self, observe: Callable[[RelayResult], None] | None) -> RelayResult | None:
+        """Passes back to back while they come full and SNS takes everything; the last
+        pass's result (``None`` when the outbox was empty). With :attr:`overlap`, the next
+        pass is selected, and the previous one committed, while a pass is being sent."""
+        if not self.overlap:
+            result = self.run_once() if not self._stop.is_set() else None
+            if result is not None and result.rows:
+                self._passed(result, observe)
+                return result
+            return None
+        current = open_pass(self.engine, self._select(), self._report)
+        if current is None:
+            return None
+        done: RelayPass | None = None
+        done_outcome: SendOutcome | None = None
+        upcoming: RelayPass | None = None
+        last: RelayResult | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="sqla-audit-relay-send") as executor:
             try:
-                message = OutgoingMessage.from_body(row.payload)
-            except (DecodeError, UnicodeDecodeError) as exc:
-                parked.append((row.id, f"undecodable payload: {exc}"))
-                self._report(exc, [], row.id, parked[-1][1])
-                continue
-            messages.append(message)
-            row_ids[id(message)] = row.id
-        outcome = self.sender.send(messages, sleep=self._stop.wait)
-        for message, error in outcome.rejected:
-            parked.append((row_ids[id(message)], f"{type(error).__name__}: {error}"))
-            event = message.to_event()
-            self._report(error, [event] if event is not None else [], *parked[-1])
-        accepted = [row_ids[id(m)] for m in outcome.accepted]
-        self._delete(connection, accepted)
-        if parked:
-            now = utcnow()
-            connection.execute(
-                park_statement(self.table),
-                [{"row_id": row_id, **park_values(reason, now)} for row_id, reason in parked],
-            )
+                while current is not None:
+                    sending: Future[SendOutcome] = executor.submit(self._send, current.messages)
+                    try:
+                        if done is not None and done_outcome is not None:
+                            finished, done = done, None
+                            last = self._finish(finished, done_outcome)
+                            self._passed(last, observe)
+                        full = current.prepared.rows >= self.batch_size
+                        if full and not self._stop.is_set():
+                            upcoming = open_pass(self.engine, self._select(), self._report)
+                    finally:
+                        outcome = sending.result()
+                    done, done_outcome, current = current, outcome, None
+                    if outcome.undelivered or upcoming is None:
+                        break
+                    current, upcoming = upcoming, None
+                if done is not None and done_outcome is not None:
+                    finished, done = done, None
+                    last = self._finish(finished, done_outcome)
+                    self._passed(last, observe)
+            finally:
+                for held in (current, done, upcoming):
+                    if held is not None:
+                        held.abandon()
+        return last
+
+    def _select(self) -> Any:
+        return select_pass(self.table, self.batch_size)
+
+    def _send(self, messages: Sequence[OutgoingMessage]) -> SendOutcome:
+        if not messages:
+            return SendOutcome()
+        return self.sender.send(messages, sleep=self._stop.wait)
+
+    def _finish(self, finished: RelayPass, outcome: SendOutcome) -> RelayResult:
+        result = finished.finish(self.table, outcome, self._report)
         if outcome.undelivered:
             log.warning(
                 "outbox relay: %d event(s) not accepted by SNS: %s",
                 len(outcome.undelivered),
                 outcome.last_error,
             )
-        self.totals["published"] += len(accepted)
-        self.totals["parked"] += len(parked)
-        return RelayResult(
-            len(accepted),
-            len(parked),
-            len(outcome.undelivered),
-            tuple(ParkedRow(row_id, reason) for row_id, reason in parked),
-            str(outcome.last_error) if outcome.undelivered and outcome.last_error else None,
-        )
+        self.totals["published"] += result.published
+        self.totals["parked"] += result.parked
+        return result
 
-    def _delete(self, connection: Connection, row_ids: list[int]) -> None:
-        table = self.table
-        if not row_ids:
-            return
-        if self.engine.dialect.name in ("mysql", "mariadb"):
-            # One primary-key lookup per row: an IN list becomes a range scan, and InnoDB
-            # locks the record after a range's end -- a row another relay holds -- which
-            # deadlocks two relays working on neighbouring batches.
-            connection.execute(
-                delete(table).where(table.c.id == bindparam("row_id")),
-                [{"row_id": row_id} for row_id in row_ids],
-            )
-            return
-        for start in range(0, len(row_ids), 500):
-            connection.execute(delete(table).where(table.c.id.in_(row_ids[start : start + 500])))
+    def _passed(
+        self, result: RelayResult, observe: Callable[[RelayResult], None] | None = None
+    ) -> None:
+        if observe is not None:
+            observe(result)
+        if self._on_pass is not None:
+            try:
+                self._on_pass(result)
+            except Exception:
+                log.exception("outbox relay: the on_pass hook raised")
 
     def _report(
-        self, error: BaseException, events: Sequence[ChangeEvent], row_id: int, reason: str
+        self, error: BaseException, events: Sequence[Any], row_id: int, reason: str
     ) -> None:
-        """A parked row is an expected, explained outcome: one warning line, no traceback."""
+        """A parked event is an expected, explained outcome: one warning line, no traceback."""
         log.warning(
-            "outbox relay: parked row %d (see sqla-audit outbox status): %s",
+            "outbox relay: parked an event of row %d (see sqla-audit outbox status): %s",
             row_id,
             reason,
             extra={"outbox_id": row_id, "reason": reason},
@@ -306,4 +291,27 @@ class OutboxRelay:
         report_failure(error, events, self._on_error, logged=True)
 
 
-__all__ = ["MessageSender", "OutboxRelay", "ParkedRow", "RelayResult", "is_transient_conflict"]
+class _Sum:
+    """Results of several passes added up."""
+
+    def __init__(self) -> None:
+        self.published = 0
+        self.parked: list[ParkedRow] = []
+
+    def add(self, result: RelayResult) -> None:
+        self.published += result.published
+        self.parked.extend(result.parked_rows)
+
+    def result(self, last: RelayResult | None) -> RelayResult:
+        deferred = last.deferred if last is not None else 0
+        error = last.last_error if last is not None else None
+        return RelayResult(self.published, len(self.parked), deferred, tuple(self.parked), error)
+
+
+__all__ = [
+    "MessageSender",
+    "OutboxRelay",
+    "ParkedRow",
+    "RelayResult",
+    "is_transient_conflict",
+]

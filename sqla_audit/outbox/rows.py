@@ -73,6 +73,8 @@ class ParkedRowInfo(NamedTuple):
     created_at: dt.datetime | None
     failed_at: dt.datetime | None
     last_error: str | None
+    #: events the row holds (more than one only for a row that could not be read at all)
+    event_count: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +94,16 @@ def select_parked(table: Table, selection: ParkedSelection) -> Select[Any]:
     """The :class:`ParkedRowInfo` columns of the parked rows ``selection`` chooses, by id."""
     c = table.c
     query = (
-        select(c.id, c.event_id, c.table_name, c.record_id, c.created_at, c.failed_at, c.last_error)
+        select(
+            c.id,
+            c.event_id,
+            c.table_name,
+            c.record_id,
+            c.created_at,
+            c.failed_at,
+            c.last_error,
+            c.event_count,
+        )
         .where(c.failed_at.is_not(None))
         .order_by(c.id)
     )

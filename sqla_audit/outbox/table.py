@@ -4,21 +4,32 @@ Exposed as SQLAlchemy :class:`~sqlalchemy.Table` metadata so it can join the app
 ``MetaData`` and be created by its Alembic migrations (``outbox_table(Base.metadata)``), or be
 created standalone with ``sqla-audit outbox create-table --db URL``.
 
-Columns (one row per change event):
+Columns (one row per transaction, or per change event in layout 1):
 
 ==================  ======================  ===================================================
 column              type                    meaning
 ==================  ======================  ===================================================
 ``id``              BIGINT, autoincrement   publication order: rows are relayed by ascending id
-``event_id``        VARCHAR(36)             the event's time-ordered UUID (idempotency key)
+``event_id``        VARCHAR(36)             the (first) event's time-ordered UUID
 ``transaction_id``  VARCHAR(36)             shared by the events of one commit
-``table_name``      VARCHAR(255)            the audited table (schema-qualified when it has one)
-``record_id``       TEXT                    canonical record id
-``payload``         TEXT / LONGTEXT         the event's JSON, exactly the SNS message body
+``table_name``      VARCHAR(255)            the (first) event's table (schema-qualified)
+``record_id``       TEXT                    the (first) event's canonical record id
+``payload``         TEXT / LONGTEXT         layout 1: the event's JSON, exactly the SNS body;
+                                            layout 2: a JSON array of the events' JSON texts
 ``created_at``      TIMESTAMP (UTC)         when the row was written (in the transaction)
 ``failed_at``       TIMESTAMP (UTC), null   set when SNS refused the event for good
 ``last_error``      TEXT, null              why it was refused
+``layout``          SMALLINT, default 1     1: one event per row; 2: an array of events
+``event_count``     INTEGER, default 1      how many events the row holds
 ==================  ======================  ===================================================
+
+Layout 2 (:data:`LAYOUT_BATCH`, written by default) holds the events of one transaction --
+or of one chunk of a large one -- in one row: ``[e1,e2,...]`` where each ``eN`` is the
+event's wire text byte for byte, in ``sequence`` order. Layout 1 (:data:`LAYOUT_EVENT`) is
+the original one-row-per-event layout; rows written by an older producer have it (the
+columns' server defaults), and readers handle both. A parked row always holds one event
+(readers split a row when one of its events is refused), except a layout-2 row whose array
+cannot be read at all.
 
 A row with ``failed_at`` set is *parked*: relays skip it, an operator reads ``last_error``
 and requeues it (``sqla-audit outbox requeue --db URL``) once the cause is fixed. Rows are
@@ -37,6 +48,7 @@ from sqlalchemy import (
     Dialect,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -46,6 +58,12 @@ from sqlalchemy.dialects import mysql
 
 #: Default name of the outbox table.
 DEFAULT_TABLE_NAME: Final = "sqla_audit_outbox"
+
+#: ``layout`` of a row holding one event: ``payload`` is that event's JSON (the original
+#: layout; the column's default, so rows of older producers have it).
+LAYOUT_EVENT: Final = 1
+#: ``layout`` of a row holding a JSON array of ``event_count`` events' JSON texts.
+LAYOUT_BATCH: Final = 2
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -112,9 +130,11 @@ def outbox_table(
         Column("created_at", UTCDateTime(), nullable=False),
         Column("failed_at", UTCDateTime(), nullable=True),
         Column("last_error", Text(), nullable=True),
+        Column("layout", SmallInteger(), nullable=False, server_default=str(LAYOUT_EVENT)),
+        Column("event_count", Integer(), nullable=False, server_default="1"),
         schema=schema,
         comment="sqla-audit outbox: change events waiting to be relayed to SNS",
     )
 
 
-__all__ = ["DEFAULT_TABLE_NAME", "UTCDateTime", "outbox_table"]
+__all__ = ["DEFAULT_TABLE_NAME", "LAYOUT_BATCH", "LAYOUT_EVENT", "UTCDateTime", "outbox_table"]

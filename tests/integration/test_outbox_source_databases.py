@@ -8,6 +8,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -21,7 +22,13 @@ from consumer.testing import make_event
 from consumer.worker import Worker
 from sqla_audit import audit_context, install_audit, uninstall_audit
 from sqla_audit.events import ChangeEvent, Operation
-from sqla_audit.outbox import OutboxWriter, create_outbox_table, outbox_counts, outbox_table
+from sqla_audit.outbox import (
+    OutboxWriter,
+    create_outbox_table,
+    outbox_counts,
+    outbox_table,
+    outbox_tally,
+)
 
 LOCKING = [
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
@@ -56,9 +63,11 @@ def engine_factory() -> Iterator[Callable[[str], sa.Engine]]:
         engine.dispose()
 
 
-def write_events(engine: sa.Engine, events: list[ChangeEvent]) -> None:
+def write_events(engine: sa.Engine, events: list[ChangeEvent], **writer: Any) -> None:
+    """One row per event (layout 1) unless told: most tests here are about rows and locks."""
+    writer.setdefault("layout", 1)
     with engine.begin() as connection:
-        OutboxWriter().write(connection, events)
+        OutboxWriter(**writer).write(connection, events)
 
 
 def events(count: int) -> list[ChangeEvent]:
@@ -251,4 +260,38 @@ def test_a_poison_row_is_parked_and_its_batch_stored(
             sa.select(table.c.event_id, table.c.last_error).where(table.c.failed_at.is_not(None))
         ).all()
     assert event_id == str(poison.event_id)
+    assert "value out of range" in error
+
+
+def test_a_poison_event_of_a_transaction_row_is_parked_alone(
+    locking_url: str, engine_factory: Callable[[str], sa.Engine]
+) -> None:
+    """In a row holding a whole transaction (layout 2), the event the store refuses is parked
+    in a row of its own, in the lease that deletes the row; its 19 neighbours are stored once."""
+    app = engine_factory(locking_url)
+    valid = events(19)
+    poison = make_event(table="refused", record_id="p")
+    write_events(app, [*valid[:7], poison, *valid[7:]], layout=2)
+    write_events(app, events(2), layout=1)  # rows as an older producer wrote them
+    assert outbox_tally(app) == (22, 0, 3, 0)
+    store = RefusingStore()
+    source = OutboxSource(engine_factory(locking_url), poll_interval=0.02)
+    worker = Worker(source, store, concurrency=2, batch_size=10, wait_seconds=0.1)
+    worker.start()
+    try:
+        wait_for(lambda: outbox_counts(app) == (0, 1), 60)
+    finally:
+        worker.stop()
+        worker.join(30)
+        source.close()
+    assert set(store.writes.values()) == {1}
+    assert {event.event_id for event in valid} <= set(store.writes)
+    assert len(store.writes) == 21
+    table = outbox_table()
+    with app.connect() as connection:
+        [(event_id, payload, error)] = connection.execute(
+            sa.select(table.c.event_id, table.c.payload, table.c.last_error)
+        ).all()
+    assert event_id == str(poison.event_id)
+    assert payload == poison.to_json()
     assert "value out of range" in error

@@ -41,7 +41,7 @@ def _write(url: str, count: int) -> list[ChangeEvent]:
     ]
     engine = sa.create_engine(url)
     with engine.begin() as connection:
-        OutboxWriter().write(connection, events)
+        OutboxWriter(layout=1).write(connection, events)  # one row per event
     engine.dispose()
     return events
 
@@ -85,6 +85,26 @@ def test_status_json_lists_parked_rows_with_their_error(
     assert row["record_id"] == "1"
     assert row["parked_at"] == "2026-01-02T03:04:05Z"
     assert row["last_error"] == "SNSRejectedError: InvalidParameter: too big"
+
+
+def test_status_counts_events_of_transaction_rows(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """status counts events, not rows: a 3-event transaction row is 3 pending events."""
+    engine = sa.create_engine(db_url)
+    with engine.begin() as connection:
+        OutboxWriter().write(connection, [make_event(record_id=str(i)) for i in range(3)])
+    engine.dispose()
+    _write(db_url, 1)
+    _park(db_url, 2, "refused", dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    assert main(["outbox", "status", "--db", db_url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["pending 3 (in 1 row)", "parked 1"]
+    assert main(["outbox", "status", "--db", db_url, "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert (document["pending"], document["parked"]) == (3, 1)
+    assert (document["pending_row_count"], document["parked_row_count"]) == (1, 1)
+    assert document["parked_rows"][0]["event_count"] == 1
 
 
 def test_status_text_shows_each_parked_row(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:

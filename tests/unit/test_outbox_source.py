@@ -56,8 +56,9 @@ def source(engine: sa.Engine, clock: FakeClock) -> Iterator[OutboxSource]:
 
 
 def write_events(engine: sa.Engine, events: list[ChangeEvent]) -> None:
+    """One row per event (layout 1): these tests are about rows and leases."""
     with engine.begin() as connection:
-        OutboxWriter().write(connection, events)
+        OutboxWriter(layout=1).write(connection, events)
 
 
 def events(count: int) -> list[ChangeEvent]:
@@ -268,7 +269,7 @@ def test_failed_delete_is_logged_and_the_row_delivered_again(
     def broken(*_args: object) -> None:
         raise OperationalError("DELETE", {}, Exception("database is locked"))
 
-    monkeypatch.setattr(source, "_write", broken)
+    monkeypatch.setattr(source, "_apply", broken)
     source.ack([message])
     monkeypatch.undo()
     assert "delivered again" in caplog.text

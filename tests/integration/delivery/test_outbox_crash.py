@@ -252,24 +252,26 @@ def test_two_relays_publish_each_event_once(
 def test_relay_killed_before_delete_only_duplicates(
     db: tuple[str, sa.Engine], private_aws: Any, sns_client_for: Any, tmp_path: Path
 ) -> None:
-    """A relay SIGKILLed after publishing re-sends that batch; the store keeps each event once."""
+    """A relay SIGKILLed after publishing re-sends that batch; the store keeps each event once.
+
+    The rows hold 100-event transactions (layout 2): the killed pass took one row."""
     url, engine = db
     events = make_outbox_rows(engine, 200)
     topic_arn, queue_url = private_aws.topic_with_queue()
     reader = private_aws.reader(queue_url)
-    child = run_child(tmp_path, RELAY, url, private_aws.endpoint, topic_arn, "50")
+    child = run_child(tmp_path, RELAY, url, private_aws.endpoint, topic_arn, "1")
     assert child.returncode == -signal.SIGKILL, child.stderr
-    assert child.stdout.split() == ["published", "50"]
+    assert child.stdout.split() == ["published", "100"]
     assert outbox_counts(engine) == (200, 0)  # the killed relay's transaction rolled back
 
     relay = OutboxRelay(engine, sender_for(private_aws, topic_arn, sns_client_for))
     assert relay.drain().published == 200
-    received = reader.wait(expected=250)
+    received = reader.wait(expected=300)
     ids = received.event_ids()
-    assert len(ids) == 250
+    assert len(ids) == 300
     assert set(ids) == {str(e.event_id) for e in events}
     duplicated = {i for i in ids if ids.count(i) == 2}
-    assert duplicated == {str(e.event_id) for e in events[:50]}
+    assert duplicated == {str(e.event_id) for e in events[:100]}
 
     store = MemoryStore()
     decoder = Decoder()

@@ -93,7 +93,7 @@ def test_status_and_requeue(
     assert main(["outbox", "create-table", "--db", db_url]) == 0
     engine = sa.create_engine(db_url)
     with engine.begin() as connection:
-        OutboxWriter().write(connection, [event_factory(), event_factory()])
+        OutboxWriter(layout=1).write(connection, [event_factory(), event_factory()])
         table = outbox_table()
         connection.execute(
             sa.update(table).where(table.c.id == 1).values(failed_at=sa.func.now(), last_error="x")

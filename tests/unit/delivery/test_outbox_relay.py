@@ -67,7 +67,8 @@ def test_batch_size_limits_a_pass_and_drain_loops(
 ) -> None:
     """run_once takes batch_size rows; drain repeats until the outbox is empty."""
     events = [event_factory(sequence=i) for i in range(23)]
-    commit_events(engine, events)
+    for event in events:  # one transaction, so one row, each
+        commit_events(engine, [event])
     relay = make_relay(engine, fake_sns, batch_size=10)
     assert relay.run_once().published == 10
     assert relay.drain() == RelayResult(published=13)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -15,11 +17,14 @@ from sqla_audit.delivery import TransactionalWriter
 from sqla_audit.events import ChangeEvent
 from sqla_audit.outbox import (
     DEFAULT_TABLE_NAME,
+    LAYOUT_BATCH,
+    LAYOUT_EVENT,
     OutboxWriter,
     UTCDateTime,
     create_outbox_table,
     outbox_counts,
     outbox_table,
+    outbox_tally,
     requeue_parked,
 )
 
@@ -49,11 +54,11 @@ def test_writer_is_a_transactional_writer() -> None:
 
 
 def test_committed_rows_hold_the_events(engine: sa.Engine, event_factory: EventFactory) -> None:
-    """Committing writes one row per event with the routing columns and the JSON payload."""
+    """In layout 1, committing writes one row per event with the routing columns and the JSON."""
     events = [event_factory(record_id=str(i), sequence=i) for i in range(3)]
     with engine.begin() as connection:
         connection.execute(sa.text("INSERT INTO items VALUES (1, 'a')"))
-        OutboxWriter().write(connection, events)
+        OutboxWriter(layout=1).write(connection, events)
     table = outbox_table()
     with engine.connect() as connection:
         rows = connection.execute(sa.select(table).order_by(table.c.id)).all()
@@ -83,11 +88,14 @@ def test_rolled_back_transaction_leaves_no_row(
 
 
 def test_rows_follow_the_sequence_order(engine: sa.Engine, event_factory: EventFactory) -> None:
-    """Ids, hence relay order, follow the events' sequence inside the transaction."""
+    """Ids (layout 1) and array positions (layout 2) follow the events' sequence."""
     events = [event_factory(sequence=i) for i in range(5)]
     with engine.begin() as connection:
-        OutboxWriter().write(connection, list(reversed(events)))
+        OutboxWriter(layout=1).write(connection, list(reversed(events)))
     assert payloads(engine) == [e.to_json() for e in events]
+    with engine.begin() as connection:
+        OutboxWriter().write(connection, list(reversed(events)))
+    assert payloads(engine)[5:] == ["[" + ",".join(e.to_json() for e in events) + "]"]
 
 
 def test_large_transactions_are_inserted_in_bounded_chunks(
@@ -103,8 +111,8 @@ def test_large_transactions_are_inserted_in_bounded_chunks(
 
     events = [event_factory(sequence=i, padding=1000) for i in range(10)]
     with engine.begin() as connection:
-        OutboxWriter(chunk_rows=4).write(connection, events)
-        OutboxWriter(chunk_bytes=2500).write(connection, events[:4])
+        OutboxWriter(layout=1, chunk_rows=4).write(connection, events)
+        OutboxWriter(layout=1, chunk_bytes=2500).write(connection, events[:4])
     assert len(payloads(engine)) == 14
     assert len(statements) >= 3 + 2
 
@@ -117,9 +125,13 @@ def test_writing_nothing_is_a_no_op(engine: sa.Engine) -> None:
 
 
 def test_writer_settings_are_validated() -> None:
-    """Non-positive chunk sizes are refused."""
+    """Non-positive chunk sizes and unknown layouts are refused."""
     with pytest.raises(ValueError, match="positive"):
         OutboxWriter(chunk_rows=0)
+    with pytest.raises(ValueError, match="positive"):
+        OutboxWriter(events_per_row=0)
+    with pytest.raises(ValueError, match="layout"):
+        OutboxWriter(layout=3)
 
 
 def test_table_joins_the_applications_metadata() -> None:
@@ -141,6 +153,8 @@ def test_table_joins_the_applications_metadata() -> None:
         "created_at",
         "failed_at",
         "last_error",
+        "layout",
+        "event_count",
     ]
 
 
@@ -169,8 +183,9 @@ def test_create_table_is_idempotent(tmp_path: Path) -> None:
 
 def test_counts_and_requeue(engine: sa.Engine, event_factory: EventFactory) -> None:
     """outbox_counts splits pending from parked rows; requeue_parked makes them pending."""
-    with engine.begin() as connection:
-        OutboxWriter().write(connection, [event_factory(), event_factory()])
+    for _ in range(2):
+        with engine.begin() as connection:
+            OutboxWriter().write(connection, [event_factory()])
     table = outbox_table()
     with engine.begin() as connection:
         connection.execute(
@@ -202,3 +217,70 @@ def test_chunks_count_payload_bytes_not_characters() -> None:
     assert [len(chunk) for chunk in writer._chunks(rows)] == [1, 1]
     ascii_rows = [{"payload": "a" * 4}, {"payload": "a" * 4}]
     assert [len(chunk) for chunk in writer._chunks(ascii_rows)] == [2]
+
+
+def rows_of(engine: sa.Engine) -> list[Any]:
+    table = outbox_table()
+    with engine.connect() as connection:
+        return list(connection.execute(sa.select(table).order_by(table.c.id)).all())
+
+
+def test_a_transaction_is_one_row_holding_its_events_verbatim(
+    engine: sa.Engine, event_factory: EventFactory
+) -> None:
+    """By default one transaction's events go into one layout-2 row: an array of their texts."""
+    events = [event_factory(record_id=str(i), sequence=i) for i in range(3)]
+    with engine.begin() as connection:
+        OutboxWriter().write(connection, events)
+    (row,) = rows_of(engine)
+    assert (row.layout, row.event_count) == (LAYOUT_BATCH, 3)
+    assert row.payload == "[" + ",".join(e.to_json() for e in events) + "]"
+    assert [ChangeEvent.from_dict(item) for item in json.loads(row.payload)] == events
+    assert (row.event_id, row.record_id) == (str(events[0].event_id), "0")
+    assert row.transaction_id == str(events[0].transaction_id)
+    assert outbox_tally(engine) == (3, 0, 1, 0)
+
+
+def test_a_one_event_transaction_writes_a_plain_layout_1_row(
+    engine: sa.Engine, event_factory: EventFactory
+) -> None:
+    """A single event is stored as before (layout 1, payload = the event JSON)."""
+    event = event_factory()
+    with engine.begin() as connection:
+        OutboxWriter().write(connection, [event])
+    (row,) = rows_of(engine)
+    assert (row.layout, row.event_count, row.payload) == (LAYOUT_EVENT, 1, event.to_json())
+
+
+def test_large_transactions_are_split_into_bounded_rows_in_order(
+    engine: sa.Engine, event_factory: EventFactory
+) -> None:
+    """events_per_row and chunk_bytes bound a layout-2 row; the rows keep the sequence order."""
+    events = [event_factory(sequence=i, padding=1000) for i in range(10)]
+    with engine.begin() as connection:
+        OutboxWriter(events_per_row=4).write(connection, events)
+    assert [row.event_count for row in rows_of(engine)] == [4, 4, 2]
+    with engine.begin() as connection:
+        OutboxWriter(chunk_bytes=3100).write(connection, events[:4])  # two 1.5 KB events
+    later = rows_of(engine)[3:]
+    assert [row.event_count for row in later] == [2, 2]
+    texts = [item for row in rows_of(engine)[:3] for item in json.loads(row.payload)]
+    assert [ChangeEvent.from_dict(item) for item in texts] == events
+
+
+def test_layout_1_writes_to_a_table_created_before_layout_2(
+    tmp_path: Path, event_factory: EventFactory
+) -> None:
+    """layout=1 names no new column, so it works on an outbox table not migrated yet."""
+    old = sa.Table(
+        DEFAULT_TABLE_NAME,
+        sa.MetaData(),
+        *[c._copy() for c in outbox_table().columns if c.name not in ("layout", "event_count")],
+    )
+    engine = sa.create_engine(f"sqlite+pysqlite:///{tmp_path / 'old.db'}")
+    old.create(engine)
+    with engine.begin() as connection:
+        OutboxWriter(layout=1).write(connection, [event_factory(), event_factory(sequence=1)])
+    with engine.connect() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(old)).scalar_one() == 2
+    engine.dispose()
