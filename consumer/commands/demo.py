@@ -103,8 +103,13 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
     workdir, temporary, sock = args.workdir, None, None
     if args.serve:
         from consumer.commands.ui import DEFAULT_HOST  # noqa: PLC0415
-        from consumer.ui.server import bind  # noqa: PLC0415
 
+        try:
+            from consumer.ui.server import bind  # noqa: PLC0415
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"--serve needs the ui extra: pip install 'sqla-audit[ui]' ({exc})"
+            ) from exc
         sock = bind(DEFAULT_HOST, args.port)  # a port in use fails before the demo runs
     if sock is not None and workdir is None:  # the store must outlive the demo until served
         temporary = tempfile.TemporaryDirectory(prefix="sqla-audit-demo-")

@@ -40,7 +40,17 @@ from tests.net_support import free_port
 TOPIC = "arn:aws:sns:us-east-1:123456789012:audit"
 BAD_HOST = "audit-store.invalid"
 #: Modules the extras install; blocked to simulate ``pip install sqla-audit``.
-EXTRA_MODULES = ("boto3", "botocore", "s3transfer", "cassandra", "prometheus_client", "deepdiff")
+EXTRA_MODULES = (
+    "boto3",
+    "botocore",
+    "s3transfer",
+    "cassandra",
+    "prometheus_client",
+    "deepdiff",
+    "starlette",
+    "jinja2",
+    "uvicorn",
+)
 THIRD_PARTY_LOG_MARKS = (" cassandra.", " botocore.", " urllib3.", " boto3.", "Traceback")
 
 BAD_ARGUMENT = "bad argument"
@@ -346,16 +356,17 @@ CASES: dict[tuple[str, ...], dict[str, list[Case] | str]] = {
             Case(("--cassandra-hosts", "127.0.0.1", "--cassandra-port", "{dead}"), 3, "")
         ],
         UNRESOLVABLE: [Case(("--cassandra-hosts", BAD_HOST), 3, "")],
-        MISSING_EXTRA: [Case(("--cassandra-hosts", "127.0.0.1"), 2, "sqla-audit[consumer]")],
+        MISSING_EXTRA: [
+            Case(("--cassandra-hosts", "127.0.0.1"), 2, "sqla-audit[consumer]"),
+            Case(("--serve", "--port", "0"), 2, "sqla-audit[ui]"),
+        ],
         PORT_IN_USE: [Case(("--serve", "--port", "{busy}"), 2, "cannot listen on 127.0.0.1")],
         PERMISSION: [Case(("--workdir", "{ro}/demo"), 2, "permission denied")],
     },
     ("ui",): {
         UNREACHABLE: [Case(("--port", "0", "--cassandra-port", "{dead}"), 3, "cassandra")],
         UNRESOLVABLE: [Case(("--port", "0", "--cassandra-hosts", BAD_HOST), 3, "resolve")],
-        MISSING_EXTRA: [
-            Case(("--port", "0", "--cassandra-port", "{dead}"), 2, "sqla-audit[consumer]")
-        ],
+        MISSING_EXTRA: [Case(("--port", "0"), 2, "sqla-audit[ui]")],
         PORT_IN_USE: [Case(("--port", "{busy}"), 2, "cannot listen on 127.0.0.1")],
         PERMISSION: "the SQLite audit store opened read-only is covered with the store",
     },
