@@ -27,6 +27,10 @@ from sqla_audit.errors import ConfigurationError, StoreError
 #: is 600 s). A reconnection attempt is one TCP connect: cheap even every 2 s.
 RECONNECT_MAX_DELAY: Final = 2.0
 
+#: Seconds a read waits for its replica before the same read also goes to the next one
+#: (speculative execution; reads only -- see :func:`execution_profile`).
+READ_SPECULATION_DELAY: Final = 0.5
+
 
 class CassandraAccessDenied(StoreError):
     """Cassandra refused a request because the role lacks a permission (``Unauthorized``).
@@ -36,6 +40,53 @@ class CassandraAccessDenied(StoreError):
     """
 
 
+def reconnection_policy() -> Any:
+    """Reconnect to a lost node after 0.5 s, doubling to :data:`RECONNECT_MAX_DELAY`, and
+    never give up: the driver's default stops after 64 attempts (about two minutes at this
+    pace) and then never reconnects to that node, so a node down a little longer would be
+    lost to the worker for good -- on a three-node cluster, two such nodes and writes at
+    ``LOCAL_QUORUM`` could never succeed again."""
+    from cassandra.policies import ExponentialReconnectionPolicy  # noqa: PLC0415
+
+    return ExponentialReconnectionPolicy(
+        base_delay=0.5, max_delay=RECONNECT_MAX_DELAY, max_attempts=None
+    )
+
+
+def execution_profile(config: CassandraConfig) -> Any:
+    """The default execution profile: token-aware, DC-local routing at the configured
+    consistency, and speculative execution for reads.
+
+    A read still unanswered after :data:`READ_SPECULATION_DELAY` is sent once more, to the
+    next replica, and the first answer wins: a replica that is restarting, in a long GC
+    pause or just killed then costs half a second instead of the request timeout. The
+    driver speculates only on statements marked idempotent, and only reads are
+    (:mod:`~consumer.sinks.cassandra.reads`): writes are idempotent too, but a slow write
+    usually means an overloaded cluster, where a second copy of every slow write adds load;
+    the worker retries a failed batch itself. Retries stay the driver's default policy (one
+    retry on another node for ``Unavailable``, a read timeout retried once when enough
+    replicas answered, write timeouts not retried: the worker's batch retry covers them).
+    """
+    from cassandra import ConsistencyLevel  # noqa: PLC0415
+    from cassandra.cluster import ExecutionProfile  # noqa: PLC0415
+    from cassandra.policies import (  # noqa: PLC0415
+        ConstantSpeculativeExecutionPolicy,
+        DCAwareRoundRobinPolicy,
+        TokenAwarePolicy,
+    )
+    from cassandra.query import dict_factory  # noqa: PLC0415
+
+    return ExecutionProfile(
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=config.local_dc)),
+        consistency_level=ConsistencyLevel.name_to_value[config.consistency],
+        request_timeout=config.request_timeout,
+        row_factory=dict_factory,
+        speculative_execution_policy=ConstantSpeculativeExecutionPolicy(
+            delay=READ_SPECULATION_DELAY, max_attempts=1
+        ),
+    )
+
+
 def connect(config: CassandraConfig) -> Any:
     """A connected driver ``Cluster`` (call ``.shutdown()``), configured from ``config``.
 
@@ -43,25 +94,11 @@ def connect(config: CassandraConfig) -> Any:
     the driver from guessing (and warning); reconnection is quick (0.5 s doubling to
     :data:`RECONNECT_MAX_DELAY`) so a worker resumes soon after Cassandra comes back.
     """
-    from cassandra import (  # noqa: PLC0415 - heavy, optional dependency
-        ConsistencyLevel,
-        UnresolvableContactPoints,
-    )
+    from cassandra import UnresolvableContactPoints  # noqa: PLC0415 - heavy, optional
     from cassandra.auth import PlainTextAuthProvider  # noqa: PLC0415
-    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile  # noqa: PLC0415
-    from cassandra.policies import (  # noqa: PLC0415
-        DCAwareRoundRobinPolicy,
-        ExponentialReconnectionPolicy,
-        TokenAwarePolicy,
-    )
-    from cassandra.query import dict_factory  # noqa: PLC0415
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster  # noqa: PLC0415
 
-    profile = ExecutionProfile(
-        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=config.local_dc)),
-        consistency_level=ConsistencyLevel.name_to_value[config.consistency],
-        request_timeout=config.request_timeout,
-        row_factory=dict_factory,
-    )
+    profile = execution_profile(config)
     auth = (
         PlainTextAuthProvider(username=config.username, password=config.password)
         if config.username is not None
@@ -76,9 +113,7 @@ def connect(config: CassandraConfig) -> Any:
             execution_profiles={EXEC_PROFILE_DEFAULT: profile},
             auth_provider=auth,
             connect_timeout=config.connect_timeout,
-            reconnection_policy=ExponentialReconnectionPolicy(
-                base_delay=0.5, max_delay=RECONNECT_MAX_DELAY
-            ),
+            reconnection_policy=reconnection_policy(),
             idle_heartbeat_interval=5,
             ssl_context=context,
         )
@@ -134,5 +169,7 @@ __all__ = [
     "classify",
     "classify_connect_failure",
     "connect",
+    "execution_profile",
+    "reconnection_policy",
     "store_error",
 ]

@@ -147,6 +147,7 @@ class CassandraReads:
     def _execute(self, statement: Any, params: tuple[Any, ...], fetch_size: int) -> Any:
         bound = statement.bind(params)
         bound.fetch_size = fetch_size
+        bound.is_idempotent = True  # may be sent to a second replica (connection.py)
         try:
             return self._session.execute(bound, timeout=self._timeout)
         except Exception as exc:
