@@ -21,8 +21,10 @@ from starlette.testclient import TestClient
 from ui_support import HOSTILE, HOSTILE_KEY, INVOICES, ORDERS, SECRET, Trail, fill_store, make_trail
 
 from consumer.query import AuditQuery
+from consumer.sinks.memory import MemoryStore
 from consumer.sinks.sqlite import SQLiteStore
 from consumer.ui import audit_app
+from sqla_audit.errors import StoreError
 from sqla_audit.events import Operation
 
 
@@ -365,3 +367,19 @@ def test_mounted_under_a_prefix_every_link_keeps_it(store_path: Path, trail: Tra
             assert get(test_client, link_to(page, "/audit/transaction"))
     finally:
         store.close()
+
+
+class BrokenStore(MemoryStore):
+    """A store whose reads fail the way an unreachable Cassandra does."""
+
+    def services_of(self, table: str, record_id: str) -> list[str]:
+        raise StoreError("cannot reach cassandra at secret-host.internal:9042")
+
+
+def test_a_store_failure_is_a_503_page_without_details() -> None:
+    """A failing store gives a short 503 page; the store's error text stays in the log."""
+    with TestClient(audit_app(AuditQuery(BrokenStore()))) as broken:
+        response = broken.get(f"/record?table={ORDERS}&id=1")
+    assert response.status_code == 503
+    assert "could not be read" in text_of(response.text)
+    assert "secret-host" not in response.text
