@@ -238,9 +238,15 @@ def _serve_proxy(upstream: str, delay: float, port: int) -> None:
         signal.pause()
 
 
-def _publisher(topic_arn: str, endpoint: str, concurrency: int | None, **kwargs: Any) -> Any:
+def _publisher(
+    topic_arn: str, endpoint: str, concurrency: int | None, transport: str = "lean", **kwargs: Any
+) -> Any:
     from sqla_audit.publishers.sns import SNSPublisher  # noqa: PLC0415
 
+    if "transport" in inspect.signature(SNSPublisher).parameters:
+        kwargs["transport"] = transport
+    elif transport != "boto3":
+        raise BenchError("this SNSPublisher has no lean transport")
     if concurrency is not None:
         if "max_concurrency" in inspect.signature(SNSPublisher).parameters:
             kwargs["max_concurrency"] = concurrency
@@ -249,10 +255,14 @@ def _publisher(topic_arn: str, endpoint: str, concurrency: int | None, **kwargs:
     return SNSPublisher(topic_arn, endpoint_url=endpoint, register_atexit=False, **kwargs)
 
 
-def _throughput(topic_arn: str, endpoint: str, concurrency: int | None, events: int) -> float:
+def _throughput(
+    topic_arn: str, endpoint: str, concurrency: int | None, events: int, transport: str = "lean"
+) -> float:
     """Events delivered per second: publish ``events`` at once, time until flush()."""
     stream = event_stream(events + 20, seed=5)
-    publisher = _publisher(topic_arn, endpoint, concurrency, max_queue_events=events + 100)
+    publisher = _publisher(
+        topic_arn, endpoint, concurrency, transport, max_queue_events=events + 100
+    )
     try:
         publisher.publish(stream[:20])  # warm up: connections, credentials
         if not publisher.flush(60):

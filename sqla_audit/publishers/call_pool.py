@@ -31,36 +31,48 @@ class CallPool:
         self._pid = os.getpid()
 
     def map(self, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
-        """``[fn(item) for item in items]``, up to ``size`` at a time; the caller runs one.
+        """``[fn(item) for item in items]``, up to ``size`` at a time, the caller included.
 
-        Waits for every call; the first exception raised by a call is raised afterwards.
+        The calls form one pipeline: each of ``size`` runners (the caller and up to
+        ``size - 1`` workers) takes the next item as soon as its previous call returned, so
+        a slow call does not hold the others back. Waits for every call; the first
+        exception raised by a call is raised afterwards.
         """
         if len(items) <= 1 or self.size <= 1:
             return [fn(item) for item in items]
         results: list[Any] = [None] * len(items)
         errors: list[BaseException] = []
-        remaining = [len(items) - 1]
+        runners = min(self.size, len(items))
+        position = iter(range(len(items)))
+        take = threading.Lock()
+        remaining = [runners - 1]
         done = threading.Condition()
 
-        def job(index: int) -> Callable[[], None]:
-            def run() -> None:
+        def run_items() -> None:
+            while True:
+                with take:
+                    index = next(position, None)
+                if index is None:
+                    return
                 try:
                     results[index] = fn(items[index])
                 except BaseException as exc:  # noqa: BLE001 -- re-raised by the caller
                     errors.append(exc)
-                finally:
-                    with done:
-                        remaining[0] -= 1
-                        done.notify_all()
 
-            return run
+        def runner() -> None:
+            try:
+                run_items()
+            finally:
+                with done:
+                    remaining[0] -= 1
+                    done.notify_all()
 
         with self._lock:  # workers and jobs together: an idle worker cannot leave them behind
-            self._ensure_workers_locked(min(self.size, len(items)) - 1)
-            for index in range(1, len(items)):
-                self._jobs.put(job(index))
+            self._ensure_workers_locked(runners - 1)
+            for _ in range(runners - 1):
+                self._jobs.put(runner)
         try:
-            results[0] = fn(items[0])
+            run_items()
         finally:
             with done:
                 done.wait_for(lambda: remaining[0] == 0)

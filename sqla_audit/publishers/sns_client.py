@@ -10,6 +10,8 @@ URL-encoded the body twice per call in pure Python, half of its CPU per call). T
 
 from __future__ import annotations
 
+import re
+from operator import itemgetter
 from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError
@@ -56,34 +58,43 @@ def build_sns_client(
         raise ConfigurationError(f"cannot build the SNS client: {exc}") from exc
 
 
-#: ``application/x-www-form-urlencoded`` for one byte (as a latin-1 character): unreserved
-#: characters stay, space becomes ``+``, everything else ``%XX`` -- what ``urlencode`` does.
-_FORM_ESCAPES: Final = {
-    byte: (
-        chr(byte)
-        if chr(byte).isascii() and (chr(byte).isalnum() or chr(byte) in "_.-~")
-        else "+"
-        if byte == 0x20
-        else f"%{byte:02X}"
-    )
+#: ``application/x-www-form-urlencoded`` of each byte value: unreserved characters stay,
+#: space becomes ``+``, everything else ``%XX`` -- what ``urlencode`` does.
+_FORM_ESCAPES: Final = tuple(
+    chr(byte)
+    if chr(byte).isascii() and (chr(byte).isalnum() or chr(byte) in "_.-~")
+    else "+"
+    if byte == 0x20
+    else f"%{byte:02X}"
     for byte in range(256)
-}
+)
+
+#: Text that needs no escaping at all (most field names and short values).
+_UNRESERVED: Final = re.compile(r"[A-Za-z0-9_.~-]*")
 
 
 def form_encode(fields: dict[str, Any]) -> bytes:
-    """The body ``urlencode(fields)`` would give, computed in C (``str.translate``).
+    """The body ``urlencode(fields)`` would give, computed in C.
 
     botocore encodes a query-protocol body with ``urllib.parse.urlencode`` -- a Python loop
     over every character, twice per call (once more for the signature) -- which was half of
-    the CPU a ``PublishBatch`` of ten 1 KiB events cost.
+    the CPU a ``PublishBatch`` of ten 1 KiB events cost. Here each byte is looked up in a
+    table by ``operator.itemgetter`` and the pieces joined, without a Python-level loop.
     """
     return "&".join(
-        f"{_form_part(str(key))}={_form_part(str(value))}" for key, value in fields.items()
+        f"{form_value(str(key))}={form_value(str(value))}" for key, value in fields.items()
     ).encode("ascii")
 
 
-def _form_part(text: str) -> str:
-    return text.encode("utf-8").decode("latin-1").translate(_FORM_ESCAPES)
+def form_value(text: str) -> str:
+    """One name or value of a form body, escaped as ``urllib.parse.quote_plus`` does."""
+    if _UNRESERVED.fullmatch(text):
+        return text
+    data = text.encode("utf-8")
+    if len(data) == 1:
+        return _FORM_ESCAPES[data[0]]
+    pieces: tuple[str, ...] = itemgetter(*data)(_FORM_ESCAPES)
+    return "".join(pieces)
 
 
 def _encode_body_once(params: dict[str, Any], **_: Any) -> None:
@@ -100,4 +111,4 @@ def install_fast_body(client: Any) -> None:
         events.register("before-call.sns.PublishBatch", _encode_body_once)
 
 
-__all__ = ["build_sns_client", "form_encode", "install_fast_body"]
+__all__ = ["build_sns_client", "form_encode", "form_value", "install_fast_body"]

@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 #: Events serialized and written to the spool at a time when a queue spills.
 _SPILL_CHUNK_EVENTS: Final = 500
 
+#: Full batches per call in flight that the sender thread takes from the queue (or the
+#: spool) at a time: the calls of a round form one pipeline, and a larger round leaves
+#: fewer pauses between rounds.
+_ROUND_BATCHES_PER_CALL: Final = 4
+
 #: ``PublishBatch`` calls the direct-mode publisher keeps in flight at most, by default.
 DEFAULT_MAX_CONCURRENCY: Final = 16
 
@@ -77,10 +82,13 @@ class SNSPublisher:
     Without a spool, events that cannot be delivered (or do not fit in the queue) are
     reported to ``on_error`` and counted as ``dropped``.
 
-    Throughput: the sender thread takes ``max_batch_events`` events at a time (default ten
-    per call in flight) and sends them with up to ``max_concurrency`` ``PublishBatch`` calls
-    at once (see :class:`SNSSender`; FIFO topics keep one batch per message group in
-    flight). The spool is drained the same way, so a backlog empties at the live rate.
+    Throughput: the sender thread takes ``max_batch_events`` events at a time (default four
+    full batches per call in flight) and sends them with up to ``max_concurrency``
+    ``PublishBatch`` calls at once (see :class:`SNSSender`; FIFO topics keep one batch per
+    message group in flight). The spool is drained the same way; while it drains and SNS
+    answers, newly published events wait in memory (up to ``max_queue_events``) and follow
+    once the spool is empty, so the drain does not also write, read and decode the load
+    that keeps coming.
     """
 
     def __init__(
@@ -130,7 +138,7 @@ class SNSPublisher:
         self._max_queue_hard = hard
         # One round of the sender: a full batch for every call it may have in flight.
         self._max_batch = (
-            SNS_MAX_BATCH_ENTRIES * self._sender.max_concurrency
+            _ROUND_BATCHES_PER_CALL * SNS_MAX_BATCH_ENTRIES * self._sender.max_concurrency
             if max_batch_events is None
             else max_batch_events
         )
@@ -373,7 +381,14 @@ class SNSPublisher:
                 return False
             spilling = self._spilling
             if spilling:
-                seq = self._take_queue_locked()
+                seq = self._spill_seq
+                # While SNS answers, events published during the drain wait in memory, as
+                # on the direct path, and go out once the spool is empty -- rather than
+                # being written, fsync-ed, read back and decoded on the way. During an
+                # outage, past the soft cap or when closing they follow the backlog
+                # through the spool.
+                if self._outage_attempt or len(self._queue) >= self._max_queue or self._closing:
+                    seq = self._take_queue_locked()
             elif self._queue:
                 size = min(self._max_batch, len(self._queue))
                 batch = [self._queue.popleft() for _ in range(size)]
@@ -465,9 +480,10 @@ class SNSPublisher:
         records = self._spool.peek(self._max_batch)
         if not records:
             with self._cond:
-                # Nothing queued and nothing on its way to the spool: with the publisher's
-                # lock held no spill can start, so the spool's answer is final.
-                if not self._queue and not self._spill_backlog and self._spool.empty:
+                # Nothing on its way to the spool: with the publisher's lock held no spill
+                # can start, so the spool's answer is final. What is queued is newer than
+                # anything that was spooled and goes out directly.
+                if not self._spill_backlog and self._spool.empty:
                     self._spilling = False
                     log.info("sqla-audit: spool drained, back to direct delivery")
                 self._cond.notify_all()

@@ -292,22 +292,21 @@ class SNSSender:
             for failures in self._pool.map(self._send_lane, lanes):
                 yield from failures
             return
-        batches = list(_batches(rest))
-        width = self.max_concurrency
-        for start in range(0, len(batches), width):
-            wave = batches[start : start + width]
-            answers = self._pool.map(self._publish_batch, wave)
-            for failures in answers:
-                yield from failures
-            failed_call = next(
-                (f for b, f in zip(wave, answers, strict=True) if _whole_call_failed(b, f)), None
-            )
-            if failed_call is not None:
-                # The endpoint is down or throttling: no point hammering it with the other
-                # batches of this round.
-                later = [item for batch in batches[start + width :] for item in batch]
-                yield from _deferred(later, failed_call[0][1].error)
-                return
+        # Standard topic: every batch of the round in one pipeline of max_concurrency
+        # calls. After a whole call failed (down or throttling) the batches not yet started
+        # are deferred to the next attempt: no point hammering the endpoint with them.
+        stopped: list[BaseException] = []
+
+        def call(batch: list[tuple[int, _Prepared]]) -> list[tuple[int, _Failure]]:
+            if stopped:
+                return list(_deferred(batch, stopped[0]))
+            failures = self._publish_batch(batch)
+            if _whole_call_failed(batch, failures):
+                stopped.append(failures[0][1].error)
+            return failures
+
+        for failures in self._pool.map(call, list(_batches(rest))):
+            yield from failures
 
     def _stops(
         self, batch: list[tuple[int, _Prepared]], failures: list[tuple[int, _Failure]]

@@ -539,3 +539,26 @@ def test_spill_io_errors_are_reported_not_raised(
     assert publisher.stats().dropped == 3
     assert [type(error) for error, _ in errors.calls] == [OSError]
     assert errors.events == events
+
+
+def test_events_published_while_the_spool_drains_are_not_spooled(
+    make_publisher: Callable[..., SNSPublisher],
+    fake_sns: Any,
+    event_factory: EventFactory,
+    tmp_path: Path,
+) -> None:
+    """With SNS answering, new events wait in memory behind the draining backlog, in order."""
+    backlog = [event_factory(record_id=str(n)) for n in range(30)]
+    with EventSpool(tmp_path / "spool") as spool:
+        spool.append([e.to_json().encode() for e in backlog])
+    release = threading.Event()
+    fake_sns.on_call = lambda entries: release.wait(10)
+    publisher = make_publisher(spool=tmp_path / "spool", max_concurrency=1, max_batch_events=10)
+    later = [event_factory(record_id=str(n)) for n in range(30, 50)]
+    publisher.publish(later[:10])
+    publisher.publish(later[10:])
+    release.set()
+    assert publisher.flush(10)
+    stats = publisher.stats()
+    assert (stats.delivered, stats.spooled, stats.spool_bytes) == (50, 0, 0)
+    assert fake_sns.accepted_ids == ids(backlog + later)
