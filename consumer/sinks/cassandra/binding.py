@@ -123,27 +123,36 @@ class Binder:
         stays None, unset stays unset, but never in the partition key)."""
         unset = self._unset
         protocol = plan.protocol
-        out: list[Any] = []
-        for position, value in enumerate(values, start):
-            if value is None:
-                out.append(None)
-            elif value is unset:
-                if position in plan.key_positions:
+        try:
+            out = [
+                value if value is None or value is unset else serialize(value, protocol)
+                for serialize, value in zip(plan.serializers[start:], values, strict=False)
+            ]
+        except (TypeError, struct.error):
+            self._explain(plan, values, start)
+            raise
+        if unset in out:
+            for position, value in enumerate(out, start):
+                if value is unset and position in plan.key_positions:
                     raise ValueError(
                         "Cannot bind UNSET_VALUE as a part of the routing key "
                         f"'{plan.columns[position].name}'"
                     )
-                out.append(unset)
-            else:
-                try:
-                    out.append(plan.serializers[position](value, protocol))
-                except (TypeError, struct.error) as exc:
-                    column = plan.columns[position]
-                    raise TypeError(
-                        f'Received an argument of invalid type for column "{column.name}". '
-                        f"Expected: {column.type}, Got: {type(value)}; ({exc})"
-                    ) from exc
         return out
+
+    def _explain(self, plan: _Plan, values: Sequence[Any], start: int) -> None:
+        """Raise the driver's ``TypeError`` naming the column whose value failed."""
+        for position, value in enumerate(values, start):
+            if value is None or value is self._unset:
+                continue
+            try:
+                plan.serializers[position](value, plan.protocol)
+            except (TypeError, struct.error) as exc:
+                column = plan.columns[position]
+                raise TypeError(
+                    f'Received an argument of invalid type for column "{column.name}". '
+                    f"Expected: {column.type}, Got: {type(value)}; ({exc})"
+                ) from exc
 
 
 __all__ = ["Binder"]

@@ -19,6 +19,7 @@ from consumer.sinks.cassandra.connection import connect, store_error
 from consumer.sinks.cassandra.layout import KeyspaceLayout, layout_problem, read_layout
 from consumer.sinks.cassandra.reads import CassandraReads
 from consumer.sinks.cassandra.schema import CassandraSchema
+from consumer.sinks.cassandra.window import Window
 from consumer.sinks.cassandra.writes import CassandraWrites
 from consumer.sinks.views import check_views, format_views
 from sqla_audit.errors import ConfigurationError, StoreError
@@ -51,7 +52,7 @@ class CassandraStore(CassandraWrites, CassandraReads):
         self._session = session
         self._cluster = cluster
         self._timeout = request_timeout
-        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._slots = Window(max_in_flight)
         self._closed = False
         protocol = getattr(getattr(session, "cluster", None), "protocol_version", None)
         if isinstance(protocol, int) and protocol < 4:

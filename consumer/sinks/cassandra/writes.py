@@ -32,7 +32,6 @@ partition key over 64 KiB) and Cassandra's ``InvalidRequest`` concern one record
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -48,6 +47,7 @@ from consumer.sinks.cassandra.schema import (
     timeline_bucket_ms,
     timeline_shard,
 )
+from consumer.sinks.cassandra.window import Window
 from consumer.sinks.digest import conflict, content_digest
 from consumer.sinks.errors import RecordConflict, RecordRejected
 
@@ -69,7 +69,7 @@ class CassandraWrites:
 
     _session: Any
     _timeout: float
-    _slots: threading.BoundedSemaphore
+    _slots: Window
     _unset: Any
     _schema: CassandraSchema
     views: frozenset[str]
