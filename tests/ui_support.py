@@ -166,6 +166,10 @@ def run_trail(shop_engine: sa.Engine, billing_engine: sa.Engine) -> Trail:
             order = session.get(Order, 1)
             assert order is not None
             session.delete(order)
+        with audit_context(actor="carol"), shop.begin() as session:
+            third = session.get(Order, 3)
+            assert third is not None
+            third.status = "shipped"
     finally:
         uninstall_audit(shop)
         uninstall_audit(billing)

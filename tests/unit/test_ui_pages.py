@@ -299,6 +299,32 @@ def test_restore_preview_plans_from_the_trail(client: TestClient, trail: Trail) 
     assert 'method="post"' not in page.lower()
 
 
+def test_restore_preview_of_an_update_lists_the_columns_to_write(
+    client: TestClient, trail: Trail
+) -> None:
+    """For a row that still exists the preview lists latest → restored per changed column."""
+    move = trail.first(record_id="3", operation=Operation.UPDATE)
+    page = get(client, f"/record/restore?service=shop&table={ORDERS}&id=3&event={move.event_id}")
+    text = text_of(page)
+    assert "Update these columns" in text
+    assert 'status "shipped" → "new"' in text
+    assert "card_token" not in text.split("Update these columns", 1)[1].split("In your", 1)[0]
+
+
+def test_restore_preview_of_a_moved_record_says_it_moved(client: TestClient, trail: Trail) -> None:
+    """A record whose key changed since cannot be restored under its old id: the page says so."""
+    insert = trail.first(record_id="2", operation=Operation.INSERT)
+    page = get(client, f"/record/restore?service=shop&table={ORDERS}&id=2&event={insert.event_id}")
+    text = text_of(page)
+    assert "moved to another key (3)" in text
+    assert "RecordMoved" in text
+
+
+def test_restore_preview_of_an_unknown_event_is_a_404(client: TestClient) -> None:
+    """An event id that is not one of the record's changes is a 404 page."""
+    get(client, f"/record/restore?service=shop&table={ORDERS}&id=1&event=nope", 404)
+
+
 def test_hostile_values_are_escaped_everywhere(client: TestClient, trail: Trail) -> None:
     """Markup, quotes and non-ASCII in values, keys and actors come back as text, never as tags."""
     update = trail.first(record_id="1", operation=Operation.UPDATE, service="shop")
