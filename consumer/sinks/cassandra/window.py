@@ -29,19 +29,19 @@ class Window:
     def acquire(self, blocking: bool = True) -> bool:
         """Take a slot; without ``blocking``, False at once when none is free."""
         with self._lock:
-            if self._free:
-                self._free -= 1
-                return True
-            if not blocking:
-                return False
-            self._waiting += 1
-            try:
-                while not self._free:
-                    self._full.wait()
-            finally:
-                self._waiting -= 1
+            if not self._free:
+                if not blocking:
+                    return False
+                self._waiting += 1
+                try:
+                    self._full.wait_for(self._has_free)
+                finally:
+                    self._waiting -= 1
             self._free -= 1
             return True
+
+    def _has_free(self) -> bool:
+        return self._free > 0
 
     def release(self) -> None:
         """Give a slot back (ValueError if more are given back than were taken)."""
