@@ -28,7 +28,9 @@ from starlette.types import ASGIApp
 
 from consumer.query import AuditQuery
 from consumer.ui.auth import Credentials, RequireCredentials
-from consumer.ui.pages import Pages
+from consumer.ui.listings import ListingPages
+from consumer.ui.pages import RecordPages
+from consumer.ui.rendering import Renderer
 
 HERE: Final = Path(__file__).resolve().parent
 DEFAULT_TITLE: Final = "sqla-audit"
@@ -46,18 +48,21 @@ def templates() -> Jinja2Templates:
     return Jinja2Templates(env=environment)
 
 
-def routes(pages: Pages) -> list[BaseRoute]:
-    guard = pages.guarded
+def routes(query: AuditQuery, renderer: Renderer) -> list[BaseRoute]:
+    """Every view (GET and HEAD only) and the static files."""
+    guard = renderer.guarded
+    pages = RecordPages(query, renderer)
+    listings = ListingPages(query, renderer)
     return [
         Route("/", guard(pages.index), name="home"),
         Route("/search", guard(pages.search), name="search"),
         Route("/record", guard(pages.record), name="record"),
         Route("/record/as-of", guard(pages.as_of), name="as_of"),
         Route("/record/restore", guard(pages.restore), name="restore"),
-        Route("/actor", guard(pages.actor), name="actor"),
-        Route("/transaction", guard(pages.transaction), name="transaction"),
-        Route("/request", guard(pages.request_view), name="request"),
-        Route("/table", guard(pages.table), name="table"),
+        Route("/actor", guard(listings.actor), name="actor"),
+        Route("/transaction", guard(listings.transaction), name="transaction"),
+        Route("/request", guard(listings.request_view), name="request"),
+        Route("/table", guard(listings.table), name="table"),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
 
@@ -66,11 +71,11 @@ def audit_app(
     query: AuditQuery, *, credentials: Credentials | None = None, title: str = DEFAULT_TITLE
 ) -> ASGIApp:
     """The read-only viewer over ``query``; with ``credentials`` every request needs them."""
-    pages = Pages(query, templates(), title)
+    renderer = Renderer(templates(), title)
     middleware = []
     if credentials is not None and credentials.configured:
         middleware.append(Middleware(RequireCredentials, credentials=credentials))
-    return Starlette(routes=routes(pages), middleware=middleware)
+    return Starlette(routes=routes(query, renderer), middleware=middleware)
 
 
 __all__ = ["DEFAULT_TITLE", "audit_app", "routes", "templates"]
