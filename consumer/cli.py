@@ -36,6 +36,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "consumer.commands.demo",
     "consumer.commands.ui",
     "consumer.commands.loadgen",
+    "consumer.commands.verify",
 )
 
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -178,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Audit log for SQLAlchemy applications: consume, store and query changes.\n\n"
             "Exit status: 0 done, 1 nothing found, 2 usage or configuration, "
-            "3 a dependency unreachable, 4 partial failure, 130 interrupted "
+            "3 a dependency unreachable, 4 partial failure, 5 verification failed, "
+            "130 interrupted "
             "(see docs/operations.md)."
         ),
         formatter_class=TerminalHelpFormatter,

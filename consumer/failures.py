@@ -13,6 +13,8 @@ exit status and a single line saying what failed and what to do about it. The st
       its host name does not resolve -- the same command may work later
 4     partial failure: the command did part of its work (outbox rows parked, DLQ messages
       not moved) and said which part it did not do
+5     verification failed: ``sqla-audit verify`` found modified, unsigned or unknown-key
+      records, or transactions with missing events (each printed)
 70    an unexpected error (a bug): run again with ``--debug`` for the traceback
 130   interrupted (SIGINT, Ctrl-C)
 ====  =====================================================================================
@@ -36,6 +38,7 @@ EXIT_NOTHING: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_UNAVAILABLE: Final = 3
 EXIT_PARTIAL: Final = 4
+EXIT_VERIFY_FAILED: Final = 5
 EXIT_INTERNAL: Final = 70
 EXIT_INTERRUPTED: Final = 130
 
@@ -203,6 +206,7 @@ __all__ = [
     "EXIT_PARTIAL",
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
+    "EXIT_VERIFY_FAILED",
     "EXTRA_OF_MODULE",
     "Failure",
     "classify",

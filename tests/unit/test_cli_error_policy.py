@@ -218,6 +218,21 @@ CASES: dict[tuple[str, ...], dict[str, list[Case] | str]] = {
             ("request", ("req-1",)),
         )
     },
+    **{
+        ("verify", what): {
+            UNREACHABLE: [Case((*args, "--cassandra-port", "{dead}"), 3, "cassandra")],
+            UNRESOLVABLE: [Case((*args, "--cassandra-hosts", BAD_HOST), 3, "resolve")],
+            MISSING_EXTRA: [Case((*args, "--cassandra-port", "{dead}"), 2, "sqla-audit[consumer]")],
+            PORT_IN_USE: "serves nothing",
+            PERMISSION: "the SQLite audit store opened read-only is covered with the store",
+        }
+        for what, args in (
+            ("record", ("users", "1")),
+            ("actor", ("alice", "--since", "1h")),
+            ("transaction", ("0192e4a1-7b2c-7d3e-8f40-123456789abc",)),
+            ("table", ("billing", "orders", "--since", "1h")),
+        )
+    },
     ("relay",): {
         UNREACHABLE: [
             Case(
