@@ -17,8 +17,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from sqlalchemy import Connection
 
@@ -117,6 +117,42 @@ def build_events(
     return events if signer is None else signer.sign(events)
 
 
+#: A publisher's ``publish_deferred(count, build)``: queue ``count`` events that ``build()``
+#: will make on the publisher's own thread; never blocks, never raises.
+PublishDeferred = Callable[[int, Callable[[], Sequence[ChangeEvent]]], None]
+
+
+def publish_changes_deferred(
+    publish_deferred: PublishDeferred,
+    changes: Sequence[RowChange],
+    *,
+    on_error: ErrorHook | None,
+    **build_options: Any,
+) -> None:
+    """Hand a committed transaction's changes to a publisher's ``publish_deferred``, which runs
+    ``build_events(changes, **build_options)`` on its own thread; failures are reported,
+    never raised.
+
+    Everything the envelopes take from the application's context (actor, request id,
+    metadata, the metadata hook's output) was captured with each change during the flush;
+    the commit time is taken here, on the application's thread, right after the commit.
+    Event ids and the transaction id are made when the envelopes are built.
+    """
+    committed_at = utcnow()
+
+    def build() -> list[ChangeEvent]:
+        try:
+            return build_events(changes, committed_at=committed_at, **build_options)
+        except Exception as exc:  # noqa: BLE001 -- reported like a failure at the commit
+            report_failure(exc, (), on_error)
+            return []
+
+    try:
+        publish_deferred(len(changes), build)
+    except Exception as exc:  # noqa: BLE001 -- nothing raises into the application after commit
+        report_failure(exc, (), on_error)
+
+
 def report_failure(
     exc: BaseException,
     events: Sequence[ChangeEvent],
@@ -155,8 +191,10 @@ def publish_safely(
 
 __all__ = [
     "InMemoryTransactionalWriter",
+    "PublishDeferred",
     "TransactionalWriter",
     "build_events",
+    "publish_changes_deferred",
     "publish_safely",
     "report_failure",
 ]

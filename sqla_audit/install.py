@@ -62,6 +62,7 @@ from sqla_audit.config import DEFAULT_MAX_BULK_ROWS, AuditConfig, MetadataHook, 
 from sqla_audit.delivery import (
     TransactionalWriter,
     build_events,
+    publish_changes_deferred,
     publish_safely,
     report_failure,
 )
@@ -293,6 +294,17 @@ class Installation:
             return
         changes = buffer.drain(root)
         if not changes:
+            return
+        publish_deferred = getattr(self.publisher, "publish_deferred", None)
+        if publish_deferred is not None:
+            # The publisher builds the envelopes on its own thread (SNSPublisher).
+            publish_changes_deferred(
+                publish_deferred,
+                changes,
+                on_error=self.config.on_error,
+                service=self.config.service,
+                signer=self.config.signing,
+            )
             return
         try:
             events = build_events(changes, service=self.config.service, signer=self.config.signing)

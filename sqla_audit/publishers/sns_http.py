@@ -23,14 +23,15 @@ failures, :class:`~botocore.parsers.ResponseParserError` for an answer that does
 so :class:`~sqla_audit.publishers.sns_sender.SNSSender` treats both alike.
 
 :func:`build_publish_client` returns the boto3 client itself where this path cannot be used:
-no credentials in the chain (botocore reports that per call), or an HTTP proxy configured for
-the endpoint.
+no credentials in the chain (botocore reports that per call), an HTTP proxy configured for
+the endpoint, or moto's in-process ``mock_aws`` active (it answers inside botocore).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
@@ -311,6 +312,14 @@ def _proxied(endpoint_url: str) -> bool:
     return scheme in proxies and not urllib.request.proxy_bypass(host)
 
 
+def _botocore_stubbed() -> bool:
+    """Whether moto's in-process mock (``mock_aws``) is active: it answers requests inside
+    botocore's send path, which the lean client does not go through."""
+    models = sys.modules.get("moto.core.models")
+    stubber = getattr(models, "botocore_stubber", None)
+    return bool(getattr(stubber, "enabled", False))
+
+
 def build_publish_client(
     *,
     region_name: str | None = None,
@@ -323,7 +332,8 @@ def build_publish_client(
     lean: bool = True,
 ) -> Any:
     """A client for ``PublishBatch``: :class:`SNSHttpClient` when it can be used, else the
-    boto3 client (``lean=False``, no credentials, or a proxy configured for the endpoint).
+    boto3 client (``lean=False``, no credentials, a proxy configured for the endpoint, or
+    moto's in-process ``mock_aws`` active).
 
     Both are configured from the standard AWS configuration of ``session`` (a boto3 session;
     a new one by default): the boto3 client is built first and the lean client takes its
@@ -346,8 +356,11 @@ def build_publish_client(
         return client
     credentials = session.get_credentials()
     resolved_endpoint: str = client.meta.endpoint_url
-    if credentials is None or _proxied(resolved_endpoint):
-        log.info("sqla-audit: SNS calls go through the boto3 client (no credentials or proxy)")
+    if credentials is None or _proxied(resolved_endpoint) or _botocore_stubbed():
+        log.info(
+            "sqla-audit: SNS calls go through the boto3 client "
+            "(no credentials, a proxy, or moto's mock_aws)"
+        )
         return client
     config = client.meta.config
     return SNSHttpClient(

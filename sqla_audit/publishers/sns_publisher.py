@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from typing import Any, Final
@@ -46,6 +46,18 @@ DEFAULT_MAX_CONCURRENCY: Final = 16
 #: The direct-mode publisher's pause between probes while SNS is unreachable: short enough
 #: that the first send after the endpoint's return comes within about 1.5 s.
 DEFAULT_OUTAGE_RETRY: Final = RetryPolicy(max_attempts=1_000_000_000, base_delay=0.5, max_delay=1.5)
+
+
+@dataclass(frozen=True, slots=True)
+class _Deferred:
+    """Queued events not built yet: ``build()`` makes ``count`` of them."""
+
+    count: int
+    build: Callable[[], Sequence[ChangeEvent]]
+
+
+def _rows(item: ChangeEvent | _Deferred) -> int:
+    return item.count if isinstance(item, _Deferred) else 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,13 +159,14 @@ class SNSPublisher:
         self._close_timeout = close_timeout
 
         self._cond = threading.Condition()
-        self._queue: deque[ChangeEvent] = deque()
+        self._queue: deque[ChangeEvent | _Deferred] = deque()
+        self._queued = 0  # events in the queue (a deferred item counts its events)
         self._inflight = 0
         self._spilling = self._spool is not None and not self._spool.empty
         # Spilling outside the lock: batches taken out of the queue wait here (oldest first)
         # until a thread holding ``_spill_lock`` writes them; ``_spill_backlog`` counts their
         # events until they are on disk, so flush() and stats() still see them.
-        self._spill_pending: deque[tuple[int, deque[ChangeEvent]]] = deque()
+        self._spill_pending: deque[tuple[int, deque[ChangeEvent | _Deferred]]] = deque()
         self._spill_seq = 0
         self._spill_backlog = 0
         self._spill_lock = threading.Lock()
@@ -177,41 +190,56 @@ class SNSPublisher:
 
     def publish(self, events: Sequence[ChangeEvent]) -> None:
         """Queue the events of one committed transaction; never blocks on the network."""
-        if not events:
-            return
+        if events:
+            self._enqueue(events, len(events))
+
+    def publish_deferred(self, count: int, build: Callable[[], Sequence[ChangeEvent]]) -> None:
+        """Queue ``count`` events that ``build()`` makes, on the sender thread.
+
+        For the capture library: the envelopes of a transaction are built (and serialized)
+        off the application's thread, which only hands over its captured changes. ``count``
+        is what the memory bound counts; ``build`` reports its own failures (and then
+        returns fewer events, counted as rejected).
+        """
+        if count > 0:
+            self._enqueue((_Deferred(count, build),), count)
+
+    def _enqueue(self, items: Sequence[ChangeEvent | _Deferred], count: int) -> None:
         try:
             with self._cond:
                 if self._closed:
-                    self._drop(PublisherClosedError("the SNS publisher is closed"), events)
+                    self._drop_items(PublisherClosedError("the SNS publisher is closed"), items)
                     return
-                self._counts["accepted"] += len(events)
-                held = len(self._queue) + len(events)
+                self._counts["accepted"] += count
+                held = self._queued + count
                 # Memory holds the queue and the events on their way to the spool.
                 if held <= self._max_queue and held + self._spill_backlog <= self._max_queue_hard:
-                    self._queue.extend(events)
+                    self._queue.extend(items)
+                    self._queued = held
                     self._cond.notify_all()
                     return
                 if self._spool is None:
-                    self._drop(
+                    self._drop_items(
                         QueueFullError(
                             f"the SNS publisher queue is full ({self._max_queue} events) "
                             "and no spool is configured"
                         ),
-                        events,
+                        items,
                     )
                     return
                 # Past the soft cap: from now on events go through the spool. The sender
                 # thread writes them; this thread only does when the sender is behind by
                 # more than the hard cap (back-pressure).
                 self._spilling = True
-                self._queue.extend(events)
+                self._queue.extend(items)
+                self._queued = held
                 self._cond.notify_all()
                 if held + self._spill_backlog <= self._max_queue_hard:
                     return
                 seq = self._take_queue_locked()
             self._write_spill(seq)
         except Exception as exc:  # noqa: BLE001 -- publish() never raises into application code
-            self._report(exc, events)
+            self._report(exc, [item for item in items if isinstance(item, ChangeEvent)])
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every accepted event is delivered, rejected or dropped."""
@@ -240,7 +268,10 @@ class SNSPublisher:
                 else:
                     leftover = list(self._queue)
                     self._queue.clear()
-                    self._drop(TransportError("SNS publisher closed before delivery"), leftover)
+                    self._queued = 0
+                    self._drop_items(
+                        TransportError("SNS publisher closed before delivery"), leftover
+                    )
             self._cond.notify_all()
         if seq is not None:
             self._write_spill(seq)
@@ -262,7 +293,7 @@ class SNSPublisher:
         spool_bytes = self._spool.size_bytes if self._spool is not None else 0
         with self._cond:
             return PublisherStats(
-                queued=len(self._queue) + self._inflight + self._spill_backlog,
+                queued=self._queued + self._inflight + self._spill_backlog,
                 spool_bytes=spool_bytes,
                 **self._counts,
             )
@@ -292,6 +323,26 @@ class SNSPublisher:
         self._counts["dropped"] += len(events)
         self._report(error, events)
 
+    def _drop_items(self, error: BaseException, items: Sequence[ChangeEvent | _Deferred]) -> None:
+        """Drop queued items (lock held); deferred ones are built to be reported."""
+        events, failed = self._expand(items)
+        self._counts["rejected"] += failed
+        self._drop(error, events)
+
+    @staticmethod
+    def _expand(items: Sequence[ChangeEvent | _Deferred]) -> tuple[list[ChangeEvent], int]:
+        """The events of queued items, building deferred ones; and how many failed to build."""
+        events: list[ChangeEvent] = []
+        failed = 0
+        for item in items:
+            if isinstance(item, _Deferred):
+                built = item.build()
+                failed += max(0, item.count - len(built))
+                events.extend(built)
+            else:
+                events.append(item)
+        return events, failed
+
     def _take_queue_locked(self) -> int:
         """Hand the whole queue over for spilling; return its batch number. Lock held.
 
@@ -302,7 +353,8 @@ class SNSPublisher:
             self._spill_seq += 1
             batch, self._queue = self._queue, deque()
             self._spill_pending.append((self._spill_seq, batch))
-            self._spill_backlog += len(batch)
+            self._spill_backlog += self._queued
+            self._queued = 0
         return self._spill_seq
 
     def _write_spill(self, upto: int) -> None:
@@ -321,13 +373,19 @@ class SNSPublisher:
                     _, batch = self._spill_pending.popleft()
                 self._write_batch(batch)
 
-    def _write_batch(self, batch: deque[ChangeEvent]) -> None:
+    def _write_batch(self, batch: deque[ChangeEvent | _Deferred]) -> None:
         """Serialize and append one spill batch, in chunks; count and report what fails."""
         assert self._spool is not None
         # In chunks, so serialized copies of a whole queue never coexist in memory; the
         # events of a written chunk are released at once.
         while batch:
-            chunk = [batch.popleft() for _ in range(min(_SPILL_CHUNK_EVENTS, len(batch)))]
+            items: list[ChangeEvent | _Deferred] = []
+            rows = 0
+            while batch and rows < _SPILL_CHUNK_EVENTS:
+                item = batch.popleft()
+                items.append(item)
+                rows += _rows(item)
+            chunk, unbuilt = self._expand(items)
             records: list[bytes] = []
             kept: list[ChangeEvent] = []
             bad: list[tuple[BaseException, ChangeEvent]] = []
@@ -353,9 +411,9 @@ class SNSPublisher:
             if failure is not None:
                 self._report(failure, lost)
             with self._cond:
-                self._spill_backlog -= len(chunk)
+                self._spill_backlog -= rows
                 self._counts["spooled"] += written
-                self._counts["rejected"] += len(bad)
+                self._counts["rejected"] += len(bad) + unbuilt
                 self._counts["dropped"] += len(lost)
                 self._cond.notify_all()
 
@@ -372,7 +430,7 @@ class SNSPublisher:
 
     def _step(self) -> bool:
         """One unit of work; False when the thread should exit."""
-        batch: list[ChangeEvent] = []
+        items: list[ChangeEvent | _Deferred] = []
         seq = 0
         with self._cond:
             while not self._queue and not self._spilling and not self._closing:
@@ -387,12 +445,16 @@ class SNSPublisher:
                 # being written, fsync-ed, read back and decoded on the way. During an
                 # outage, past the soft cap or when closing they follow the backlog
                 # through the spool.
-                if self._outage_attempt or len(self._queue) >= self._max_queue or self._closing:
+                if self._outage_attempt or self._queued >= self._max_queue or self._closing:
                     seq = self._take_queue_locked()
             elif self._queue:
-                size = min(self._max_batch, len(self._queue))
-                batch = [self._queue.popleft() for _ in range(size)]
-                self._inflight = len(batch)
+                taken = 0
+                while self._queue and taken < self._max_batch:
+                    item = self._queue.popleft()
+                    items.append(item)
+                    taken += _rows(item)
+                self._queued -= taken
+                self._inflight = taken
             elif self._closing:
                 # Idle and closing: wait for close() to set the stop flag.
                 self._cond.wait(0.1)
@@ -403,6 +465,11 @@ class SNSPublisher:
             self._write_spill(seq)
             self._drain_spool_step()
         else:
+            # Deferred envelopes are built here, on the sender thread, outside the lock.
+            batch, unbuilt = self._expand(items)
+            if unbuilt:
+                with self._cond:
+                    self._counts["rejected"] += unbuilt
             self._send_inflight(batch)
         return True
 

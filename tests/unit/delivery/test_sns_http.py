@@ -23,7 +23,7 @@ from sqla_audit.publishers.sns_http import (
     parse_publish_batch,
 )
 from sqla_audit.retry import RetryPolicy
-from tests.unit.delivery.conftest import FakeSNS
+from tests.unit.delivery.conftest import FakeSNS, make_event
 from tests.unit.delivery.sns_wire_double import (
     ENDPOINT,
     Answer,
@@ -260,3 +260,19 @@ def test_message_attributes_round_trip_the_wire(event_factory: EventFactory) -> 
     assert entry["MessageAttributes"] == message_attributes(message)
     assert entry["MessageGroupId"] == fifo_id(f"t&=+ü:{message.record_id}")
     assert entry["MessageDeduplicationId"] == message.event_id
+
+
+def test_inside_motos_mock_aws_the_boto3_client_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto's in-process mock answers inside botocore, so a sender built there keeps boto3."""
+    from moto import mock_aws  # noqa: PLC0415
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    assert isinstance(build_publish_client(), SNSHttpClient)
+    with mock_aws():
+        assert not isinstance(build_publish_client(), SNSHttpClient)
+        topic = boto3.client("sns").create_topic(Name="audit")["TopicArn"]
+        outcome = SNSSender(topic).send([OutgoingMessage.from_event(make_event())])
+        assert len(outcome.accepted) == 1
