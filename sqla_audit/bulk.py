@@ -307,7 +307,8 @@ class BulkCapturer:
         if job.operation is Operation.UPDATE and forms.returns_after(job):
             shape = self.images.shape(plan)
             rows, result = forms.rows_and_result(
-                call.invoke(forms.update_returning_after(job, shape))
+                call.invoke(forms.update_returning_after(job, shape)),
+                forms.returned_labels(shape, forms.NEW),
             )
             call.result = result
             returned = dict(self.images.unpack(shape, rows))
@@ -350,7 +351,10 @@ class BulkCapturer:
             else forms.delete_in_one(job, shape, self.max_rows)
         )
         returned = call.invoke(rewritten)
-        rows, result = forms.rows_and_result(returned)
+        labels = forms.returned_labels(shape, forms.OLD, forms.NEW) if update else None
+        rows, result = forms.rows_and_result(
+            returned, labels or forms.returned_labels(shape, forms.OLD)
+        )
         call.result = result
         if not rows and self.max_rows is not None:
             # Nothing matched, or more than the cap did and the statement changed nothing:

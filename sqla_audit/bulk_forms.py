@@ -26,6 +26,8 @@ count (pysqlite reports none for DML with RETURNING: it is set from the rows ret
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -42,6 +44,9 @@ from sqla_audit.bulk_images import Job, Shape
 OLD_ROWS: Final = "sqla_audit_old"
 #: Name of the subquery counting the rows a statement matches, up to the cap.
 CAPPED: Final = "sqla_audit_capped"
+#: Label prefixes of the returned columns: the old (before) and new (after) images.
+OLD: Final = "sqla_audit_old_"
+NEW: Final = "sqla_audit_new_"
 
 
 class AddedCondition(ColumnElement[bool]):
@@ -135,8 +140,8 @@ def update_in_one(job: Job, shape: Shape, max_rows: int | None) -> Any:
     if max_rows is not None:
         count = sa.select(sa.func.count()).select_from(old).scalar_subquery()
         condition = sa.and_(condition, count <= max_rows)
-    labelled = [column.label(f"sqla_audit_old_{i}") for i, column in enumerate(old_columns)]
-    return statement.where(AddedCondition(condition)).returning(*labelled, *shape.columns)
+    returned = [*_labelled(old_columns, OLD), *_labelled(shape.columns, NEW)]
+    return statement.where(AddedCondition(condition)).returning(*returned)
 
 
 def delete_in_one(job: Job, shape: Shape, max_rows: int | None) -> Any:
@@ -145,26 +150,60 @@ def delete_in_one(job: Job, shape: Shape, max_rows: int | None) -> Any:
     if max_rows is not None:
         counted = _matched(shape, statement.whereclause, max_rows)
         statement = statement.where(AddedCondition(counted <= max_rows))
-    return statement.returning(*shape.columns)
+    return statement.returning(*_labelled(shape.columns, OLD))
 
 
 def update_returning_after(job: Job, shape: Shape) -> Any:
     """The UPDATE returning the audited columns of the rows it changed."""
-    return job.statement.returning(*shape.columns)
+    return job.statement.returning(*_labelled(shape.columns, NEW))
 
 
-def rows_and_result(returned: Result[Any]) -> tuple[list[Any], Result[Any]]:
-    """The rows of a statement the capture added RETURNING to, and the result to hand the
-    application: the driver's result, its rows read, its row count that of the rows."""
-    rows = list(returned.all())
+def _labelled(columns: Sequence[Any], prefix: str) -> list[Any]:
+    return [column.label(f"{prefix}{i}") for i, column in enumerate(columns)]
+
+
+def returned_labels(shape: Shape, *prefixes: str) -> list[str]:
+    """The labels of the columns a rewritten statement returns (``OLD``, ``NEW``)."""
+    return [f"{prefix}{i}" for prefix in prefixes for i in range(len(shape.columns))]
+
+
+def rows_and_result(
+    returned: Result[Any], labels: Sequence[str]
+) -> tuple[list[tuple[Any, ...]], Result[Any]]:
+    """The rows of a statement the capture added RETURNING to (the ``labels`` columns, as
+    tuples), and the result to hand the application: the driver's result, its rows read,
+    its row count that of the rows.
+
+    The rows are read from the driver's result, not through the ORM's (the ORM adds its
+    own columns for ``synchronize_session="fetch"``, and would build ORM rows).
+    """
     raw = getattr(returned, "raw", None)
     if not isinstance(raw, CursorResult):
-        return rows, returned
+        return [tuple(row._mapping[label] for label in labels) for row in returned], returned
+    if raw.context.execution_options.get("prebuffer_rows"):
+        # AsyncSession: the ORM's result already holds the rows the driver returned.
+        held = [tuple(row._mapping[label] for label in labels) for row in returned]
+        _count_rows(raw, held)
+        return held, raw
+    keys = list(raw.keys())
+    positions = [keys.index(label) for label in labels]
+    if len(positions) == 1:
+        (position,) = positions
+        rows: list[tuple[Any, ...]] = [(row[position],) for row in raw.fetchall()]
+    else:
+        getter = itemgetter(*positions)
+        rows = [getter(row) for row in raw.fetchall()]
+    _count_rows(raw, rows)
+    return rows, raw
+
+
+def _count_rows(raw: CursorResult[Any], rows: Sequence[Any]) -> None:
+    """Give the driver's result the count of the rows it returned where the driver gives
+    none (pysqlite and aiosqlite for DML with RETURNING)."""
     context = raw.context
     dialect: Any = context.dialect
     if not dialect.supports_sane_rowcount_returning or raw.rowcount < 0:
         context._rowcount = len(rows)
-    return rows, raw
 
 
 def rerun_synchronize(returned: Result[Any]) -> str | bool:
@@ -202,12 +241,15 @@ def closed_result() -> Result[Any]:
 
 
 __all__ = [
+    "NEW",
+    "OLD",
     "OLD_ROWS",
     "AddedCondition",
     "closed_result",
     "delete_in_one",
     "deletes_in_one",
     "rerun_synchronize",
+    "returned_labels",
     "returns_after",
     "rowcount",
     "rows_and_result",

@@ -11,6 +11,7 @@ reused for the after image when the value is the same.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from sqla_audit.capture import Capturer, same_value
 from sqla_audit.changes import RowChange
 from sqla_audit.config import ModelPlan
 from sqla_audit.context import AuditContext
-from sqla_audit.events import MARKER_METADATA_KEY, MARKER_RECORD_ID, Operation
+from sqla_audit.events import MARKER_METADATA_KEY, MARKER_RECORD_ID, Operation, make_record_id
 from sqla_audit.serialization import MASKED_VALUE, PASSTHROUGH_TYPES, JSONValue, encode_value
 
 logger = logging.getLogger("sqla_audit.bulk")
@@ -155,7 +156,7 @@ class RowImages:
         return found
 
     @staticmethod
-    def in_key_order(rows: list[Sequence[Any]], positions: Sequence[int]) -> list[Sequence[Any]]:
+    def in_key_order(rows: Sequence[Sequence[Any]], positions: Sequence[int]) -> list[Any]:
         """``rows`` sorted by the key at ``positions`` (the order of the first read's events)."""
         try:
             return sorted(rows, key=itemgetter(*positions))
@@ -199,16 +200,15 @@ class RowImages:
     def deleted_rows(self, job: Job, rows: Iterable[Sequence[Any]]) -> None:
         """Record the delete of each row (tuples in shape order), in key order."""
         plan, shape = job.plan, self.shape(job.plan)
-        names, masked, positions = shape.names, shape.masked, shape.positions
-        encode = self._encoder()
-        record_key, context = self.capturer.record_key, job.context
-        append, changed_columns = job.changes.append, names
-        for row in self.in_key_order(list(rows), positions):
-            before: dict[str, JSONValue] = {
-                name: dict(MASKED_VALUE) if hidden else encode(value)
-                for name, hidden, value in zip(names, masked, row, strict=True)
-            }
-            record_id, primary_key = record_key(plan, [row[i] for i in positions])
+        ordered = self.in_key_order(list(rows), shape.positions)
+        images = self._images(shape, list(zip(*ordered, strict=True)) if ordered else [])
+        context, positions = job.context, shape.positions
+        append, changed_columns = job.changes.append, shape.names
+        # Key columns are never masked: the image holds exactly the key's encoding.
+        key_names = [shape.names[i] for i in positions]
+        for row, before in zip(ordered, images, strict=True):
+            record_id = make_record_id([row[i] for i in positions])
+            primary_key = {name: before[name] for name in key_names}
             append(
                 RowChange(
                     table=plan.table,
@@ -233,44 +233,45 @@ class RowImages:
 
     def updated_rows(self, job: Job, rows: Iterable[Sequence[Any]]) -> None:
         """Record the update of each row given as its old then its new values (shape order,
-        ``2 * len(columns)`` values), in the order given; unchanged rows give nothing."""
+        ``2 * len(columns)`` values), in the order given; unchanged rows give nothing.
+
+        Column by column: the values of a column in every row are compared and encoded in
+        one pass; an after value equal to the before value of a type that always encodes
+        alike reuses its encoding.
+        """
         plan, shape = job.plan, self.shape(job.plan)
-        keys, names, masked, positions = shape.keys, shape.names, shape.masked, shape.positions
-        width = len(keys)
-        span = range(width)
-        encode = self._encoder()
-        record_key, context = self.capturer.record_key, job.context
-        append = job.changes.append
+        width = len(shape.keys)
+        pairs: list[tuple[tuple[Any, ...], tuple[Any, ...]]] = []
         for row in rows:
             old, new = tuple(row[:width]), tuple(row[width:])
             try:
                 if old == new:
                     continue
-            except Exception:  # noqa: BLE001,S110 -- an odd __eq__: compare column by column
+            except Exception:  # noqa: BLE001,S110 -- an odd __eq__: compared column by column
                 pass
-            changed = [i for i in span if not same_value(old[i], new[i])]
+            pairs.append((old, new))
+        if not pairs:
+            return
+        old_columns = list(zip(*(old for old, _new in pairs), strict=True))
+        new_columns = list(zip(*(new for _old, new in pairs), strict=True))
+        same = [_same_column(was, now) for was, now in zip(old_columns, new_columns, strict=True)]
+        befores = self._images(shape, old_columns)
+        afters = self._images(shape, new_columns, befores, same, old_columns)
+        keys, names, positions = shape.keys, shape.names, shape.positions
+        span = range(width)
+        # Key columns are never masked: the image holds exactly the key's encoding.
+        key_names = [names[i] for i in positions]
+        context = job.context
+        append, updated = job.changes.append, job.updated
+        for j, (before, after) in enumerate(zip(befores, afters, strict=True)):
+            changed = [i for i in span if not same[i][j]]
             if not changed:
                 continue
-            before: dict[str, JSONValue] = {}
-            after: dict[str, JSONValue] = {}
-            for i in span:
-                name = names[i]
-                if masked[i]:
-                    before[name] = dict(MASKED_VALUE)
-                    after[name] = dict(MASKED_VALUE)
-                    continue
-                was, now = old[i], new[i]
-                before[name] = encoded = encode(was)
-                # Reuse the before encoding only where equal values always encode alike:
-                # Decimal("1.0") == Decimal("1.00") and 0.0 == -0.0 do not.
-                if was is not now and not (
-                    type(was) is type(now) and type(was) in _SAME_ENCODING and was == now
-                ):
-                    encoded = encode(now)
-                after[name] = encoded
+            new = pairs[j][1]
             key = tuple([new[i] for i in positions])
-            job.updated.append((key, [keys[i] for i in changed]))
-            record_id, primary_key = record_key(plan, key)
+            updated.append((key, [keys[i] for i in changed]))
+            record_id = make_record_id(key)
+            primary_key = {name: after[name] for name in key_names}
             append(
                 RowChange(
                     table=plan.table,
@@ -288,19 +289,59 @@ class RowImages:
                 )
             )
 
-    def _encoder(self) -> Any:
-        """Encode one value as :func:`encode_value` does, its common cases inline."""
+    def _images(
+        self,
+        shape: Shape,
+        columns: Sequence[Sequence[Any]],
+        reuse: Sequence[dict[str, JSONValue]] = (),
+        same: Sequence[Sequence[bool]] = (),
+        previous: Sequence[Sequence[Any]] = (),
+    ) -> list[dict[str, JSONValue]]:
+        """The encoded image (column name -> value) of each row of ``columns`` (the values
+        column by column). With ``reuse`` (the before images), ``same`` (per column, per
+        row: the value did not change) and ``previous`` (the before values), a value equal
+        to its before value, of the same type, a type whose equal values always encode
+        alike (``Decimal("1.0")`` and ``Decimal("1.00")`` do not), takes its encoding from
+        ``reuse``."""
+        if not columns:
+            return []
         fallback = self.capturer.config.unknown_types
         passthrough = PASSTHROUGH_TYPES
-
-        def encode(value: Any) -> JSONValue:
-            kind = type(value)
-            if kind in passthrough or (kind is str and value.isascii()):
-                plain: JSONValue = value
-                return plain
-            return encode_value(value, fallback=fallback)
-
-        return encode
+        encoded: list[Sequence[Any]] = []
+        for i, values in enumerate(columns):
+            if shape.masked[i]:
+                encoded.append([MASKED_VALUE] * len(values))
+                continue
+            if reuse:
+                name, unchanged, before = shape.names[i], same[i], previous[i]
+                fresh = [
+                    image[name]
+                    if alike
+                    and type(was) is (kind := type(value))
+                    and (kind in _SAME_ENCODING or _same_text(was, value))
+                    else value
+                    if (kind := type(value)) in passthrough or (kind is str and value.isascii())
+                    else encode_value(value, fallback=fallback)
+                    for image, alike, value, was in zip(
+                        reuse, unchanged, values, before, strict=True
+                    )
+                ]
+            else:
+                fresh = [
+                    value
+                    if (kind := type(value)) in passthrough or (kind is str and value.isascii())
+                    else encode_value(value, fallback=fallback)
+                    for value in values
+                ]
+            encoded.append(fresh)
+        names = shape.names
+        images = [dict(zip(names, row, strict=True)) for row in zip(*encoded, strict=True)]
+        if any(shape.masked):  # one masked value object per image, never shared
+            masked = [name for name, hidden in zip(names, shape.masked, strict=True) if hidden]
+            for image in images:
+                for name in masked:
+                    image[name] = dict(MASKED_VALUE)
+        return images
 
     def marker(
         self,
@@ -347,6 +388,25 @@ class RowImages:
                 ),
             )
         )
+
+
+def _same_text(was: Any, now: Any) -> bool:
+    """Two equal values of one type that also encode alike: a ``Decimal`` with the same
+    digits and exponent, a ``datetime`` with the same ``tzinfo`` and ``fold``, a ``date``."""
+    kind = type(was)
+    if kind is decimal.Decimal:
+        return bool(was.as_tuple() == now.as_tuple())
+    if kind is dt.datetime:
+        return bool(was.tzinfo is now.tzinfo and was.fold == now.fold)
+    return kind is dt.date
+
+
+def _same_column(old: Sequence[Any], new: Sequence[Any]) -> list[bool]:
+    """Per row: the column's value did not change (Python equality, as the ORM's history)."""
+    try:
+        return [a is b or bool(a == b) for a, b in zip(old, new, strict=True)]
+    except Exception:  # noqa: BLE001 -- an odd __eq__ means "changed", row by row
+        return [same_value(a, b) for a, b in zip(old, new, strict=True)]
 
 
 def statement_text(job: Job) -> str:
