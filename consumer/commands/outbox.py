@@ -41,6 +41,7 @@ from consumer.times import parse_time
 from sqla_audit.errors import ConfigurationError
 from sqla_audit.outbox import (
     DEFAULT_TABLE_NAME,
+    PAYLOAD_STORAGE_DDL,
     ParkedRowInfo,
     ParkedSelection,
     create_outbox_table,
@@ -236,6 +237,9 @@ def create_table(args: argparse.Namespace) -> int:
         if args.sql:
             ddl = CreateTable(table).compile(dialect=engine.dialect)
             sys.stdout.write(f"{str(ddl).strip()};\n")
+            if engine.dialect.name == "postgresql":
+                storage = PAYLOAD_STORAGE_DDL.against(table).compile(dialect=engine.dialect)
+                sys.stdout.write(f"{str(storage).strip()};\n")
             return 0
         create_outbox_table(engine, table)
     finally:

@@ -21,6 +21,7 @@ from sqla_audit.outbox.table import (
     DEFAULT_TABLE_NAME,
     LAYOUT_BATCH,
     LAYOUT_EVENT,
+    PAYLOAD_STORAGE_DDL,
     UTCDateTime,
     outbox_table,
 )
@@ -111,6 +112,7 @@ __all__ = [
     "DEFAULT_TABLE_NAME",
     "LAYOUT_BATCH",
     "LAYOUT_EVENT",
+    "PAYLOAD_STORAGE_DDL",
     "OutboxCounts",
     "OutboxWriter",
     "ParkedRowInfo",

@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sqla_audit.errors import DecodeError
 from sqla_audit.events import ChangeEvent, utcnow
-from sqla_audit.outbox.payloads import event_field
+from sqla_audit.outbox.payloads import Unreadable, event_field
 from sqla_audit.outbox.rows import outbox_connection, select_pending
 from sqla_audit.outbox.settle import (
     RowOutcome,
@@ -29,8 +29,9 @@ from sqla_audit.outbox.settle import (
 )
 from sqla_audit.publishers.sns import OutgoingMessage, SendOutcome
 
-#: ``report(error, events, row_id, reason)``: an event (or an unreadable row) was parked.
-Report = Callable[[BaseException, Sequence[ChangeEvent], int, str], None]
+#: ``report(error, events, row_id, reason, event_id)``: an event (``event_id`` when it was
+#: one of several in its row) or an unreadable row was parked.
+Report = Callable[[BaseException, Sequence[ChangeEvent], int, str, "str | None"], None]
 
 _ROUTING_FIELDS = ("event_id", "table", "operation", "service", "record_id")
 
@@ -70,8 +71,8 @@ class RelayResult:
 def _message(text: str, value: Any) -> OutgoingMessage:
     """The message of one stored event (its text verbatim); :class:`DecodeError` when the
     routing fields cannot be read."""
-    if value is None:
-        raise DecodeError("stored event is not JSON")
+    if isinstance(value, Unreadable):
+        raise DecodeError(f"stored event is not JSON: {value}")
     if not isinstance(value, dict):
         raise DecodeError("stored event is not a JSON object")
     fields: dict[str, str] = {}
@@ -107,7 +108,7 @@ def prepare(rows: Sequence[Row[Any]], report: Report) -> PreparedPass:
             reason = f"undecodable payload: {exc}"
             prepared.unreadable.append((row.id, reason))
             prepared.parked.append(ParkedRow(row.id, reason))
-            report(exc, [], row.id, reason)
+            report(exc, [], row.id, reason, None)
             continue
         outcome = RowOutcome(held)
         prepared.outcomes.append(outcome)
@@ -117,8 +118,9 @@ def prepare(rows: Sequence[Row[Any]], report: Report) -> PreparedPass:
             except DecodeError as exc:
                 reason = f"undecodable payload: {exc}"
                 outcome.refused[index] = reason
-                prepared.parked.append(ParkedRow(row.id, reason, event_field(value, "event_id")))
-                report(exc, [], row.id, reason)
+                event_id = event_field(value, "event_id") if len(held.texts) > 1 else None
+                prepared.parked.append(ParkedRow(row.id, reason, event_id))
+                report(exc, [], row.id, reason, event_id)
                 continue
             prepared.messages.append(message)
             prepared.origin[id(message)] = (outcome, index)
@@ -142,9 +144,10 @@ def settle(
         reason = f"{type(error).__name__}: {error}"
         row_outcome.refused[index] = reason
         row_id = row_outcome.row.id
-        parked.append(ParkedRow(row_id, reason, message.event_id))
+        event_id = message.event_id if len(row_outcome.row.texts) > 1 else None
+        parked.append(ParkedRow(row_id, reason, event_id))
         event = message.to_event()
-        report(error, [event] if event is not None else [], row_id, reason)
+        report(error, [event] if event is not None else [], row_id, reason, event_id)
     now = utcnow()
     plan = plan_settlement(prepared.outcomes, now)
     plan.parked_in_place.extend(prepared.unreadable)

@@ -17,6 +17,13 @@ from sqla_audit.errors import DecodeError
 from sqla_audit.outbox.table import LAYOUT_BATCH, LAYOUT_EVENT
 
 _DECODER: Final = json.JSONDecoder()
+
+
+class Unreadable(str):
+    """The parsed value of a stored event that is not JSON: why (a ``str`` subclass, so it
+    is never mistaken for an event object)."""
+
+
 _WHITESPACE: Final = frozenset(" \t\n\r")
 
 
@@ -58,8 +65,9 @@ def _split_array(payload: str) -> list[tuple[str, Any]]:
 def split_payload(payload: str | bytes, layout: int) -> list[tuple[str, Any]]:
     """``(text, parsed value)`` of each event a row holds, in order; the text verbatim.
 
-    Layout 1: the payload itself, its parsed value or ``None`` when it is not JSON (the
-    caller decides what an unreadable event means). Layout 2: each element of the array.
+    Layout 1: the payload itself, its parsed value or an :class:`Unreadable` saying why it
+    is not JSON (the caller decides what an unreadable event means). Layout 2: each element
+    of the array.
     :class:`DecodeError` when the row cannot be cut into events at all (not an array,
     malformed, unknown layout).
     """
@@ -67,8 +75,8 @@ def split_payload(payload: str | bytes, layout: int) -> list[tuple[str, Any]]:
     if layout == LAYOUT_EVENT:
         try:
             return [(text, json.loads(text))]
-        except (ValueError, RecursionError):
-            return [(text, None)]
+        except (ValueError, RecursionError) as exc:
+            return [(text, Unreadable(exc))]
     if layout == LAYOUT_BATCH:
         return _split_array(text)
     raise DecodeError(f"outbox row of unknown layout {layout!r} (a newer producer?)")
@@ -83,4 +91,4 @@ def event_field(value: Any, name: str) -> str | None:
     return None
 
 
-__all__ = ["batch_payload", "event_field", "split_payload"]
+__all__ = ["Unreadable", "batch_payload", "event_field", "split_payload"]

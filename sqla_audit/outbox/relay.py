@@ -279,12 +279,22 @@ class OutboxRelay:
                 log.exception("outbox relay: the on_pass hook raised")
 
     def _report(
-        self, error: BaseException, events: Sequence[Any], row_id: int, reason: str
+        self,
+        error: BaseException,
+        events: Sequence[Any],
+        row_id: int,
+        reason: str,
+        event_id: str | None = None,
     ) -> None:
         """A parked event is an expected, explained outcome: one warning line, no traceback."""
+        what = (
+            f"event {event_id} of row {row_id} (in a row of its own)"
+            if event_id
+            else (f"row {row_id}")
+        )
         log.warning(
-            "outbox relay: parked an event of row %d (see sqla-audit outbox status): %s",
-            row_id,
+            "outbox relay: parked %s (see sqla-audit outbox status): %s",
+            what,
             reason,
             extra={"outbox_id": row_id, "reason": reason},
         )

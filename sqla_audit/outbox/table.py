@@ -42,6 +42,7 @@ import datetime as dt
 from typing import Any, Final
 
 from sqlalchemy import (
+    DDL,
     BigInteger,
     Column,
     DateTime,
@@ -53,6 +54,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    event,
 )
 from sqlalchemy.dialects import mysql
 
@@ -97,6 +99,17 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
+#: PostgreSQL: keep ``payload`` out of line *uncompressed*. A layout-2 payload (tens to
+#: hundreds of KB) is above the TOAST threshold, and compressing it with the default pglz
+#: cost more than the INSERT itself (measured: 160 KB, 16.6 ms with pglz, 6.9 ms without --
+#: lz4 is as quick). Rows live for seconds, so the space does not matter. Run by
+#: ``create_outbox_table`` / ``sqla-audit outbox create-table``; with Alembic, add it to the
+#: migration (``op.execute``).
+PAYLOAD_STORAGE_DDL: Final = DDL(  # type: ignore[no-untyped-call]
+    "ALTER TABLE %(fullname)s ALTER COLUMN payload SET STORAGE EXTERNAL"
+)
+
+
 def outbox_table(
     metadata: MetaData | None = None,
     name: str = DEFAULT_TABLE_NAME,
@@ -111,7 +124,7 @@ def outbox_table(
     existing = metadata.tables.get(key)
     if existing is not None:
         return existing
-    return Table(
+    table = Table(
         name,
         metadata,
         Column(
@@ -135,6 +148,15 @@ def outbox_table(
         schema=schema,
         comment="sqla-audit outbox: change events waiting to be relayed to SNS",
     )
+    event.listen(table, "after_create", PAYLOAD_STORAGE_DDL.execute_if(dialect="postgresql"))
+    return table
 
 
-__all__ = ["DEFAULT_TABLE_NAME", "LAYOUT_BATCH", "LAYOUT_EVENT", "UTCDateTime", "outbox_table"]
+__all__ = [
+    "DEFAULT_TABLE_NAME",
+    "LAYOUT_BATCH",
+    "LAYOUT_EVENT",
+    "PAYLOAD_STORAGE_DDL",
+    "UTCDateTime",
+    "outbox_table",
+]

@@ -58,6 +58,17 @@ def test_create_table_can_print_its_ddl(db_url: str, capsys: pytest.CaptureFixtu
     assert out.rstrip().endswith(";")
 
 
+def test_postgres_ddl_stores_payloads_uncompressed(capsys: pytest.CaptureFixture[str]) -> None:
+    """On PostgreSQL the DDL ends with SET STORAGE EXTERNAL for payload (no pglz on write)."""
+    url = "postgresql+psycopg://u:p@127.0.0.1:1/none"
+    assert main(["outbox", "create-table", "--db", url, "--schema", "audit", "--sql"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == (
+        "ALTER TABLE audit.sqla_audit_outbox ALTER COLUMN payload SET STORAGE EXTERNAL;"
+    )
+    assert "layout SMALLINT DEFAULT '1' NOT NULL" in "\n".join(lines)
+
+
 def test_database_url_may_come_from_the_environment(
     db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
