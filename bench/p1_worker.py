@@ -250,10 +250,16 @@ class Contender:
             return int(stats.accepted)
         if self.kind == "outbox":
             assert target.outbox is not None
+            outbox = target.outbox
+            # events, not rows: a layout-2 row holds a transaction's events (older revisions
+            # of the library have no event_count column: one row per event)
+            counted = (
+                sa.func.coalesce(sa.func.sum(outbox.c.event_count), 0)
+                if "event_count" in outbox.c
+                else sa.func.count()
+            )
             with target.engine.connect() as conn:
-                return int(
-                    conn.execute(sa.select(sa.func.count()).select_from(target.outbox)).scalar_one()
-                )
+                return int(conn.execute(sa.select(counted).select_from(outbox)).scalar_one())
         if self.kind == "continuum":
             from sqlalchemy_continuum import version_class  # noqa: PLC0415
 
