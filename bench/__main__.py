@@ -1,4 +1,5 @@
-"""``python -m bench all|p1|breakdown|p2|p3|p4|p5|memory|report``: run parts, print tables.
+"""``python -m bench all|p1|p1_outbox|breakdown|p2|p3|p4|p5|p5_relay|memory|report``: run
+parts, print tables.
 
 ``all`` runs every part, then rewrites ``docs/benchmarks.md`` from the results; a single part
 updates its own results file and the document too, so the document always shows the latest
@@ -17,7 +18,7 @@ from typing import Any
 
 from bench.common import REPO_ROOT, load_services_env, progress
 
-PARTS = ("p1", "breakdown", "p2", "p3", "p4", "p5", "memory")
+PARTS = ("p1", "p1_outbox", "breakdown", "p2", "p3", "p4", "p5", "p5_relay", "memory")
 
 
 def _runner(part: str) -> Callable[..., Any]:
@@ -45,6 +46,14 @@ def _runner(part: str) -> Callable[..., Any]:
         from bench.p5_delivery import main as p5  # noqa: PLC0415
 
         return p5
+    if part == "p1_outbox":
+        from bench.p1_outbox import main as p1_outbox  # noqa: PLC0415
+
+        return p1_outbox
+    if part == "p5_relay":
+        from bench.p5_relay import main as p5_relay  # noqa: PLC0415
+
+        return p5_relay
     if part == "memory":
         from bench.memory import main as memory  # noqa: PLC0415
 

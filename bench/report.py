@@ -23,11 +23,13 @@ PY = ".venv/bin/python -m bench"
 
 SECTIONS: tuple[tuple[str, str, str], ...] = (
     ("p1", "P1 — commit-path overhead", "p1"),
+    ("p1_outbox", "P1 outbox — one row per transaction against one row per event", "p1_outbox"),
     ("breakdown", "P1 breakdown — where the commit-path time goes", "breakdown"),
     ("p2", "P2 — consumer throughput into Cassandra", "p2"),
     ("p3", "P3 — diff cost per event", "p3"),
     ("p4", "P4 — end to end: commit → row in Cassandra", "p4"),
     ("p5", "P5 — delivery throughput with network latency", "p5"),
+    ("p5_relay", "P5 relay — outbox to SNS with network latency", "p5_relay"),
     ("memory", "Memory — 100,000 events pending while SNS is down", "memory"),
 )
 
@@ -88,6 +90,14 @@ def _render(part: str, result: dict[str, Any]) -> str:
         from bench.p5_delivery import render as render_p5  # noqa: PLC0415
 
         return render_p5(result)
+    if part == "p1_outbox":
+        from bench.p1_outbox import render as render_p1_outbox  # noqa: PLC0415
+
+        return render_p1_outbox(result)
+    if part == "p5_relay":
+        from bench.p5_relay import render as render_p5_relay  # noqa: PLC0415
+
+        return render_p5_relay(result)
     from bench.memory import render as render_memory  # noqa: PLC0415
 
     return render_memory(result)
@@ -180,6 +190,8 @@ def _module_doc(part: str) -> str:
         "p3": "bench.p3_diff",
         "p4": "bench.p4_end_to_end",
         "p5": "bench.p5_delivery",
+        "p1_outbox": "bench.p1_outbox",
+        "p5_relay": "bench.p5_relay",
         "memory": "bench.memory",
     }[part]
     doc = importlib.import_module(name).__doc__ or ""
