@@ -103,6 +103,32 @@ def _render(part: str, result: dict[str, Any]) -> str:
     return render_memory(result)
 
 
+def _bulk_against_baseline(result: dict[str, Any]) -> str:
+    """The bulk statements of P1 run alone, with the capture of a baseline revision beside
+    the current one (``python -m bench.p1_commit --only-bulk --baseline REV``)."""
+    from bench.p1_commit import bulk_steps_table, bulk_table, target_lines  # noqa: PLC0415
+
+    machine = result.get("machine", {})
+    baseline = result.get("baseline")
+    head = [
+        "### Bulk statements (1,000 rows) against a baseline revision",
+        "",
+        "Reproduce: `.venv/bin/python -m bench.p1_commit --only-bulk"
+        + (f" --baseline {baseline}`" if baseline else "`")
+        + f" — measured {result.get('finished_at', '?')}; code: "
+        f"{machine.get('code measured', '?')}; load average at the end: "
+        f"{machine.get('load average (1/5/15 min)', '?')} on {machine.get('cpus (nproc)', '?')} "
+        "CPUs. The bulk rows of P1 alone (saved as `bench/results/p1_bulk.json`); "
+        "`--baseline REV` adds the in-memory contender running the `sqla_audit` package of "
+        "that revision, so old and new capture run side by side.",
+        "",
+    ]
+    if "skipped" in result:
+        return "\n".join([*head, f"Not measured in the last run: {result['skipped']}"])
+    body = [bulk_table(result), "", bulk_steps_table(result), "", *target_lines(result)]
+    return "\n".join(head + body).rstrip()
+
+
 def _machine_table(results: dict[str, dict[str, Any]]) -> str:
     machine: dict[str, str] = {}
     for part, _title, _cmd in SECTIONS:
@@ -174,6 +200,8 @@ def build(results: dict[str, dict[str, Any]]) -> str:
         if doc:
             lines += [doc, ""]
         lines += [_render(part, result), ""]
+        if part == "p1" and "p1_bulk" in results:
+            lines += [_bulk_against_baseline(results["p1_bulk"]), ""]
     if ANALYSIS.exists():
         lines += [ANALYSIS.read_text().rstrip(), ""]
     return "\n".join(lines)
