@@ -6,6 +6,7 @@ client certificate or a wrong password each end a command with one line and exit
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import os
 import subprocess
@@ -177,8 +178,8 @@ def test_roles_hold_exactly_the_documented_permissions(secure: SecureNode, roles
 def test_consumer_writes_as_writer_and_history_reads_as_reader_over_tls(
     secure: SecureNode, roles: Roles, sns_to_sqs: SnsToSqs, aws_endpoint: str, tmp_path: Path
 ) -> None:
-    """consume --until-empty stores SQS events as the writer over TLS; history shows them
-    when run as the reader over TLS."""
+    """consume --until-empty stores SQS events as the writer over TLS; history shows them and
+    verify checks them when run as the reader over TLS."""
     import boto3  # noqa: PLC0415
 
     _topic, queue_url = sns_to_sqs(raw=True)
@@ -218,6 +219,12 @@ def test_consumer_writes_as_writer_and_history_reads_as_reader_over_tls(
     assert shown.stdout.count(record_id) >= 2, shown.stdout
     assert '"insert"' in shown.stdout.lower()
     assert '"update"' in shown.stdout.lower()
+
+    verify = ["verify", "record", "accounts", record_id, "--allow-unsigned", "--json"]
+    verify += secure.flags(roles.keyspace, roles.reader, READER_PASSWORD)
+    keys = {"SQLA_AUDIT_SIGNING_KEYS": "k1=" + base64.b64encode(b"k" * 32).decode()}
+    checked = _cli(verify, READER_PASSWORD, keys)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_reader_role_cannot_write(secure: SecureNode, roles: Roles) -> None:
