@@ -67,7 +67,9 @@ from bench.common import (
     unique_name,
     update_result,
 )
+from bench.cpu import listening_pid, machine_ticks, process_cpu
 from bench.eventgen import event_stream
+from bench.p2_scaling import measure_scaling, render_scaling
 
 #: Store and worker settings shared by the contenders (the defaults of the consume command).
 MAX_IN_FLIGHT = 64
@@ -131,31 +133,52 @@ class PreloadedSource:
         self.done.set()
 
 
-def _machine_ticks() -> tuple[int, int]:
-    """(busy, total) CPU ticks of the whole machine since boot, from /proc/stat."""
-    try:
-        with open("/proc/stat") as stat:
-            fields = [int(x) for x in stat.readline().split()[1:]]
-    except (OSError, ValueError):
-        return 0, 0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return sum(fields) - idle, sum(fields)
+def cassandra_pid() -> int | None:
+    """The Cassandra server process, when it runs on this machine (its CPU is measured)."""
+    host, port = cassandra_contact()
+    return listening_pid(port) if host in {"127.0.0.1", "localhost", "::1"} else None
 
 
 class Meter:
-    """Wall time, this process's CPU time (every thread) and the machine's CPU use."""
+    """Wall time, this process's CPU time (every thread), the Cassandra server's CPU time
+    (when it runs here) and the machine's CPU use."""
 
-    def __init__(self) -> None:
+    def __init__(self, server: int | None = None) -> None:
+        self.server = server
         self.wall = time.perf_counter()
         self.cpu = time.process_time()
-        self.busy, self.total = _machine_ticks()
+        self.server_cpu = process_cpu(server)
+        self.busy, self.total = machine_ticks()
 
     def stop(self, events: int) -> dict[str, float]:
         wall = time.perf_counter() - self.wall
         cpu = time.process_time() - self.cpu
-        busy, total = _machine_ticks()
+        server = process_cpu(self.server) - self.server_cpu
+        busy, total = machine_ticks()
         machine = (busy - self.busy) / (total - self.total) if total > self.total else 0.0
-        return {"rate": events / wall, "cpu_per_event": cpu / events, "machine_busy": machine}
+        return {
+            "rate": events / wall,
+            "cpu_per_event": cpu / events,
+            "server_cpu_per_event": server / events,
+            "machine_busy": machine,
+        }
+
+
+def raw_requests(store: Any, records: Sequence[Any]) -> list[Any]:
+    """The bound statements :meth:`CassandraStore.write` sends for new ``records``, in the
+    order it sends them per record: the digest read, the rows, the digest write."""
+    from consumer.sinks.digest import content_digest  # noqa: PLC0415
+
+    bound = []
+    for record in records:
+        memo: list[Any] = []
+        requests = [
+            (store._digest, (record.event_id,)),
+            *store._statements_for(record),
+            (store._insert_digest, (record.event_id, content_digest(record))),
+        ]
+        bound.extend(store._bind(record, statement, params, memo) for statement, params in requests)
+    return bound
 
 
 class Bench:
@@ -176,6 +199,7 @@ class Bench:
         self.store = CassandraStore(self.session, self.config.schema, max_in_flight=MAX_IN_FLIGHT)
         self.keyspace = keyspace
         self.seed = 0
+        self.server = cassandra_pid()
 
     def _stream(self, count: int) -> list[Any]:
         self.seed += 1
@@ -187,23 +211,26 @@ class Bench:
         from consumer.differ import record_for_event  # noqa: PLC0415
 
         records = [r for r in map(record_for_event, self._stream(count)) if r is not None]
-        # The store's own statements and parameters, computed before the clock starts.
-        statements = [pair for r in records for pair in self.store._statements_for(r)]
+        # Exactly the requests the store sends for these records, bound by the store's own
+        # code before the clock starts; only sending them is timed.
+        bound = raw_requests(self.store, records)
         slots = threading.BoundedSemaphore(MAX_IN_FLIGHT)
 
         def release(_: object) -> None:
             slots.release()
 
         futures = []
-        meter = Meter()
-        for statement, params in statements:
+        meter = Meter(self.server)
+        for statement in bound:
             slots.acquire()
-            future = self.session.execute_async(statement, params, timeout=30)
+            future = self.session.execute_async(statement, timeout=30)
             future.add_callbacks(release, release)
             futures.append(future)
         for future in futures:
             future.result()
-        return meter.stop(len(records))
+        measured = meter.stop(len(records))
+        measured["requests_per_event"] = len(bound) / len(records)
+        return measured
 
     def consumer(self, count: int, store: Any = None) -> dict[str, float]:
         from consumer.worker import Worker  # noqa: PLC0415
@@ -218,7 +245,7 @@ class Bench:
             wait_seconds=1,
             shutdown_timeout=30,
         )
-        meter = Meter()
+        meter = Meter(self.server)
         worker.start()
         finished = source.done.wait(600)
         measured = meter.stop(count)
@@ -243,7 +270,7 @@ class Bench:
         from sqla_audit.events import ChangeEvent  # noqa: PLC0415
 
         bodies = [event.to_json() for event in self._stream(count)]
-        meter = Meter()
+        meter = Meter(self.server)
         for body in bodies:
             event = ChangeEvent.from_json(body)
             before, after = event.before or {}, event.after or {}
@@ -294,6 +321,7 @@ def measure(scale: float = 1.0, rounds: int = ROUNDS) -> dict[str, Any]:
     rates: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}
     busy: dict[str, list[float]] = {name: [] for name in names}
+    server: dict[str, list[float]] = {name: [] for name in names}
     try:
         # Warm-up: prepared statements, connection pools, code paths.
         bench.raw(200)
@@ -307,17 +335,23 @@ def measure(scale: float = 1.0, rounds: int = ROUNDS) -> dict[str, Any]:
                 rates[name].append(measured["rate"])
                 cpu[name].append(measured["cpu_per_event"])
                 busy[name].append(measured["machine_busy"])
+                server[name].append(measured["server_cpu_per_event"])
                 progress(
                     f"P2 round {turn + 1}: {name} {measured['rate']:,.0f} events/s "
                     f"({count} events, {measured['cpu_per_event'] * 1e6:,.0f} µs CPU/event, "
                     f"machine {measured['machine_busy']:.0%} busy)"
                 )
+        scaling = measure_scaling(bench.keyspace, bench.server, scale=scale)
     finally:
         bench.close()
     views = measure_views(scale=scale)
     return {
         "scale": scale,
         "views": views,
+        "scaling": scaling,
+        "server_cpu_per_event": {
+            name: statistics.median(values) for name, values in server.items()
+        },
         "rates": rates,
         "stats": {name: summarize(values) for name, values in rates.items()},
         "cpu_per_event": {name: statistics.median(values) for name, values in cpu.items()},
@@ -388,6 +422,7 @@ class ViewsBench:
         self.cluster = connect(self.config)
         self.session = self.cluster.connect()
         self.keyspace = keyspace
+        self.server = cassandra_pid()
         self.stores = {
             name: CassandraStore(
                 self.session,
@@ -435,7 +470,7 @@ class ViewsBench:
                     return
 
         threads = [threading.Thread(target=writer) for _ in range(POLLERS)]
-        meter = Meter()
+        meter = Meter(self.server)
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -572,6 +607,14 @@ def main_views(scale: float = 1.0) -> dict[str, Any]:
     return stored
 
 
+def _cpus(result: dict[str, Any]) -> int:
+    """The machine's CPU count as recorded with the result."""
+    try:
+        return int(result.get("machine", {}).get("cpus (nproc)", 0)) or 1
+    except ValueError:
+        return 1
+
+
 def _paired(values: Sequence[float], baseline: Sequence[float]) -> float:
     pairs = [a / b for a, b in zip(values, baseline, strict=False) if b > 0]
     return statistics.median(pairs) if pairs else 0.0
@@ -582,7 +625,7 @@ def render(result: dict[str, Any]) -> str:
     raw = stats["raw"]["median"]
     naive = stats["naive"]["median"]
     labels = {
-        "raw": "raw limit (precomputed rows, execute_async, 64 in flight)",
+        "raw": "raw limit (the store's requests, bound before the clock, 64 in flight)",
         "consumer": "consumer (Worker + CassandraStore, 4 pollers x 10)",
         "naive": "naive (DeepDiff + one synchronous execute per row)",
         "ceiling": "for information: consumer into the in-memory store (no Cassandra)",
@@ -599,6 +642,7 @@ def render(result: dict[str, Any]) -> str:
                 fmt_ratio(ratio(s["median"], raw)),
                 fmt_ratio(ratio(s["median"], naive)),
                 fmt_seconds(result.get("cpu_per_event", {}).get(name)),
+                fmt_seconds(result.get("server_cpu_per_event", {}).get(name)),
                 f"{result.get('machine_busy', {}).get(name, 0):.0%}",
             ]
         )
@@ -611,6 +655,7 @@ def render(result: dict[str, Any]) -> str:
             "vs raw limit",
             "vs naive",
             "client CPU per event",
+            "Cassandra CPU per event",
             "machine CPU busy",
         ],
         rows,
@@ -631,6 +676,13 @@ def render(result: dict[str, Any]) -> str:
         f"- raw limit / naive: {_paired(rates['raw'], rates['naive']):.1f}x — the most any "
         "consumer could reach against the naive one on this Cassandra",
     ]
+    if "scaling" in result:
+        lines += [
+            "",
+            "### P2 scaling — two consumer processes on one queue",
+            "",
+            render_scaling(result["scaling"], _cpus(result)),
+        ]
     if "views" in result:
         views = {
             "finished_at": result.get("finished_at"),
