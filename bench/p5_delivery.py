@@ -14,6 +14,12 @@ rows "moto with a subscribed queue" show that figure beside it, for reference. R
 ``max_concurrency=1`` are the publisher sending one ``PublishBatch`` at a time, as before
 concurrent sending (same code, same run).
 
+Client: ``lean`` is the publisher's default ``PublishBatch`` path (request built, signed with
+botocore's SigV4 and parsed by ``sqla_audit.publishers.sns_http``), ``boto3`` the boto3 client
+(``transport="boto3"``), side by side in the same run. "Client CPU per event" is the CPU time
+of the measuring process (the publisher's threads; responder and proxy are other processes)
+divided by the events: on a busy machine it is steadier than events/s.
+
 FIFO: a ``.fifo`` topic, events spread over 5,000 records (``MessageGroupId`` =
 table:record id), at most one batch in flight per message group.
 
@@ -257,8 +263,10 @@ def _publisher(
 
 def _throughput(
     topic_arn: str, endpoint: str, concurrency: int | None, events: int, transport: str = "lean"
-) -> float:
-    """Events delivered per second: publish ``events`` at once, time until flush()."""
+) -> tuple[float, float]:
+    """Events delivered per second (publish ``events`` at once, time until flush()) and the
+    CPU time of this process per event meanwhile (the publisher's threads: the responder
+    and the proxy run in other processes)."""
     stream = event_stream(events + 20, seed=5)
     publisher = _publisher(
         topic_arn, endpoint, concurrency, transport, max_queue_events=events + 100
@@ -269,34 +277,46 @@ def _throughput(
             raise BenchError("warm-up did not flush")
         before = publisher.stats().delivered
         started = time.perf_counter()
+        cpu_started = time.process_time()
         for i in range(20, len(stream), 100):
             publisher.publish(stream[i : i + 100])
         if not publisher.flush(600):
             raise BenchError(f"{events} events not flushed within 600 s")
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
         stats = publisher.stats()
     finally:
         publisher.close(5)
     delivered = stats.delivered - before
     if delivered != events or stats.dropped or stats.rejected:
         raise BenchError(f"delivered {delivered} of {events} ({stats})")
-    return events / elapsed
+    return events / elapsed, cpu / events
 
 
 def _outage(
-    topic_arn: str, endpoint: tuple[str, int], concurrency: int | None, rate: float, down: float
+    topic_arn: str,
+    endpoint: tuple[str, int],
+    concurrency: int | None,
+    rate: float,
+    down: float,
+    transport: str = "lean",
 ) -> dict[str, float]:
     """Steady load, ``down`` seconds of refused connections; return-to-first-send and drain."""
     with ProxyProcess(endpoint, 0.02) as proxy:
-        return _outage_through(proxy, topic_arn, concurrency, rate, down)
+        return _outage_through(proxy, topic_arn, concurrency, rate, down, transport)
 
 
 def _outage_through(
-    proxy: ProxyProcess, topic_arn: str, concurrency: int | None, rate: float, down: float
+    proxy: ProxyProcess,
+    topic_arn: str,
+    concurrency: int | None,
+    rate: float,
+    down: float,
+    transport: str = "lean",
 ) -> dict[str, float]:
     stream = event_stream(int(rate * (down + 60)) + 100, seed=9)
     with tempfile.TemporaryDirectory() as spool:
-        publisher = _publisher(topic_arn, proxy.url, concurrency, spool=spool)
+        publisher = _publisher(topic_arn, proxy.url, concurrency, transport, spool=spool)
         stop = threading.Event()
 
         def load() -> None:
@@ -346,6 +366,11 @@ def _outage_through(
         "first_send_s": first,
         "drain_s": drained,
         "drain_rate_per_s": delivered / drained if drained else None,
+        "drain_rate_from_first_send_per_s": (
+            delivered / (drained - first)
+            if drained and first is not None and drained > first
+            else None
+        ),
     }
 
 
@@ -388,8 +413,13 @@ def measure(scale: float = 1.0) -> dict[str, Any]:
     outage: list[dict[str, Any]] = []
     from sqla_audit.publishers.sns import SNSPublisher  # noqa: PLC0415
 
-    concurrent = "max_concurrency" in inspect.signature(SNSPublisher).parameters
-    levels: list[int | None] = [1, None] if concurrent else [None]
+    lean = "transport" in inspect.signature(SNSPublisher).parameters
+    # (transport, max_concurrency) per row: the boto3 client beside the lean path, in the
+    # same run; max_concurrency None is the default (16).
+    both: list[tuple[str, int | None]] = (
+        [("boto3", None), ("lean", None)] if lean else [("boto3", None)]
+    )
+    newest: list[tuple[str, int | None]] = [both[-1]]
     with PrivateMoto() as moto, Responder() as responder:
         sns = moto.client("sns")
         standard = sns.create_topic(Name=unique_name("sqla_audit_p5"))["TopicArn"]
@@ -408,80 +438,131 @@ def measure(scale: float = 1.0) -> dict[str, Any]:
         at_moto = (host, int(port))
         at_responder = ("127.0.0.1", responder.port)
         topic_arn = "arn:aws:sns:us-east-1:123456789012:sqla_audit_p5"
-        cases: list[tuple[str, tuple[str, int], str, float, int]] = [
-            (f"{RESPONDER}, standard", at_responder, topic_arn, delay, events)
-            for delay in DELAYS_MS
+        cases: list[tuple[str, tuple[str, int], str, float, int, list[tuple[str, int | None]]]]
+        cases = [
+            (f"{RESPONDER}, standard", at_responder, topic_arn, 0.0, events, both),
+            (
+                f"{RESPONDER}, standard",
+                at_responder,
+                topic_arn,
+                20.0,
+                events,
+                [("boto3", 1), *both],
+            ),
+            (
+                f"{RESPONDER}, FIFO, 5,000 groups",
+                at_responder,
+                topic_arn + ".fifo",
+                20.0,
+                events,
+                both,
+            ),
+            ("moto, standard, no subscription", at_moto, standard, 20.0, events, both),
+            ("moto, FIFO, no subscription, 5,000 groups", at_moto, fifo, 20.0, events, newest),
+            (
+                "moto, standard, subscribed SQS queue",
+                at_moto,
+                subscribed,
+                0.0,
+                queue_events,
+                newest,
+            ),
         ]
-        cases.append(
-            (f"{RESPONDER}, FIFO, 5,000 groups", at_responder, topic_arn + ".fifo", 20.0, events)
-        )
-        cases += [
-            ("moto, standard, no subscription", at_moto, standard, delay, events)
-            for delay in DELAYS_MS
-        ]
-        cases.append(("moto, FIFO, no subscription, 5,000 groups", at_moto, fifo, 20.0, events))
-        cases.append(
-            ("moto, standard, subscribed SQS queue", at_moto, subscribed, 0.0, queue_events)
-        )
-        for label, upstream, topic, delay, events_in_case in cases:
-            for level in levels:
+        for label, upstream, topic, delay, events_in_case, variants in cases:
+            for transport, level in variants:
                 name = "default" if level is None else str(level)
                 count = min(events_in_case, sequential_events) if level == 1 else events_in_case
                 with ProxyProcess(upstream, delay / 1000) as proxy:
-                    progress(f"P5 {label}, +{delay:.0f} ms, max_concurrency {name}: {count} events")
-                    rate = _throughput(topic, proxy.url, level, count)
-                    progress(f"  {rate:,.0f} events/s")
+                    progress(
+                        f"P5 {label}, +{delay:.0f} ms, {transport}, max_concurrency {name}: "
+                        f"{count} events"
+                    )
+                    rate, cpu = _throughput(topic, proxy.url, level, count, transport)
+                    progress(f"  {rate:,.0f} events/s, {cpu * 1e6:,.0f} µs CPU per event")
                 rows.append(
                     {
                         "topic": label,
                         "delay_ms": delay,
+                        "transport": transport,
                         "max_concurrency": name,
                         "events": count,
                         "events_per_s": rate,
+                        "cpu_us_per_event": cpu * 1e6,
                     }
                 )
         # The outage with the default settings only: one call in flight delivers a few
         # hundred events/s at +20 ms, below the load, so its spool would never drain.
-        progress("P5 outage, max_concurrency default")
-        result = _outage(topic_arn, at_responder, None, rate=OUTAGE_LOAD, down=OUTAGE_S)
-        progress(f"  {result}")
-        outage.append({"max_concurrency": "default", "endpoint": RESPONDER, **result})
+        for transport, _ in both:
+            progress(f"P5 outage, {transport}, max_concurrency default")
+            result = _outage(
+                topic_arn, at_responder, None, OUTAGE_LOAD, OUTAGE_S, transport=transport
+            )
+            progress(f"  {result}")
+            outage.append(
+                {"max_concurrency": "default", "transport": transport, "endpoint": RESPONDER}
+                | result
+            )
     return {"rows": rows, "outage": outage, "elapsed_s": time.perf_counter() - started}
 
 
 def render(result: dict[str, Any]) -> str:
     table = markdown_table(
-        ["endpoint, topic", "added latency", "max_concurrency", "events", "events/s"],
+        [
+            "endpoint, topic",
+            "added latency",
+            "client",
+            "max_concurrency",
+            "events",
+            "events/s",
+            "client CPU per event",
+        ],
         [
             [
                 r["topic"],
                 f"{r['delay_ms']:.0f} ms",
+                r.get("transport", "boto3"),
                 r["max_concurrency"],
                 f"{r['events']:,}",
                 f"{r['events_per_s']:,.0f}",
+                f"{r['cpu_us_per_event']:,.0f} µs" if "cpu_us_per_event" in r else "-",
             ]
             for r in result["rows"]
         ],
     )
+    live = {
+        r.get("transport", "boto3"): r["events_per_s"]
+        for r in result["rows"]
+        if r["topic"] == f"{RESPONDER}, standard"
+        and r["delay_ms"] == 20.0
+        and r["max_concurrency"] == "default"
+    }
     outage = markdown_table(
         [
-            "max_concurrency",
+            "client",
             "load",
             "outage",
             "spooled",
             "return -> first send",
             "return -> spool empty",
             "drain rate (load included)",
+            "same, from the first send",
+            "live rate (above)",
         ],
         [
             [
-                o["max_concurrency"],
+                o.get("transport", "boto3"),
                 f"{o['load_per_s']:,.0f} events/s",
                 f"{o['down_s']:.0f} s",
                 f"{o['spooled_during_outage']:,}",
                 fmt_seconds(o["first_send_s"]),
                 fmt_seconds(o["drain_s"]) if o["drain_s"] else f"not within {DRAIN_WAIT_S:.0f} s",
                 f"{o['drain_rate_per_s']:,.0f} events/s" if o["drain_rate_per_s"] else "-",
+                f"{o['drain_rate_from_first_send_per_s']:,.0f} events/s"
+                if o.get("drain_rate_from_first_send_per_s")
+                else "-",
+                f"{live[o.get('transport', 'boto3')]:,.0f} events/s"
+                if o.get("transport", "boto3") in live
+                else "-",
             ]
             for o in result.get("outage", [])
         ],

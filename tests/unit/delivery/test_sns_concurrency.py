@@ -240,3 +240,28 @@ def test_an_unreachable_endpoint_gets_one_probe_per_attempt(
     outcome = sender.send(messages, sleep=lambda _: False)
     assert outcome.undelivered == messages
     assert len(fake_sns.calls) == FAST.max_attempts
+
+
+def test_a_slow_call_does_not_hold_back_the_next_batches(
+    fake_sns: Any, event_factory: EventFactory
+) -> None:
+    """Calls form a pipeline: while one batch waits, the free slot sends the batches after it."""
+    messages = [OutgoingMessage.from_event(event_factory(record_id=str(i))) for i in range(40)]
+    first, last = messages[0].body, messages[-1].body
+    last_sent = threading.Event()
+    waited: list[bool] = []
+
+    def hold_the_first(entries: list[dict[str, Any]]) -> None:
+        bodies = {entry["Message"] for entry in entries}
+        if last in bodies:
+            last_sent.set()
+        if first in bodies:
+            waited.append(last_sent.wait(5))
+
+    fake_sns.on_call = hold_the_first
+    sender = SNSSender(TOPIC, client=fake_sns, max_concurrency=2, retry=FAST)
+    warm_up = OutgoingMessage.from_event(event_factory())
+    sender.send([warm_up])  # the endpoint is known to answer: no probe batch
+    outcome = sender.send(messages)
+    assert len(outcome.accepted) == 40
+    assert waited == [True]
