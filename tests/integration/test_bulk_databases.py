@@ -9,10 +9,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from capture_support import (
+    Account,
     Child,
     Country,
+    Employee,
+    Engineer,
     Manager,
     Parent,
+    Stock,
     User,
     capture_tables,
     emptied,
@@ -580,3 +584,64 @@ def test_bulk_update_survives_a_later_flush_of_a_stale_object(
     assert event.before == _user(3)
     assert event.after == _user(3, name="renamed", login_count=700)
     assert event.changed_columns == ("name", "login_count")
+
+
+def test_composite_keys_masks_and_single_table_subclass(
+    schema: Engine, maker: sessionmaker[Session], published: InMemoryPublisher
+) -> None:
+    """Bulk UPDATE and DELETE report composite keys, masked values and only a single-table
+    subclass's rows, whichever statement form the database gets."""
+    seed(
+        maker,
+        published,
+        Stock(warehouse="w1", sku="a", quantity=1),
+        Stock(warehouse="w1", sku="b", quantity=2),
+        Stock(warehouse="w2", sku="a", quantity=3),
+        Account(id=1, login="ann", password_hash="h1", last_seen=1),
+        Account(id=2, login="bob", password_hash="h2", last_seen=2),
+        Engineer(id=1, name="e1", language="py"),
+        Employee(id=2, name="plain", kind="employee"),
+        Engineer(id=3, name="e3", language="go"),
+    )
+    with maker.begin() as session:
+        session.execute(
+            update(Stock).where(Stock.warehouse == "w1").values(quantity=Stock.quantity * 10)
+        )
+        session.execute(update(Account).values(password_hash="new", login=Account.login + "!"))
+        session.execute(update(Engineer).values(language="rust"))
+    with maker.begin() as session:
+        session.execute(delete(Stock).where(Stock.sku == "a", Stock.warehouse == "w2"))
+        session.execute(delete(Account).where(Account.id == 2))
+        session.execute(delete(Engineer).where(Engineer.id == 3))
+    masked = {"$type": "masked", "v": None}
+    summary = [
+        (e.table, e.operation.value, e.record_id, e.primary_key, e.changed_columns)
+        for e in published.events
+    ]
+    assert summary == [
+        ("stock", "update", "w1:a", {"warehouse": "w1", "sku": "a"}, ("quantity",)),
+        ("stock", "update", "w1:b", {"warehouse": "w1", "sku": "b"}, ("quantity",)),
+        ("accounts", "update", "1", {"id": 1}, ("login", "password_hash")),
+        ("accounts", "update", "2", {"id": 2}, ("login", "password_hash")),
+        ("employees", "update", "1", {"id": 1}, ("language",)),
+        ("employees", "update", "3", {"id": 3}, ("language",)),
+        (
+            "stock",
+            "delete",
+            "w2:a",
+            {"warehouse": "w2", "sku": "a"},
+            ("warehouse", "sku", "quantity"),
+        ),
+        ("accounts", "delete", "2", {"id": 2}, ("id", "login", "password_hash")),
+        ("employees", "delete", "3", {"id": 3}, ("id", "name", "kind", "language")),
+    ]
+    events = published.events
+    assert events[0].after == {"warehouse": "w1", "sku": "a", "quantity": 10}
+    assert events[2].before == {"id": 1, "login": "ann", "password_hash": masked}
+    assert events[2].after == {"id": 1, "login": "ann!", "password_hash": masked}
+    assert events[2].masked_columns == ("password_hash",)
+    assert events[7].before == {"id": 2, "login": "bob!", "password_hash": masked}
+    assert events[8].before == {"id": 3, "name": "e3", "kind": "engineer", "language": "rust"}
+    assert all("h1" not in e.to_json() and "new" not in e.to_json() for e in events)
+    with maker() as session:
+        assert session.get(Employee, 2).language is None  # type: ignore[union-attr]
