@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from consumer.config import CassandraConfig, CassandraSchemaConfig, CassandraTlsConfig
-from consumer.failures import EXIT_USAGE
+from consumer.failures import EXIT_UNAVAILABLE, EXIT_USAGE
 from consumer.sinks.cassandra import CassandraStore
 from consumer.sinks.cassandra.connection import CassandraAccessDenied, connect
 from consumer.sinks.cassandra.roles import READ_ONLY_TABLES
@@ -365,3 +365,16 @@ def test_hostname_check_off_accepts_a_trusted_certificate_for_another_name(
     )
     store = CassandraStore.connect(config)
     store.close()
+
+
+def test_plain_connection_to_the_tls_node_hints_at_tls(secure: SecureNode, roles: Roles) -> None:
+    """history without TLS settings against the TLS node: one line suggesting the CA flag
+    (exit 3: a reset connection may also be a node going down)."""
+    flags = secure.flags(roles.keyspace, roles.reader, READER_PASSWORD)
+    cut = flags.index("--cassandra-ssl-ca")
+    del flags[cut : cut + 6]
+    done = _cli(["history", "accounts", "1", *flags], READER_PASSWORD)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == EXIT_UNAVAILABLE, done.stderr
+    assert len(lines) == 1, done.stderr
+    assert "if the node requires TLS, set --cassandra-ssl-ca" in lines[0]

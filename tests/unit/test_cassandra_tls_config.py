@@ -22,7 +22,7 @@ from consumer.config import CassandraConfig, CassandraTlsConfig
 from consumer.failures import EXIT_UNAVAILABLE, EXIT_USAGE, classify
 from consumer.settings import load_cassandra_config
 from consumer.sinks.cassandra.connection import CassandraAccessDenied, classify_connect_failure
-from consumer.sinks.cassandra.tls import ssl_context
+from consumer.sinks.cassandra.tls import ssl_context, tls_hint
 from sqla_audit.errors import ConfigurationError, StoreError
 
 
@@ -298,3 +298,14 @@ def test_access_denied_is_a_store_error_with_usage_exit_status() -> None:
     assert isinstance(denied, StoreError)
     assert classify(denied).code == EXIT_USAGE
     assert classify(StoreError("down")).code == EXIT_UNAVAILABLE
+
+
+def test_reset_plain_connection_hints_at_tls() -> None:
+    """Without TLS settings, a node resetting the connection gets a hint to set the CA (the
+    failure stays retryable: a node going down resets connections too)."""
+    plain = CassandraConfig(hosts=("10.0.0.1",), port=9142)
+    reset = _no_host(ConnectionResetError(104, "Connection reset by peer"))
+    assert classify_connect_failure(plain, reset) is None
+    assert "--cassandra-ssl-ca" in tls_hint(plain, reset)
+    assert tls_hint(_config(), reset) == ""
+    assert tls_hint(plain, _no_host(ConnectionRefusedError(111, "refused"))) == ""

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from consumer.config import CassandraConfig
-from consumer.sinks.cassandra.tls import refusal, ssl_context
+from consumer.sinks.cassandra.tls import refusal, ssl_context, tls_hint
 from consumer.sinks.errors import RecordRejected
 from sqla_audit.errors import ConfigurationError, StoreError
 
@@ -129,7 +129,7 @@ def connect(config: CassandraConfig) -> Any:
         refused = classify_connect_failure(config, exc)
         if refused is not None:
             raise refused from exc
-        raise store_error("cannot connect to Cassandra", exc) from exc
+        raise store_error("cannot connect to Cassandra" + tls_hint(config, exc), exc) from exc
     return cluster
 
 

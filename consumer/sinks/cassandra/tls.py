@@ -106,4 +106,18 @@ def refusal(config: CassandraConfig, errors: Iterable[BaseException]) -> Configu
     return None
 
 
-__all__ = ["refusal", "ssl_context"]
+def tls_hint(config: CassandraConfig, exc: BaseException) -> str:
+    """A hint for a plain connection the node reset (a node that requires TLS does that to a
+    client speaking plain CQL); ``""`` otherwise. The failure itself stays retryable: a node
+    shutting down resets connections too."""
+    errors = getattr(exc, "errors", None)
+    found = errors.values() if isinstance(errors, dict) else [exc]
+    if config.tls is None and any(isinstance(e, ConnectionResetError) for e in found):
+        return (
+            " (if the node requires TLS, set --cassandra-ssl-ca / SQLA_AUDIT_CASSANDRA_SSL_CA "
+            "or --cassandra-ssl on)"
+        )
+    return ""
+
+
+__all__ = ["refusal", "ssl_context", "tls_hint"]
