@@ -312,3 +312,27 @@ def test_driver_and_server_refusals_are_per_record(store: AuditStore) -> None:
         assert not isinstance(caught.value, StoreError)
     store.write([good])
     assert list(store.history("billing", "accounts", good.record_id).items) == [good]
+
+
+def test_the_store_binds_the_bytes_the_drivers_bind_gives(store: AuditStore) -> None:
+    """Against the node's own prepared statements, every request of a record (every view,
+    an actor, a request id, a trace id, a move) carries exactly the values and routing key
+    of the driver's bind."""
+    assert isinstance(store, CassandraStore)
+    event = make_event(
+        record_id=fresh_id(),
+        previous_record_id=fresh_id(),
+        request_id="req-bind",
+        metadata={"otel.trace_id": "cd" * 16},
+    )
+    made = [*records_for_event(event), make_record(operation="insert", actor=None)]
+    count = 0
+    for record in made:
+        memo: list[object] = []
+        for statement, params in store._statements_for(record):
+            bound = store._bind(record, statement, params, memo)
+            reference = statement.bind(params)
+            assert bound.values == reference.values
+            assert bound.routing_key == reference.routing_key
+            count += 1
+    assert count >= 10
