@@ -32,11 +32,18 @@ SERVICE_ENV = {
     "cassandra": CASSANDRA_ENV,
 }
 
-# Images used when a service comes from testcontainers.
+# Images used when a service comes from testcontainers: Docker Hub's, unless the variable
+# SQLA_AUDIT_TEST_<SERVICE>_IMAGE names another (a locally built one where no registry is
+# reachable: scripts/container postgres-image).
 POSTGRES_IMAGE = "postgres:16-alpine"
 MARIADB_IMAGE = "mariadb:11.4"
 MOTO_IMAGE = "motoserver/moto:5.2.5"
 CASSANDRA_IMAGE = "cassandra:5.0"
+
+
+def image(service: str, default: str) -> str:
+    """The image for *service*: ``SQLA_AUDIT_TEST_<SERVICE>_IMAGE`` when set, else *default*."""
+    return os.environ.get(f"SQLA_AUDIT_TEST_{service.upper()}_IMAGE", "").strip() or default
 
 _FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
 
@@ -127,7 +134,7 @@ def _import_container(module: str, cls: str) -> Any:
 def _start_postgres() -> tuple[Any, str]:
     container_cls = _import_container("postgres", "PostgresContainer")
     container = container_cls(
-        POSTGRES_IMAGE,
+        image("postgres", POSTGRES_IMAGE),
         username="sqla_audit",
         password="sqla_audit",
         dbname="sqla_audit",
@@ -140,7 +147,7 @@ def _start_mariadb() -> tuple[Any, str]:
     container_cls = _import_container("mysql", "MySqlContainer")
     # root: the fixtures create and drop a database per test module.
     container = container_cls(
-        MARIADB_IMAGE,
+        image("mariadb", MARIADB_IMAGE),
         username="root",
         password="sqla_audit",
         dbname="sqla_audit",
@@ -152,7 +159,7 @@ def _start_mariadb() -> tuple[Any, str]:
 def _start_moto() -> tuple[Any, str]:
     from testcontainers.core.container import DockerContainer  # noqa: PLC0415
 
-    container = DockerContainer(MOTO_IMAGE).with_exposed_ports(5000).start()
+    container = DockerContainer(image("moto", MOTO_IMAGE)).with_exposed_ports(5000).start()
     host = container.get_container_host_ip()
     endpoint = f"http://{host}:{container.get_exposed_port(5000)}"
     _wait_http_ok(f"{endpoint}/moto-api/", timeout=60)
@@ -161,7 +168,7 @@ def _start_moto() -> tuple[Any, str]:
 
 def _start_cassandra() -> tuple[Any, str]:
     container_cls = _import_container("cassandra", "CassandraContainer")
-    container = container_cls(CASSANDRA_IMAGE).start()
+    container = container_cls(image("cassandra", CASSANDRA_IMAGE)).start()
     host, port = container.get_contact_points()[0]
     return container, f"{host}:{port}"
 
