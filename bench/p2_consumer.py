@@ -6,30 +6,39 @@ by transaction, by actor, by request and the table timeline; the generated event
 trace id) with the store's own prepared statements -- through one driver session (same
 driver, same settings):
 
-* ``raw limit`` -- no decoding and no diff: the statements and parameters of every record
-  are computed before the clock starts; the clock runs only while they are sent with
+* ``raw limit`` -- exactly the requests the store sends for each record (the
+  ``event_digests`` read, the inserts of every table, the ``event_digests`` write), bound by
+  the store's own code before the clock starts; the clock runs only while they are sent with
   ``execute_async`` and at most 64 requests in flight (the store's ``max_in_flight``
   default). This is what Cassandra and the driver can take from one Python process.
 * ``consumer`` -- the real :class:`consumer.worker.Worker` (4 pollers, batches of 10
   messages as from SQS) with the real :class:`consumer.sinks.cassandra.CassandraStore`
   (``max_in_flight`` 64), fed from an in-memory source holding the JSON bodies: decoding,
-  diffing, record building, writing and acknowledging are all on the clock.
+  diffing, record building, the digest read and conflict check, binding, writing and
+  acknowledging are all on the clock.
 * ``naive`` -- the obvious implementation: one thread, ``DeepDiff`` on every event, and
-  one synchronous ``session.execute`` per row.
+  one synchronous ``session.execute`` per row (no digests).
 * ``ceiling`` (for information, not a target) -- the same worker writing to the in-memory
   store: how many events per second the consumer's own code (decode, diff, records,
   acknowledgements) handles when the store costs nothing. When the raw limit is far below
   it, Cassandra is the bottleneck, not the consumer.
 
 Besides the rate, each run records the CPU time this Python process used per event (every
-thread: pollers, the driver's event loop) and how busy the machine's CPUs were: when
-Cassandra runs on the same cores, every microsecond of client CPU is taken from it.
+thread: pollers, the driver's event loop), the CPU time the Cassandra server used per event
+(when it runs on this machine: found by the port it listens on) and how busy the machine's
+CPUs were: when Cassandra runs on the same cores, every microsecond of client CPU is taken
+from it.
 
 Each round gives every contender a fresh stream (new event ids, same generator, same
 shape), so no contender overwrites another's cells; rounds are interleaved and the rate is
 events per second. The in-memory source used here is a minimal deque (the test double
 ``consumer.sources.memory.MemorySource`` copies its whole table on every receive, which
 would bill its own cost to the consumer).
+
+Scaling out (:mod:`bench.p2_scaling`, same run, same keyspace): one consumer process against
+two on the same queue -- the event stream split between separate processes, each with its
+own worker, store and driver connection, started together -- with the client and Cassandra
+CPU per event, to show where adding processes stops paying on this machine.
 
 The cost of the views (``--views``) is measured apart, in the same run: the store's
 ``write`` (digest read, rows, digests: the whole write path, decoding and diffing done
