@@ -42,15 +42,14 @@ class ListingPages:
         request: Request,
         *,
         heading: str,
-        page: Page[AuditRecord] | list[AuditRecord],
+        page: Page[AuditRecord],
         view: str,
         params: Mapping[str, object],
         nothing: str,
         by_day: bool = False,
         extra: Mapping[str, Any] | None = None,
     ) -> Response:
-        records = page if isinstance(page, list) else page.items
-        next_page = None if isinstance(page, list) else page.next_page
+        records, next_page = page.items, page.next_page
         views = [change_view(r) for r in records]
         groups = group_by_day(views) if by_day else [("", views)]
         return self.renderer.render(
@@ -118,14 +117,19 @@ class ListingPages:
         )
 
     def transaction(self, request: Request) -> Response:
+        """The store returns a transaction whole; it is shown ``size`` changes at a time (the
+        page token is the position of the next change)."""
         transaction_id = parse_transaction_id(qs.required(request, "id"))
+        start = qs.offset(request, "page")
+        size = qs.size(request)
         records = self.query.by_transaction(transaction_id)
+        more = str(start + size) if start + size < len(records) else None
         return self._listing(
             request,
             heading=f"Transaction {transaction_id}",
-            page=records,
+            page=Page(items=records[start : start + size], next_page=more),
             view="transaction",
-            params={"id": str(transaction_id)},
+            params={"id": str(transaction_id), "size": qs.text(request, "size")},
             nothing=f"No change recorded for transaction {transaction_id}.",
         )
 

@@ -48,6 +48,16 @@ def size(request: Request) -> int:
     return value
 
 
+def offset(request: Request, name: str) -> int:
+    """A position in a list read whole (a whole-read listing's page token); 0 when absent."""
+    given = text(request, name)
+    if given is None:
+        return 0
+    if not (given.isascii() and given.isdigit()):
+        raise InvalidQuery(f"{name} must be a position (0, 25, ...), got {given!r}")
+    return int(given)
+
+
 def instant(request: Request, name: str, default: str | None = None) -> dt.datetime | None:
     """An instant in any form the CLI's time options take (consumer.times): ISO 8601 with a
     zone, a duration back from now (``2h``), ``now``."""
@@ -68,4 +78,4 @@ def day(value: str) -> dt.date:
         raise InvalidQuery(f"day must be a date such as 2026-03-01, got {value!r}") from None
 
 
-__all__ = ["DEFAULT_SIZE", "MAX_SIZE", "day", "instant", "required", "size", "text"]
+__all__ = ["DEFAULT_SIZE", "MAX_SIZE", "day", "instant", "offset", "required", "size", "text"]

@@ -409,3 +409,17 @@ def test_a_store_failure_is_a_503_page_without_details() -> None:
     assert response.status_code == 503
     assert "could not be read" in text_of(response.text)
     assert "secret-host" not in response.text
+
+
+def test_a_large_transaction_is_shown_a_page_at_a_time(client: TestClient, trail: Trail) -> None:
+    """A transaction's changes are paged like the other listings (size, then a next link)."""
+    insert = trail.first(service="billing", record_id="7")
+    expected = [str(e.event_id) for e in trail.events if e.transaction_id == insert.transaction_id]
+    assert len(expected) == 2
+    page = get(client, f"/transaction?id={insert.transaction_id}&size=1")
+    assert re.findall(r'id="e-([0-9a-f-]{36})"', page) == expected[:1]
+    more = [h for h in links(page) if "page=" in h and "/transaction?" in h]
+    assert more
+    page = get(client, more[0])
+    assert re.findall(r'id="e-([0-9a-f-]{36})"', page) == expected[1:]
+    assert not [h for h in links(page) if "page=" in h and "/transaction?" in h]
