@@ -323,6 +323,30 @@ CASES: dict[tuple[str, ...], dict[str, list[Case] | str]] = {
         }
         for action in ("create-table", "status", "requeue")
     },
+    ("loadgen",): {
+        UNREACHABLE: [
+            Case(("--topic-arn", TOPIC, "--cassandra-port", "{dead}"), 3, "cassandra"),
+            Case(
+                (
+                    "--topic-arn",
+                    TOPIC,
+                    "--no-probes",
+                    "--queue-url",
+                    "http://127.0.0.1:{dead}/123456789012/q",
+                    "--endpoint-url",
+                    "http://127.0.0.1:{dead}",
+                ),
+                3,
+                "connect",
+            ),
+        ],
+        UNRESOLVABLE: [Case(("--topic-arn", TOPIC, "--cassandra-hosts", BAD_HOST), 3, "resolve")],
+        MISSING_EXTRA: [
+            Case(("--topic-arn", TOPIC, "--cassandra-port", "{dead}"), 2, "sqla-audit[consumer]")
+        ],
+        PORT_IN_USE: "serves nothing",
+        PERMISSION: "the SQLite audit store opened read-only is covered with the store",
+    },
     **{
         ("dlq", action): {
             UNREACHABLE: [
