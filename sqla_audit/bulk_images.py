@@ -241,9 +241,9 @@ class RowImages:
         """
         plan, shape = job.plan, self.shape(job.plan)
         width = len(shape.keys)
-        pairs: list[tuple[tuple[Any, ...], tuple[Any, ...]]] = []
+        pairs: list[tuple[Sequence[Any], Sequence[Any]]] = []
         for row in rows:
-            old, new = tuple(row[:width]), tuple(row[width:])
+            old, new = row[:width], row[width:]
             try:
                 if old == new:
                     continue
@@ -258,13 +258,17 @@ class RowImages:
         befores = self._images(shape, old_columns)
         afters = self._images(shape, new_columns, befores, same, old_columns)
         keys, names, positions = shape.keys, shape.names, shape.positions
-        span = range(width)
+        changed_in: list[list[int]] = [[] for _ in pairs]  # per row, in column order
+        for i, column in enumerate(same):
+            if not all(column):
+                for j in [j for j, alike in enumerate(column) if not alike]:
+                    changed_in[j].append(i)
         # Key columns are never masked: the image holds exactly the key's encoding.
         key_names = [names[i] for i in positions]
         context = job.context
         append, updated = job.changes.append, job.updated
         for j, (before, after) in enumerate(zip(befores, afters, strict=True)):
-            changed = [i for i in span if not same[i][j]]
+            changed = changed_in[j]
             if not changed:
                 continue
             new = pairs[j][1]
@@ -392,10 +396,10 @@ class RowImages:
 
 def _same_text(was: Any, now: Any) -> bool:
     """Two equal values of one type that also encode alike: a ``Decimal`` with the same
-    digits and exponent, a ``datetime`` with the same ``tzinfo`` and ``fold``, a ``date``."""
+    text, a ``datetime`` with the same ``tzinfo`` and ``fold``, a ``date``."""
     kind = type(was)
     if kind is decimal.Decimal:
-        return bool(was.as_tuple() == now.as_tuple())
+        return str(was) == str(now)  # the encoding is the text (as_tuple() is slower)
     if kind is dt.datetime:
         return bool(was.tzinfo is now.tzinfo and was.fold == now.fold)
     return kind is dt.date
