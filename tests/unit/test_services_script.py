@@ -46,3 +46,16 @@ def test_status_knows_the_secure_cassandra_node() -> None:
     assert len(lines) == 1, result.stdout
     assert lines[0].split()[0] == "cassandra-secure"
     assert result.returncode in (0, 3)
+
+
+def test_the_cluster_is_known_but_not_part_of_all() -> None:
+    """`status cassandra-cluster` reports the opt-in three-node profile; plain `status`
+    (every default service) does not list it."""
+    named = _run("status", "cassandra-cluster")
+    assert "unknown service" not in named.stderr
+    lines = [line for line in named.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, named.stdout
+    assert lines[0].split()[0] == "cassandra-cluster"
+    assert named.returncode in (0, 3)
+    everything = _run("status")
+    assert "cassandra-cluster" not in everything.stdout
