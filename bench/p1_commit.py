@@ -285,6 +285,7 @@ def measure(
                     progress(f"P1 {db}: {workload_label(workload, n)} x{reps}")
                     samples: dict[str, list[float]] = {c: [] for c in workers}
                     executes: dict[str, list[float]] = {c: [] for c in workers}
+                    row_images: dict[str, list[float]] = {c: [] for c in workers}
                     delivered: list[float] = []
                     live = [c for c in workers if workers[c].error is None and runs(c, workload)]
                     if bulk:  # warm-up: the first bulk statement loads its code paths
@@ -314,6 +315,8 @@ def measure(
                             samples[contender].append(float(answer["commit"]))
                             if "execute" in answer:
                                 executes[contender].append(float(answer["execute"]))
+                            if "row_images" in answer:
+                                row_images[contender].append(float(answer["row_images"]))
                             if "delivered" in answer:
                                 delivered.append(float(answer["delivered"]))
                     series = {c: s for c, s in samples.items() if s}
@@ -330,6 +333,8 @@ def measure(
                         }
                         if executes.get(contender):
                             cell["execute_samples"] = executes[contender]
+                        if row_images.get(contender):
+                            cell["row_images_samples"] = row_images[contender]
                         cells.append(cell)
         finally:
             for worker in workers.values():
@@ -437,7 +442,12 @@ def bulk_table(result: dict[str, Any]) -> str:
 
 
 def _execute_median(
-    cells: Sequence[dict[str, Any]], db: str, workload: str, n: int, contender: str
+    cells: Sequence[dict[str, Any]],
+    db: str,
+    workload: str,
+    n: int,
+    contender: str,
+    key: str = "execute_samples",
 ) -> float | None:
     for cell in cells:
         if (cell["db"], cell["workload"], cell["n"], cell["contender"]) == (
@@ -445,8 +455,8 @@ def _execute_median(
             workload,
             n,
             contender,
-        ) and cell.get("execute_samples"):
-            return float(statistics.median(cell["execute_samples"]))
+        ) and cell.get(key):
+            return float(statistics.median(cell[key]))
     return None
 
 
@@ -465,11 +475,22 @@ def bulk_steps_table(result: dict[str, Any]) -> str:
             totals = {c: _median(cells, db, workload, n, c) for c in contenders}
             if executes["none"] is None or totals["none"] is None:
                 continue
-            for step in ("statement", "commit"):
+            images = {
+                c: _execute_median(cells, db, workload, n, c, "row_images_samples")
+                for c in contenders
+            }
+            steps = ["statement", "commit"]
+            if any(value is not None for value in images.values()):
+                steps.insert(1, "of which row images")
+            for step in steps:
                 row = [db, workload_label(workload, n), step]
                 base: float | None = None
                 for contender in contenders:
                     execute, total = executes[contender], totals[contender]
+                    if step == "of which row images":
+                        image = images[contender]
+                        row.append("-" if image is None else fmt_seconds(image))
+                        continue
                     if execute is None or total is None:
                         row.append("-")
                         continue
@@ -575,8 +596,10 @@ def render(result: dict[str, Any]) -> str:
         parts.append(
             "Bulk statements by step (medians; in parentheses what auditing adds): "
             "`statement` is until `session.execute()` returned (the statement and its "
-            "capture), `commit` the rest of the transaction (the events built and handed "
-            "to the publisher, or written to the outbox):\n"
+            "capture), `of which row images` the capture's Python work building the row "
+            "changes from the rows read (compare, encode both images, `RowChange`), "
+            "`commit` the rest of the transaction (the events built and handed to the "
+            "publisher, or written to the outbox):\n"
         )
         parts.append(steps + "\n")
     targets = target_lines(result)
