@@ -31,9 +31,11 @@ import base64
 import binascii
 import dataclasses
 import hmac
+import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -116,6 +118,16 @@ def _float_text(value: float) -> str:
     return sign + text
 
 
+def _key_text(name: Any) -> str:
+    """An object name as the JSON encoder writes it (``1`` -> ``"1"``, ``True`` -> ``"true"``)."""
+    if isinstance(name, str):
+        return name
+    if name is None or isinstance(name, bool | int | float):
+        text = json.dumps(name, allow_nan=False)
+        return text.strip('"')
+    raise DecodeError(f"an object key {preview(name)} is not a string (not JSON)")
+
+
 def _utf16_key(name: str) -> bytes:
     return name.encode("utf-16-be")
 
@@ -126,9 +138,9 @@ def _write(value: Any, out: list[str]) -> None:
         out.append(encode_basestring(value))
     elif kind is dict:
         names = list(value)
-        for name in names:
-            if not isinstance(name, str):
-                raise DecodeError(f"an object key {preview(name)} is not a string (not JSON)")
+        if not all(isinstance(name, str) for name in names):  # as the JSON encoder writes them
+            value = {_key_text(name): item for name, item in value.items()}
+            names = list(value)
         # code-point order equals UTF-16 order unless a name holds U+E000 or above
         names.sort(key=_utf16_key if any(n and max(n) >= "\ue000" for n in names) else None)
         out.append("{")
@@ -168,16 +180,68 @@ def _write(value: Any, out: list[str]) -> None:
         raise DecodeError(f"a {kind.__name__} is not a JSON value and has no canonical form")
 
 
+#: Sorted, compact, UTF-8 JSON in C: the canonical form itself unless a float or a name at
+#: or above U+E000 occurs (see :func:`canonical_json`).
+_SORTED: Final = json.JSONEncoder(
+    sort_keys=True,
+    separators=(",", ":"),
+    ensure_ascii=False,
+    allow_nan=False,
+    check_circular=False,
+)
+
+#: Outside string literals, a float token: a digit followed by ``.`` or an exponent
+#: (integers and ``true``/``false``/``null`` have neither).
+_FLOAT: Final = re.compile(r"\d[.eE]")
+
+
+def _has_float(text: str) -> bool:
+    """Whether compact JSON ``text`` holds a float token outside its string literals.
+
+    Escaped backslashes, then escaped quotes, are dropped (string methods, in C); what is
+    left splits on ``"`` into outside and inside pieces, alternately.
+    """
+    if "\\" in text:
+        text = text.replace("\\\\", "").replace('\\"', "")
+    outside = "".join(text.split('"')[::2])
+    return _FLOAT.search(outside) is not None
+
+
+#: A string literal (left as it is) or a float token (rewritten) in compact JSON text.
+_LITERAL_OR_FLOAT: Final = re.compile(
+    r'"[^"\\]*(?:\\.[^"\\]*)*"|-?\d+(?:\.\d+(?:[eE][-+]?\d+)?|[eE][-+]?\d+)'
+)
+
+
+def _es_float(match: re.Match[str]) -> str:
+    token = match.group()
+    return token if token[0] == '"' else _float_text(float(token))
+
+
 def canonical_json(value: Any) -> bytes:
     """The canonical UTF-8 bytes of a JSON value (see the module docstring).
+
+    The C JSON encoder writes it with sorted keys (its string escapes are those of RFC 8785);
+    floats in its output are then rewritten in ECMAScript's form. Only a value with an object
+    name at or above U+E000 (where UTF-16 order may differ from code-point order) is
+    written by a walk that applies every rule. Object names that are not strings are
+    written as the JSON encoder writes them (``1`` -> ``"1"``), as they travel on the wire.
 
     Raises :class:`DecodeError` for what has no canonical form: a non-finite number, a
     value that is not JSON data, text that is not valid Unicode (a lone surrogate).
     """
-    out: list[str] = []
-    _write(value, out)
     try:
-        return "".join(out).encode("utf-8")
+        text: str | None = _SORTED.encode(value)
+    except (TypeError, ValueError):
+        text = None  # the walk says what is wrong
+    if text is None or (not text.isascii() and max(text) >= "\ue000"):
+        out: list[str] = []
+        _write(value, out)
+        text = "".join(out)
+    elif _has_float(text):  # Python's float text -> ECMAScript's, strings left untouched
+        text = _LITERAL_OR_FLOAT.sub(_es_float, text)
+    try:
+        return text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise DecodeError("text holding a lone surrogate has no canonical form") from exc
 

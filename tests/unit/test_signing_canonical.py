@@ -12,6 +12,7 @@ import struct
 
 import pytest
 
+from sqla_audit import signing
 from sqla_audit.errors import DecodeError
 from sqla_audit.signing import canonical_json, signed_content
 
@@ -103,7 +104,30 @@ def test_non_json_values_are_refused() -> None:
     with pytest.raises(DecodeError):
         canonical_json({"k": {1, 2}})
     with pytest.raises(DecodeError):
-        canonical_json({1: "non-string key"})
+        canonical_json({(1, 2): "a tuple key"})
+
+
+def test_non_string_names_are_written_as_on_the_wire() -> None:
+    """A non-string object name is written as the JSON encoder puts it on the wire."""
+    assert canonical_json({1: "x", "b": True}) == b'{"1":"x","b":true}'
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": 'say "1.5" \\ \\"2e3\\"', "b": 7},
+        {"a": ["1.0", 2, "3e4"], "c": {"d": "\\", "e": 'x"9.'}},
+        {"k": 1.0, "s": '\\"', "n": [1e-7, 2**70]},
+        {"\ue000x": "y", "\U0001f600": 1},
+        {"t": True, "f": False, "z": None, "num": 10},
+    ],
+)
+def test_fast_path_and_walk_agree(value: object) -> None:
+    """The C fast path and the rule-by-rule walk write the same bytes, strings holding
+    escaped quotes, backslashes and float-like text included."""
+    out: list[str] = []
+    signing._write(value, out)
+    assert canonical_json(value) == "".join(out).encode("utf-8")
 
 
 def test_signed_content_leaves_out_the_signature_only() -> None:
