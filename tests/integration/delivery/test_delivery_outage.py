@@ -146,7 +146,7 @@ def test_outbox_mode_relays_after_the_outage(
         uninstall_audit(maker)
     assert outbox_counts(outbox_engine) == (CHANGES, 0)
     sender = SNSSender(topic_arn, client=sns_client_for(sns_proxy.url), retry=FAST)
-    relay = OutboxRelay(outbox_engine, sender, batch_size=200)
+    relay = OutboxRelay(outbox_engine, sender, batch_size=4)  # rows of 50 events each
     first = relay.run_once()
     assert (first.published, first.deferred) == (0, 200)
     assert outbox_counts(outbox_engine) == (CHANGES, 0)
