@@ -124,6 +124,16 @@ def add_cassandra_arguments(
         "--timeline-shards",
         help="partitions per timeline bucket, 1-256 (default: 1) [SQLA_AUDIT_TIMELINE_SHARDS]",
     )
+    group.add_argument(
+        "--actor-bucket",
+        help="partition of the by-actor view: hour, day (default), week or month "
+        "[SQLA_AUDIT_ACTOR_BUCKET]",
+    )
+    group.add_argument(
+        "--actor-shards",
+        help="partitions per actor bucket, 1-256 (default: 1), for service accounts "
+        "[SQLA_AUDIT_ACTOR_SHARDS]",
+    )
 
 
 def add_consumer_arguments(parser: argparse.ArgumentParser) -> None:

@@ -41,10 +41,13 @@ CONSISTENCY_LEVELS: Final = (
 REPLICATION_CLASSES: Final = ("SimpleStrategy", "NetworkTopologyStrategy")
 TIME_BUCKETS: Final = ("none", "year", "month", "day")
 TIMELINE_BUCKETS: Final = ("minute", "hour", "day")
+#: Partition buckets of the by-actor view (docs/cql.md, "Partition sizes").
+ACTOR_BUCKETS: Final = ("hour", "day", "week", "month")
 _IDENTIFIER: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 
 TimeBucket = Literal["none", "year", "month", "day"]
 TimelineBucket = Literal["minute", "hour", "day"]
+ActorBucket = Literal["hour", "day", "week", "month"]
 StoreKind = Literal["cassandra", "sqlite"]
 SourceKind = Literal["sqs", "outbox"]
 LogFormat = Literal["text", "json"]
@@ -77,6 +80,11 @@ class CassandraSchemaConfig:
     timeline_bucket: TimelineBucket = "hour"
     #: Shards per timeline bucket (a stable hash of the record id), for hot tables.
     timeline_shards: int = 1
+    #: Time bucket of the by-actor view (``changes_by_actor``) partitions; ``day`` with one
+    #: shard is the ``(actor_id, day)`` table, anything else a table of its own.
+    actor_bucket: ActorBucket = "day"
+    #: Shards per actor bucket (a stable hash of the event id), for service accounts.
+    actor_shards: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,12 +186,14 @@ TOPIC_ENV: Final = "SQLA_AUDIT_TOPIC_ARN"
 
 
 __all__ = [
+    "ACTOR_BUCKETS",
     "CONSISTENCY_LEVELS",
     "REPLICATION_CLASSES",
     "SIGNATURE_POLICIES",
     "TIMELINE_BUCKETS",
     "TIME_BUCKETS",
     "TOPIC_ENV",
+    "ActorBucket",
     "CassandraConfig",
     "CassandraSchemaConfig",
     "CassandraTlsConfig",

@@ -19,11 +19,13 @@ from typing import Final, TypeVar, cast
 
 from consumer.config import (
     _IDENTIFIER,
+    ACTOR_BUCKETS,
     CONSISTENCY_LEVELS,
     REPLICATION_CLASSES,
     SIGNATURE_POLICIES,
     TIME_BUCKETS,
     TIMELINE_BUCKETS,
+    ActorBucket,
     CassandraConfig,
     CassandraSchemaConfig,
     CassandraTlsConfig,
@@ -270,6 +272,23 @@ def load_schema_config(args: argparse.Namespace, env: Mapping[str, str]) -> Cass
             "seconds from 0 (forever) to 630720000 (20 years, Cassandra's limit)",
         ),
         time_bucket=cast("TimeBucket", bucket),
+        actor_bucket=cast(
+            "ActorBucket",
+            look.get(
+                "actor_bucket",
+                ("SQLA_AUDIT_ACTOR_BUCKET",),
+                _choice(ACTOR_BUCKETS),
+                "day",
+                "one of hour, day, week, month",
+            ),
+        ),
+        actor_shards=look.get(
+            "actor_shards",
+            ("SQLA_AUDIT_ACTOR_SHARDS",),
+            _int_in(1, 256),
+            1,
+            "an integer from 1 to 256",
+        ),
     )
 
 

@@ -35,9 +35,11 @@ def register(subparsers: Any) -> None:
     commands = parser.add_subparsers(dest="schema_command", metavar="ACTION", required=True)
     cql = commands.add_parser("cql", help="print the CQL that creates the audit tables")
     add_cassandra_arguments(cql, connection=False)
+    _add_estimate_arguments(cql)
     cql.set_defaults(func=print_cql)
     apply = commands.add_parser("apply", help="create the keyspace and tables if missing")
     add_cassandra_arguments(apply)
+    _add_estimate_arguments(apply)
     _add_role_arguments(apply)
     apply.set_defaults(func=apply_cql)
     migrate = commands.add_parser(
@@ -49,6 +51,43 @@ def register(subparsers: Any) -> None:
         "--page-size", type=int, default=500, help="rows copied per page (default 500)"
     )
     migrate.set_defaults(func=migrate_keyspace)
+
+
+def _add_estimate_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("partition sizes (docs/cql.md, Partition sizes)")
+    group.add_argument(
+        "--expect",
+        help="expected rates of the busiest partition of each view, view=rate pairs from "
+        "actor, record, table, request, trace (e.g. actor=1000000/day,record=10000/day): "
+        "prints each view's largest partition and warns over 100 MB [SQLA_AUDIT_EXPECT]",
+    )
+    group.add_argument(
+        "--row-bytes",
+        help="bytes per row per view, view=bytes pairs (default: the measured sizes) "
+        "[SQLA_AUDIT_ROW_BYTES]",
+    )
+
+
+def _report_partition_sizes(args: argparse.Namespace, schema: Any) -> None:
+    """Print the partition-size estimate lines (stderr) when rates are expected."""
+    from consumer.sinks.partition_sizes import (  # noqa: PLC0415
+        describe,
+        estimate_partitions,
+        parse_expectations,
+        parse_row_bytes,
+    )
+
+    expect = setting(getattr(args, "expect", None), os.environ, "SQLA_AUDIT_EXPECT")
+    sizes = setting(getattr(args, "row_bytes", None), os.environ, "SQLA_AUDIT_ROW_BYTES")
+    if not expect:
+        return
+    try:
+        rates = parse_expectations(expect)
+        row_bytes = parse_row_bytes(sizes or "")
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    for estimate in estimate_partitions(schema, rates, row_bytes):
+        print(describe(estimate), file=sys.stderr)
 
 
 def _add_role_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,6 +140,7 @@ def print_cql(args: argparse.Namespace) -> int:
     from consumer.sinks.cassandra import CassandraSchema  # noqa: PLC0415
 
     schema = load_schema_config(args, os.environ)
+    _report_partition_sizes(args, schema)
     sys.stdout.write(CassandraSchema(schema).cql())
     return 0
 
@@ -109,6 +149,7 @@ def apply_cql(args: argparse.Namespace) -> int:
     from consumer.sinks.cassandra import apply_schema  # noqa: PLC0415
 
     config = load_cassandra_config(args, os.environ)
+    _report_partition_sizes(args, config.schema)
     roles = None
     if getattr(args, "roles", False):
         from consumer.sinks.cassandra.roles import (  # noqa: PLC0415

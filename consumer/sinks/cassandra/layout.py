@@ -30,6 +30,8 @@ class KeyspaceLayout:
     time_bucket: str = "none"
     timeline_bucket: str = "hour"
     timeline_shards: int = 1
+    actor_bucket: str = "day"
+    actor_shards: int = 1
 
 
 def read_layout(session: Any, keyspace: str, timeout: float = 30.0) -> KeyspaceLayout:
@@ -43,9 +45,8 @@ def read_layout(session: Any, keyspace: str, timeout: float = 30.0) -> KeyspaceL
         )
         tables = {_column(row, "table_name") for row in rows}
         if "schema_info" in tables:
-            row = session.execute(
-                f"SELECT layout, views, time_bucket, timeline_bucket, timeline_shards "
-                f"FROM {keyspace}.schema_info WHERE name = %s",
+            row = session.execute(  # every column: actor_* are missing on older keyspaces
+                f"SELECT * FROM {keyspace}.schema_info WHERE name = %s",
                 (SCHEMA_INFO_NAME,),
                 timeout=timeout,
             ).one()
@@ -56,15 +57,36 @@ def read_layout(session: Any, keyspace: str, timeout: float = 30.0) -> KeyspaceL
                     time_bucket=_column(row, "time_bucket") or "none",
                     timeline_bucket=_column(row, "timeline_bucket") or "hour",
                     timeline_shards=int(_column(row, "timeline_shards") or 1),
+                    actor_bucket=_column(row, "actor_bucket", None) or "day",
+                    actor_shards=int(_column(row, "actor_shards", None) or 1),
                 )
     except Exception as exc:
         raise store_error(f"cannot read the layout of keyspace {keyspace!r}", exc) from exc
     return KeyspaceLayout(1 if "changes_by_record" in tables else 0)
 
 
-def _column(row: Any, name: str) -> Any:
-    """A column of a driver row, whichever row factory the session uses."""
-    return row[name] if isinstance(row, dict) else getattr(row, name)
+def _column(row: Any, name: str, *default: Any) -> Any:
+    """A column of a driver row, whichever row factory the session uses (``default``, when
+    given, for a column the row does not have)."""
+    if isinstance(row, dict):
+        return row.get(name, *default) if default else row[name]
+    return getattr(row, name, *default)
+
+
+def ensure_info_columns(session: Any, keyspace: str, timeout: float = 60.0) -> None:
+    """Add the actor bucketing columns to a ``schema_info`` made before they existed."""
+    rows = session.execute(
+        "SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s "
+        "AND table_name = 'schema_info'",
+        (keyspace,),
+        timeout=timeout,
+    )
+    present = {_column(row, "column_name") for row in rows}
+    for name, cql_type in (("actor_bucket", "text"), ("actor_shards", "int")):
+        if name not in present:
+            session.execute(
+                f"ALTER TABLE {keyspace}.schema_info ADD {name} {cql_type}", timeout=timeout
+            )
 
 
 def layout_problem(layout: KeyspaceLayout, keyspace: str) -> str | None:
@@ -103,6 +125,17 @@ def apply_schema(config: CassandraConfig) -> list[str]:
         if layout.version not in {0, LAYOUT_VERSION}:
             raise ConfigurationError(layout_problem(layout, config.schema.keyspace))
         if layout.version == LAYOUT_VERSION:
+            recorded_actor = (layout.actor_bucket, layout.actor_shards)
+            wanted_actor = (config.schema.actor_bucket, config.schema.actor_shards)
+            if recorded_actor != wanted_actor:
+                raise ConfigurationError(
+                    f"keyspace {config.schema.keyspace!r} keeps the by-actor view in "
+                    f"{recorded_actor[0]} buckets x {recorded_actor[1]} shard(s): pass the same "
+                    "--actor-bucket/--actor-shards, or rebuild the view into a new table with "
+                    f"`sqla-audit schema migrate --keyspace {config.schema.keyspace} "
+                    f"--actor-bucket {wanted_actor[0]} --actor-shards {wanted_actor[1]}` "
+                    "(docs/cql.md, Partition sizes)"
+                )
             recorded = (layout.time_bucket, layout.timeline_bucket, layout.timeline_shards)
             wanted = (
                 config.schema.time_bucket,
@@ -117,6 +150,8 @@ def apply_schema(config: CassandraConfig) -> list[str]:
                     "--time-bucket/--timeline-bucket/--timeline-shards)"
                 )
         for statement in statements:
+            if statement is statements[-1] and not schema.actor.legacy:
+                ensure_info_columns(session, config.schema.keyspace)  # an older schema_info
             session.execute(statement, timeout=max(config.request_timeout, 60.0))
         if not cluster.control_connection.wait_for_schema_agreement():
             raise StoreError("Cassandra nodes did not agree on the schema in time")
@@ -129,4 +164,10 @@ def apply_schema(config: CassandraConfig) -> list[str]:
     return statements
 
 
-__all__ = ["KeyspaceLayout", "apply_schema", "layout_problem", "read_layout"]
+__all__ = [
+    "KeyspaceLayout",
+    "apply_schema",
+    "ensure_info_columns",
+    "layout_problem",
+    "read_layout",
+]

@@ -8,8 +8,9 @@ fetched lazily a page (``limit + 1`` rows) at a time; the shared pagination of
   newest first; a keyspace with a time bucket first lists the record's buckets in
   ``service_record_buckets`` (newest first) and reads one partition per bucket;
 * ``services_of`` reads the ``record_services`` lookup;
-* by actor walks ``changes_by_actor`` one ``(actor_id, day)`` partition per day, newest day
-  first; by transaction reads one ``changes_by_transaction`` partition;
+* by actor walks the by-actor view's buckets of the window (a UTC day by default; the
+  keyspace's bucketing, :mod:`~consumer.sinks.cassandra.buckets`), newest first, merging a
+  bucket's shards newest first; by transaction reads one ``changes_by_transaction`` partition;
 * by request and by trace read one partition of ``changes_by_request``/``changes_by_trace``
   in commit order, the page cursor being a clustering bound;
 * the table timeline fans out over the hour (or minute, day) buckets of the window in the
@@ -27,7 +28,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
-from consumer.records import AuditRecord, record_from_row, to_micros
+from consumer.records import AuditRecord, record_from_row, to_micros, to_millis
 from consumer.seal import Seal
 from consumer.sinks.cassandra.connection import store_error
 from consumer.sinks.cassandra.schema import (
@@ -64,6 +65,10 @@ _MAX_INT: Final = 2**31 - 1
 def _value(row: Any, name: str) -> Any:
     """A column of a driver row, whichever row factory the session uses."""
     return row[name] if isinstance(row, dict) else getattr(row, name)
+
+
+def _sort_key(record: AuditRecord) -> tuple[int, uuid.UUID]:
+    return record.sort_key
 
 
 def _from_ms(millis: int) -> dt.datetime:
@@ -109,9 +114,11 @@ class CassandraReads:
             f"SELECT service FROM {ks}.record_services WHERE table_name = ? AND record_id = ?"
         )
         if "actor" in views:
+            actor = self._schema.actor
+            actor_key = " AND ".join(f"{name} = ?" for name in ("actor_id", *actor.key_names))
             self._actor = {
                 inclusive: prepare(
-                    f"SELECT * FROM {ks}.changes_by_actor WHERE actor_id = ? AND day = ? "
+                    f"SELECT * FROM {ks}.{actor.table} WHERE {actor_key} "
                     f"AND {lower} AND (event_time, event_id) "
                     f"{'<=' if inclusive else '<'} (?, ?)"
                 )
@@ -164,6 +171,12 @@ class CassandraReads:
             except Exception as exc:  # fetching a later page failed
                 raise store_error("Cassandra read failed", exc) from exc
             yield row
+
+    def _records(
+        self, statement: Any, params: tuple[Any, ...], fetch_size: int
+    ) -> Iterator[AuditRecord]:
+        for row in self._rows(statement, params, fetch_size):
+            yield record_from_row(row)
 
     @staticmethod
     def _bounds(window: Window) -> tuple[bool, tuple[Any, ...]]:
@@ -232,12 +245,14 @@ class CassandraReads:
         last = until or (dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
         if window.cursor is not None:
             last = min(last, _from_ms(window.cursor.millis))
-        first = _from_ms(window.min_ms if window.min_ms is not None else 0).date()
-        day = last.astimezone(dt.UTC).date()
-        while day >= first:
-            for row in self._rows(statement, (actor_id, day, *bounds), self._fetch(window)):
-                yield record_from_row(row)
-            day -= dt.timedelta(days=1)
+        low_ms = window.min_ms if window.min_ms is not None else 0
+        fetch = self._fetch(window)
+        for shards in self._schema.actor.partitions(low_ms, to_millis(last)):
+            parts = [self._records(statement, (actor_id, *key, *bounds), fetch) for key in shards]
+            if len(parts) == 1:
+                yield from parts[0]
+            else:  # every shard newest first: merged, newest first
+                yield from heapq.merge(*parts, key=_sort_key, reverse=True)
 
     def by_actor(
         self,

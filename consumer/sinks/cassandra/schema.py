@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from consumer.config import CassandraSchemaConfig
+from consumer.sinks.cassandra.buckets import ActorBucketing
 from consumer.sinks.views import check_views, format_views
 
 #: The columns every record table holds (the whole record, denormalized), in order.
@@ -93,6 +94,7 @@ class CassandraSchema:
     def __init__(self, config: CassandraSchemaConfig) -> None:
         self.config = config
         self.views = check_views(config.views)
+        self.actor = ActorBucketing.of(config)
 
     @property
     def bucketed(self) -> bool:
@@ -156,7 +158,8 @@ class CassandraSchema:
             f"  WITH replication = {self._replication()}\n  AND durable_writes = true",
             f"CREATE TABLE IF NOT EXISTS {ks}.schema_info (\n"
             "    name text PRIMARY KEY,\n    layout int,\n    views text,\n"
-            "    time_bucket text,\n    timeline_bucket text,\n    timeline_shards int\n)",
+            "    time_bucket text,\n    timeline_bucket text,\n    timeline_shards int,\n"
+            "    actor_bucket text,\n    actor_shards int\n)",
             self._table(
                 "changes_by_service_record",
                 record_extra,
@@ -194,9 +197,9 @@ class CassandraSchema:
         if "actor" in self.views:
             out.append(
                 self._table(
-                    "changes_by_actor",
-                    [("actor_id", "text"), ("day", "date")],
-                    "(actor_id, day), event_time, event_id",
+                    self.actor.table,
+                    [("actor_id", "text"), *self.actor.key_columns],
+                    f"({self.actor.partition_key}), event_time, event_id",
                     newest,
                 )
             )
@@ -224,14 +227,19 @@ class CassandraSchema:
         return out
 
     def info_statement(self) -> str:
-        """The ``INSERT`` that records the layout, views and buckets in ``schema_info``."""
+        """The ``INSERT`` that records the layout, views and buckets in ``schema_info``
+        (the actor bucketing only when it is not the default, which a keyspace made before
+        it could be chosen holds: such a ``schema_info`` lacks its columns)."""
         cfg = self.config
-        return (
-            f"INSERT INTO {cfg.keyspace}.schema_info "
-            "(name, layout, views, time_bucket, timeline_bucket, timeline_shards)\n"
-            f"  VALUES ('{SCHEMA_INFO_NAME}', {LAYOUT_VERSION}, '{format_views(self.views)}', "
-            f"'{cfg.time_bucket}', '{cfg.timeline_bucket}', {cfg.timeline_shards})"
+        names = "name, layout, views, time_bucket, timeline_bucket, timeline_shards"
+        values = (
+            f"'{SCHEMA_INFO_NAME}', {LAYOUT_VERSION}, '{format_views(self.views)}', "
+            f"'{cfg.time_bucket}', '{cfg.timeline_bucket}', {cfg.timeline_shards}"
         )
+        if not self.actor.legacy:
+            names += ", actor_bucket, actor_shards"
+            values += f", '{self.actor.bucket}', {self.actor.shards}"
+        return f"INSERT INTO {cfg.keyspace}.schema_info ({names})\n  VALUES ({values})"
 
     def statements(self) -> list[str]:
         """Every statement, in the order to run them: the tables, then ``schema_info``."""

@@ -14,7 +14,13 @@ import threading
 from dataclasses import replace
 from typing import Any, cast
 
-from consumer.config import CassandraConfig, CassandraSchemaConfig, TimeBucket, TimelineBucket
+from consumer.config import (
+    ActorBucket,
+    CassandraConfig,
+    CassandraSchemaConfig,
+    TimeBucket,
+    TimelineBucket,
+)
 from consumer.sinks.cassandra.connection import connect, store_error
 from consumer.sinks.cassandra.layout import KeyspaceLayout, layout_problem, read_layout
 from consumer.sinks.cassandra.reads import CassandraReads
@@ -33,10 +39,11 @@ class CassandraStore(CassandraWrites, CassandraReads):
     keyspace's layout and prepares both. Build it with :meth:`connect` (owns the cluster) or
     from a session you manage. At start the store reads the keyspace's layout
     (``schema_info``): a keyspace without audit tables, of layout 1 or of a newer layout stops
-    it with a :class:`ConfigurationError` naming what to run. The views, the time bucket and
-    the timeline settings come from ``schema_info``; ``schema.views``, when set (the
-    consumer's ``--views``), must match the recorded views. ``layout`` skips reading it
-    (tests, and ``schema migrate`` writing into the tables it just created).
+    it with a :class:`ConfigurationError` naming what to run. The views, the time bucket,
+    the timeline settings and the by-actor bucketing come from ``schema_info``;
+    ``schema.views``, when set (the consumer's ``--views``), must match the recorded views.
+    ``layout`` skips reading it (tests, and ``schema migrate`` writing into the tables it
+    just created).
     """
 
     def __init__(
@@ -78,6 +85,8 @@ class CassandraStore(CassandraWrites, CassandraReads):
             time_bucket=cast("TimeBucket", layout.time_bucket),
             timeline_bucket=cast("TimelineBucket", layout.timeline_bucket),
             timeline_shards=layout.timeline_shards,
+            actor_bucket=cast("ActorBucket", layout.actor_bucket),
+            actor_shards=layout.actor_shards,
         )
         self._schema = CassandraSchema(effective)
         self.views = self._schema.views
