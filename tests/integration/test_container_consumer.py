@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(1800)]
 
-EVENTS = 200
+EVENTS = 100
 IMAGE = "sqla-audit-consumer"
 
 
@@ -107,13 +107,15 @@ def test_readme_docker_commands_run_two_consumers_writing_each_event_once(
     }
 
     def run(command: str, timeout: float = 120, **extra: str) -> str:
+        began = time.monotonic()
         proc = run_with_docker_as_podman(command, {**env, **extra}, timeout=timeout)
+        print(
+            f"{time.monotonic() - began:6.1f} s  {command.split(chr(10), maxsplit=1)[0]}"
+        )  # -s / -rP
         assert proc.returncode == 0, f"{command}\nexited {proc.returncode}:\n{proc.stderr[-4000:]}"
         return proc.stdout + proc.stderr
 
-    started = time.monotonic()
     run(pick(commands, "docker build"), timeout=1500)
-    print(f"image build: {time.monotonic() - started:.1f} s")  # shown with -s / -rP
     run(pick(commands, "docker run --rm", "schema apply"))
 
     consumers = {f"sqla-audit-consumer-{uuid.uuid4().hex[:8]}": str(free_port()) for _ in "ab"}
@@ -122,6 +124,7 @@ def test_readme_docker_commands_run_two_consumers_writing_each_event_once(
         run(pick(commands, "docker run -d"), NAME=name, METRICS_PORT=metrics_port)
 
     table = f"t_{uuid.uuid4().hex[:8]}"
+    sent = time.monotonic()
     events = [make_event(table=table, record_id=str(i)) for i in range(EVENTS)]
     for start in range(0, EVENTS, 10):
         response = sqs_client.send_message_batch(
@@ -138,6 +141,7 @@ def test_readme_docker_commands_run_two_consumers_writing_each_event_once(
         f"{EVENTS} events stored",
     )
     wait_for(lambda: queue_is_empty(sqs_client, queue_url), 60, "an empty queue")
+    print(f"{time.monotonic() - sent:6.1f} s  {EVENTS} events sent, stored, queue empty")
 
     curl = pick(commands, "curl")
     for name, metrics_port in consumers.items():
@@ -151,8 +155,14 @@ def test_readme_docker_commands_run_two_consumers_writing_each_event_once(
     for name in consumers:
         exit_code = podman("inspect", "--format", "{{.State.ExitCode}}", name).strip()
         assert exit_code == "0", f"{name} exited {exit_code} (137: killed after the grace period)"
-        messages = [line.get("message") for line in json_lines(logs[name])]
+        lines = json_lines(logs[name])
+        messages = [line.get("message") for line in lines]
         assert "worker stopped" in messages, f"{name}:\n{logs[name][-4000:]}"
+        stamps = {line.get("message"): line.get("ts", "") for line in lines}
+        print(
+            f"{name}: SIGTERM at {stamps.get('received SIGTERM, shutting down')}, "
+            f"stopped at {stamps['worker stopped']}"
+        )
         run(pick(commands, "docker rm"), NAME=name)
 
     stored = stored_event_ids(cassandra_session, cassandra_keyspace, table)
