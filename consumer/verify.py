@@ -18,8 +18,9 @@ transaction, a table's window), :class:`StoreVerifier`:
 Findings (:class:`Finding`) are ``modified`` (signature or changes do not match, or the stored
 record cannot be read back), ``unknown_key``, ``bad_algorithm``, ``unsigned`` (a record
 without a seal) and ``missing_events``. Departure records (a key change's record under the
-old id, see :mod:`consumer.records`) are derived by the consumer, not signed: they are
-counted in :attr:`VerifyReport.derived`. What this can and cannot detect is in
+old id, see :mod:`consumer.records`) are derived by the consumer, not signed: each must be
+exactly what its signed key-change event derives (else ``modified``) and is counted in
+:attr:`VerifyReport.derived`. What this can and cannot detect is in
 docs/guarantees.md, *Signed events*.
 
 A store takes part through :class:`SealReader`: ``seals(event_ids)``, which the memory,
@@ -34,8 +35,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol, TypeAlias, runtime_checkable
 
-from consumer.differ import diff_event
-from consumer.records import AuditRecord
+from consumer.differ import departure_for_event, diff_event
+from consumer.records import MOVE_EVENT_KEY, AuditRecord, record_to_row
 from consumer.seal import Seal
 from consumer.sinks.base import AuditStore, Page, ViewDisabled
 from consumer.verification import check_signature
@@ -286,7 +287,13 @@ class StoreVerifier:
             return
         real = [record for record in batch if not record.is_departure]
         report.checked += len(batch)
-        report.derived += len(batch) - len(real)
+        for record in batch:
+            if record.is_departure:
+                problem = self._check_departure(record)
+                if problem is None:
+                    report.derived += 1
+                else:
+                    report.findings.append(problem)
         seals = self._seals.seals(record.event_id for record in real)
         for record in real:
             seal = seals.get(record.event_id)
@@ -297,6 +304,44 @@ class StoreVerifier:
             report.valid += 1
             assert seal is not None
             counts.setdefault(record.transaction_id, seal.event_count)
+
+    def _check_departure(self, record: AuditRecord) -> Finding | None:
+        """A departure record must be exactly what its signed key-change event derives (a
+        record merely shaped like one is not let through as derived)."""
+        target = record.moved_to
+        source = record.metadata.get(MOVE_EVENT_KEY)
+        assert target is not None  # is_departure
+        assert isinstance(source, str)
+        original_id = uuid.UUID(source)
+        page = self._store.history(
+            record.service,
+            record.table,
+            target,
+            since=record.event_time,
+            until=record.event_time,
+            limit=100,
+        )
+        original = next((r for r in page.items if r.event_id == original_id), None)
+        seal = None if original is None else self._seals.seals([original_id]).get(original_id)
+        expected = None
+        if (
+            original is not None
+            and seal is not None
+            and check_record(original, seal, self._keyring) is None
+        ):
+            expected = departure_for_event(rebuild_event(original, seal))
+        if expected is not None and record_to_row(expected) == record_to_row(record):
+            return None
+        return Finding(
+            "modified",
+            f"a key-change record (moved to {target!r}) that its signed event "
+            f"{original_id} does not derive",
+            record.service,
+            record.table,
+            record.record_id,
+            record.event_id,
+            record.transaction_id,
+        )
 
     def _check_transaction(
         self, transaction_id: uuid.UUID, count: int, report: VerifyReport

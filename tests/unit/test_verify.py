@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from consumer.differ import records_for_event
-from consumer.records import AuditRecord
+from consumer.records import MOVE_EVENT_KEY, MOVED_TO_KEY, AuditRecord, departure_event_id
 from consumer.sinks.memory import MemoryStore
 from consumer.sinks.sqlite import SQLiteStore
 from consumer.testing import make_event
@@ -170,3 +170,22 @@ def test_departures_are_not_findings(store: Any) -> None:
     report = StoreVerifier(store, RING).record("billing", "t4", "old")
     assert report.ok, report.findings
     assert report.derived == 1
+
+
+def test_a_forged_departure_is_found(store: Any) -> None:
+    """A record shaped like a key change's departure, but not derived from a signed event,
+    is reported instead of being let through as derived."""
+    fake_original = uuid.uuid4()
+    forged = records_for_event(make_event(table="t5", record_id="x", committed_at=T0))[0]
+    forged = dataclasses.replace(
+        forged,
+        operation=Operation.DELETE,
+        after=None,
+        event_id=departure_event_id(fake_original),
+        metadata={MOVED_TO_KEY: "y", MOVE_EVENT_KEY: str(fake_original)},
+    )
+    assert forged.is_departure
+    store.write([forged])
+    report = StoreVerifier(store, RING).record("billing", "t5", "x")
+    assert [f.kind for f in report.findings] == ["modified"]
+    assert report.derived == 0
