@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import Connection, Engine, RootTransaction, Row, Select, Table
@@ -61,6 +61,8 @@ class RelayResult:
     last_error: str | None = field(default=None, compare=False)
     #: outbox rows the pass selected
     rows: int = field(default=0, compare=False)
+    #: the pass got all the rows it asked for (more are probably waiting)
+    full: bool = field(default=False, compare=False)
 
     @property
     def selected(self) -> int:
@@ -171,10 +173,23 @@ class RelayPass:
     connection: Connection
     transaction: RootTransaction
     prepared: PreparedPass
+    #: rows the pass asked for
+    limit: int
 
     @property
     def messages(self) -> list[OutgoingMessage]:
         return self.prepared.messages
+
+    @property
+    def full(self) -> bool:
+        """The pass got all the rows it asked for."""
+        return self.prepared.rows >= self.limit
+
+    @property
+    def events(self) -> int:
+        """Events the pass's rows hold (a row that cannot be read counts one)."""
+        prepared = self.prepared
+        return sum(len(o.row.texts) for o in prepared.outcomes) + len(prepared.unreadable)
 
     def finish(self, table: Table, outcome: SendOutcome, report: Report) -> RelayResult:
         """Settle the rows from ``outcome`` and commit (on error: roll back, raise)."""
@@ -183,7 +198,7 @@ class RelayPass:
             self.transaction.commit()
         finally:
             self.close()
-        return result
+        return replace(result, full=self.full)
 
     def abandon(self) -> None:
         """Roll back: the rows are pending again, untouched."""
@@ -200,9 +215,9 @@ def select_pass(table: Table, batch_size: int) -> Select[Any]:
     return select_pending(table, batch_size, *held_columns(table))
 
 
-def open_pass(engine: Engine, query: Select[Any], report: Report) -> RelayPass | None:
-    """Select and lock the rows of ``query`` (:func:`select_pass`) in a new transaction;
-    ``None`` (and nothing held) when there is none."""
+def open_pass(engine: Engine, query: Select[Any], report: Report, limit: int) -> RelayPass | None:
+    """Select and lock the rows of ``query`` (:func:`select_pass` of ``limit`` rows) in a new
+    transaction; ``None`` (and nothing held) when there is none."""
     connection = outbox_connection(engine)
     try:
         transaction = connection.begin()
@@ -211,7 +226,7 @@ def open_pass(engine: Engine, query: Select[Any], report: Report) -> RelayPass |
             transaction.commit()
             connection.close()
             return None
-        return RelayPass(connection, transaction, prepare(rows, report))
+        return RelayPass(connection, transaction, prepare(rows, report), limit)
     except BaseException:
         with contextlib.suppress(SQLAlchemyError):
             connection.close()

@@ -3,7 +3,10 @@
 One pass (:meth:`OutboxRelay.run_once`), in one database transaction:
 
 1. select up to ``batch_size`` pending rows, lowest id first, ``FOR UPDATE SKIP LOCKED``,
-   and cut each into its events (a layout-2 row holds the events of one transaction);
+   and cut each into its events (a layout-2 row holds the events of one transaction). Fewer
+   rows when they hold many events: the relay aims at about ``pass_events`` events per pass
+   (from the events per row of the previous pass), so a pass of transaction rows stays small
+   enough to overlap with the next one;
 2. publish the events through the synchronous :class:`~sqla_audit.publishers.sns.SNSSender`
    (batches of 10, up to its ``max_concurrency`` calls in flight, per-entry retries within
    its budget);
@@ -97,21 +100,25 @@ class OutboxRelay:
         sender: MessageSender,
         *,
         table: Table | None = None,
-        batch_size: int = 100,
+        batch_size: int = 500,
+        pass_events: int = 1000,
         poll_interval: float = 1.0,
         outage_retry: RetryPolicy | None = None,
         on_error: ErrorHook | None = None,
         on_pass: Callable[[RelayResult], None] | None = None,
         overlap: bool | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+        if batch_size < 1 or pass_events < 1:
+            raise ValueError("batch_size and pass_events must be at least 1")
         if poll_interval < 0:
             raise ValueError("poll_interval must not be negative")
         self.engine = engine
         self.sender = sender
         self.table = outbox_table() if table is None else table
         self.batch_size = batch_size
+        self.pass_events = pass_events
+        #: rows the next pass selects: ``batch_size``, or fewer when rows hold many events
+        self.pass_rows = batch_size
         self.poll_interval = poll_interval
         self.outage_retry = outage_retry or RetryPolicy.outage()
         #: overlap passes (select the next one while one is sent); not on SQLite, which has
@@ -138,7 +145,7 @@ class OutboxRelay:
 
     def run_once(self) -> RelayResult:
         """One pass over at most ``batch_size`` rows (one transaction)."""
-        current = open_pass(self.engine, self._select(), self._report)
+        current = self._open()
         if current is None:
             return RelayResult()
         return self._finish(current, self._send(current.messages))
@@ -161,7 +168,7 @@ class OutboxRelay:
                 log.info("outbox relay: %s; retrying the pass", exc.orig)
                 self._stop.wait(self.outage_retry.delay(conflicts))
                 continue
-            if last is not None and (last.deferred or last.rows < self.batch_size):
+            if last is not None and (last.deferred or not last.full):
                 return total.result(last)
             if last is None:
                 return total.result(None)
@@ -194,7 +201,7 @@ class OutboxRelay:
                     delay,
                 )
                 self._stop.wait(delay)
-            elif result is None or result.rows < self.batch_size:
+            elif result is None or not result.full:
                 failures = self.failing = 0
                 self._stop.wait(self.poll_interval)
             else:
@@ -212,7 +219,7 @@ class OutboxRelay:
                 self._passed(result, observe)
                 return result
             return None
-        current = open_pass(self.engine, self._select(), self._report)
+        current = self._open()
         if current is None:
             return None
         done: RelayPass | None = None
@@ -228,9 +235,8 @@ class OutboxRelay:
                             finished, done = done, None
                             last = self._finish(finished, done_outcome)
                             self._passed(last, observe)
-                        full = current.prepared.rows >= self.batch_size
-                        if full and not self._stop.is_set():
-                            upcoming = open_pass(self.engine, self._select(), self._report)
+                        if current.full and not self._stop.is_set():
+                            upcoming = self._open()
                     finally:
                         outcome = sending.result()
                     done, done_outcome, current = current, outcome, None
@@ -248,7 +254,16 @@ class OutboxRelay:
         return last
 
     def _select(self) -> Any:
-        return select_pass(self.table, self.batch_size)
+        return select_pass(self.table, self.pass_rows)
+
+    def _open(self) -> RelayPass | None:
+        """Open the next pass; size the one after it from its events per row."""
+        limit = self.pass_rows
+        opened = open_pass(self.engine, select_pass(self.table, limit), self._report, limit)
+        if opened is not None:
+            per_row = max(1.0, opened.events / max(1, opened.prepared.rows))
+            self.pass_rows = max(1, min(self.batch_size, round(self.pass_events / per_row)))
+        return opened
 
     def _send(self, messages: Sequence[OutgoingMessage]) -> SendOutcome:
         if not messages:

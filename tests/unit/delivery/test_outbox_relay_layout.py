@@ -210,3 +210,17 @@ def test_stored_arrays_may_hold_whitespace(
     assert [entry["Message"] for entry in fake_sns.accepted] == [
         json.dumps(json.loads(e.to_json())) for e in events
     ]
+
+
+def test_passes_take_fewer_rows_when_rows_hold_many_events(
+    engine: sa.Engine, fake_sns: Any, event_factory: EventFactory
+) -> None:
+    """After a pass of 50-event rows, the relay asks for pass_events / 50 rows per pass."""
+    batches = [[event_factory(sequence=i) for i in range(50)] for _ in range(14)]
+    for batch in batches:
+        commit(engine, batch)
+    relay = relay_for(engine, fake_sns, batch_size=10, pass_events=100)
+    assert [relay.run_once().published for _ in range(3)] == [500, 100, 100]
+    assert relay.pass_rows == 2
+    assert relay.drain().published == 0
+    assert fake_sns.accepted_ids == [i for batch in batches for i in ids(batch)]
