@@ -55,3 +55,45 @@ def test_every_read_is_marked_idempotent() -> None:
     reads._timeout = 1.0
     reads._execute(_Prepared(), (), 10)
     assert session.executed[0].is_idempotent is True
+
+
+class _FailingSession(_Session):
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def execute(self, statement: Any, timeout: float | None = None) -> list[Any]:
+        from cassandra import ReadFailure  # noqa: PLC0415
+
+        self.executed.append(statement)
+        if self.failures:
+            self.failures -= 1
+            raise ReadFailure("Operation failed - received 1 responses and 1 failures")
+        return ["row"]
+
+
+def _reads(session: _Session) -> CassandraReads:
+    reads = CassandraReads.__new__(CassandraReads)
+    reads._session = session
+    reads._timeout = 1.0
+    return reads
+
+
+def test_a_replica_failure_is_read_again() -> None:
+    """A ReadFailure (a replica that has just restarted fails the read; the driver never
+    retries that error) is asked again, and the second answer returned."""
+    session = _FailingSession(failures=1)
+    assert _reads(session)._execute(_Prepared(), (), 10) == ["row"]
+    assert len(session.executed) == 2
+
+
+def test_a_replica_failing_every_time_is_a_store_error() -> None:
+    """A read that keeps failing ends as the store's retryable StoreError, after a few tries."""
+    import pytest  # noqa: PLC0415
+
+    from sqla_audit.errors import StoreError  # noqa: PLC0415
+
+    session = _FailingSession(failures=100)
+    with pytest.raises(StoreError, match="ReadFailure"):
+        _reads(session)._execute(_Prepared(), (), 10)
+    assert len(session.executed) == connection.READ_ATTEMPTS

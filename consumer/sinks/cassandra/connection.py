@@ -31,6 +31,11 @@ RECONNECT_MAX_DELAY: Final = 2.0
 #: (speculative execution; reads only -- see :func:`execution_profile`).
 READ_SPECULATION_DELAY: Final = 0.5
 
+#: Times a read is sent when replicas answer with a failure (``ReadFailure``: e.g. a replica
+#: that has just restarted and cannot serve the table yet). The driver's retry policy never
+#: sees that error, so the store asks again itself, 0.1 s later (reads are idempotent).
+READ_ATTEMPTS: Final = 3
+
 
 class CassandraAccessDenied(StoreError):
     """Cassandra refused a request because the role lacks a permission (``Unauthorized``).
@@ -164,6 +169,8 @@ def classify(exc: BaseException) -> Exception:
 
 
 __all__ = [
+    "READ_ATTEMPTS",
+    "READ_SPECULATION_DELAY",
     "RECONNECT_MAX_DELAY",
     "CassandraAccessDenied",
     "classify",

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
 from consumer.records import AuditRecord, record_from_row, to_micros, to_millis
 from consumer.seal import Seal
-from consumer.sinks.cassandra.connection import store_error
+from consumer.sinks.cassandra.connection import READ_ATTEMPTS, store_error
 from consumer.sinks.cassandra.schema import (
     COMMIT_ORDER,
     MAX_TIMELINE_BUCKETS,
@@ -155,10 +156,18 @@ class CassandraReads:
         bound = statement.bind(params)
         bound.fetch_size = fetch_size
         bound.is_idempotent = True  # may be sent to a second replica (connection.py)
-        try:
-            return self._session.execute(bound, timeout=self._timeout)
-        except Exception as exc:
-            raise store_error("Cassandra read failed", exc) from exc
+        from cassandra import ReadFailure  # noqa: PLC0415 -- loaded with the driver
+
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                return self._session.execute(bound, timeout=self._timeout)
+            except ReadFailure as exc:
+                if attempt == READ_ATTEMPTS:
+                    raise store_error("Cassandra read failed", exc) from exc
+                time.sleep(0.1)
+            except Exception as exc:
+                raise store_error("Cassandra read failed", exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _rows(self, statement: Any, params: tuple[Any, ...], fetch_size: int) -> Iterator[Any]:
         result = self._execute(statement, params, fetch_size)
