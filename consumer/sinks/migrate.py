@@ -22,6 +22,14 @@ What :func:`migrate` does, in order:
    (besides creating ``event_seals``, the seals of signed events, on a layout-2 keyspace made
    before that table existed; ``schema apply`` creates it too).
 
+On a layout-2 keyspace, ``schema migrate`` with another ``--actor-bucket``/``--actor-shards``
+than the keyspace records rebuilds the by-actor view: it creates the view's table for the new
+setting (each setting has a table of its own, :mod:`~consumer.sinks.cassandra.buckets`),
+copies the old table's rows into it page by page (resumable, like the layout copy), then
+records the setting in ``schema_info``; readers and writers started afterwards use the new
+table. The old table is kept (drop it once checked). Stop the workers first: one still
+running writes the old table until it restarts.
+
 The layout-1 tables (``changes_by_record``, ``record_buckets``) are left in place: drop them
 once the new tables answer as expected. Stop the workers before migrating (they refuse to
 start on a layout-1 keyspace anyway; messages wait in the queue).
@@ -33,14 +41,15 @@ keyspace and for reference.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from consumer.config import CassandraConfig
-from consumer.records import record_from_row
+from consumer.records import AuditRecord, record_from_row
 from consumer.sinks.cassandra import (
     LAYOUT_VERSION,
+    SCHEMA_INFO_NAME,
     CassandraSchema,
     CassandraStore,
     KeyspaceLayout,
@@ -49,6 +58,8 @@ from consumer.sinks.cassandra import (
     read_layout,
     store_error,
 )
+from consumer.sinks.cassandra.buckets import ActorBucketing
+from consumer.sinks.cassandra.layout import ensure_info_columns
 from sqla_audit.errors import ConfigurationError, StoreError
 
 #: The layout-1 tables, as ``schema apply`` created them (``{ks}`` is the keyspace, and
@@ -205,11 +216,22 @@ def migrate(
             for statement in CassandraSchema(config.schema).tables():
                 if f"{keyspace}.event_seals " in statement:
                     session.execute(statement, timeout=max(config.request_timeout, 60.0))
+            wanted = ActorBucketing.of(config.schema)
+            if "actor" in layout.views and wanted != ActorBucketing(
+                layout.actor_bucket, layout.actor_shards
+            ):
+                copied = _rebuild_actor_view(session, cluster, config, layout, page_size, progress)
+                return MigrationResult(copied, copied)
             progress(f"keyspace {keyspace!r} is already at audit layout {LAYOUT_VERSION}")
             return MigrationResult(0, 0, already_done=True)
         if layout.version != 1:
             raise ConfigurationError(
                 layout_problem(layout, keyspace) or f"keyspace {keyspace!r}: nothing to migrate"
+            )
+        if not ActorBucketing.of(config.schema).legacy:
+            raise ConfigurationError(
+                "a layout-1 keyspace keeps the by-actor view by day: migrate it without "
+                "--actor-bucket/--actor-shards, then run schema migrate again with them"
             )
         bucketed = _bucketed_layout_1(session, keyspace)
         if bucketed != (config.schema.time_bucket != "none"):
@@ -238,7 +260,7 @@ def migrate(
             request_timeout=config.request_timeout,
             layout=target,
         )
-        copied, total = _copy(session, store, keyspace, page_size, progress)
+        copied, total = _copy(session, store.copy, keyspace, page_size, progress)
         session.execute(schema.info_statement(), timeout=timeout)
         progress(
             f"keyspace {keyspace!r} is at audit layout {LAYOUT_VERSION} ({total} records "
@@ -255,19 +277,74 @@ def migrate(
         cluster.shutdown()
 
 
+def _rebuild_actor_view(  # noqa: PLR0917 - the migration's own state, passed along
+    session: Any,
+    cluster: Any,
+    config: CassandraConfig,
+    layout: KeyspaceLayout,
+    page_size: int,
+    progress: Callable[[str], None],
+) -> int:
+    """Copy the by-actor view into the table of the configured bucketing (module docstring);
+    returns the rows copied in this run."""
+    keyspace = config.schema.keyspace
+    old = ActorBucketing(layout.actor_bucket, layout.actor_shards)
+    new = ActorBucketing.of(config.schema)
+    target = dataclasses.replace(layout, actor_bucket=new.bucket, actor_shards=new.shards)
+    schema = CassandraSchema(dataclasses.replace(config.schema, views=layout.views))
+    timeout = max(config.request_timeout, 60.0)
+    for statement in [*schema.tables(), _PROGRESS_CQL.format(ks=keyspace)]:
+        if f"{keyspace}.{new.table} (" in statement or "schema_migration" in statement:
+            session.execute(statement, timeout=timeout)
+    ensure_info_columns(session, keyspace, timeout)
+    if not cluster.control_connection.wait_for_schema_agreement():
+        raise StoreError("Cassandra nodes did not agree on the schema in time")
+    store = CassandraStore(
+        session,
+        dataclasses.replace(config.schema, views=None),
+        max_in_flight=config.max_in_flight,
+        request_timeout=config.request_timeout,
+        layout=target,
+    )
+    progress(f"rebuilding the by-actor view: {old.table} ({old.describe()}) into {new.table}")
+    copied, total = _copy(
+        session,
+        store.copy_actor,
+        keyspace,
+        page_size,
+        progress,
+        source=old.table,
+        name=f"actor:{new.table}",
+    )
+    session.execute(
+        f"UPDATE {keyspace}.schema_info SET actor_bucket = %s, actor_shards = %s WHERE name = %s",
+        (new.bucket, new.shards, SCHEMA_INFO_NAME),
+        timeout=timeout,
+    )
+    progress(
+        f"the by-actor view of keyspace {keyspace!r} is in {new.table} ({new.describe()}, "
+        f"{total} rows copied); {old.table} is kept: drop it once you have checked the new one"
+    )
+    return copied
+
+
 def _copy(
     session: Any,
-    store: CassandraStore,
+    write: Callable[[Iterable[AuditRecord]], None],
     keyspace: str,
     page_size: int,
     progress: Callable[[str], None],
+    *,
+    source: str = "changes_by_record",
+    name: str = _PROGRESS_NAME,
 ) -> tuple[int, int]:
-    """Copy ``changes_by_record`` page by page, saving the paging state after each page."""
+    """Copy ``source`` page by page through ``write``, saving the paging state after each
+    page under ``name``."""
     from cassandra.query import SimpleStatement  # noqa: PLC0415 - heavy, optional dependency
 
     row = session.execute(
         f"SELECT paging_state, copied, finished FROM {keyspace}.schema_migration WHERE name = %s",
-        (_PROGRESS_NAME,),
+        (name,),
     ).one()
     state = None
     total = 0
@@ -281,16 +358,16 @@ def _copy(
         f"INSERT INTO {keyspace}.schema_migration (name, paging_state, copied, finished) "
         "VALUES (?, ?, ?, ?)"
     )
-    scan = SimpleStatement(f"SELECT * FROM {keyspace}.changes_by_record", fetch_size=page_size)
+    scan = SimpleStatement(f"SELECT * FROM {keyspace}.{source}", fetch_size=page_size)
     copied = 0
     while True:
         result = session.execute(scan, paging_state=state)
         rows = list(result.current_rows)
-        store.copy(record_from_row(values) for values in rows)
+        write(record_from_row(values) for values in rows)
         copied += len(rows)
         total += len(rows)
         state = result.paging_state
-        session.execute(save, (_PROGRESS_NAME, state, total, state is None))
+        session.execute(save, (name, state, total, state is None))
         progress(f"copied {total} records")
         if state is None:
             return copied, total
