@@ -32,7 +32,7 @@ def outbox(db_engine: Engine) -> Iterator[Engine]:
     create_outbox_table(db_engine)
     events = [make_event(operation=Operation.INSERT, record_id=str(i)) for i in range(5)]
     with db_engine.begin() as connection:
-        OutboxWriter().write(connection, events)
+        OutboxWriter(layout=1).write(connection, events)  # one row per event
         ids = connection.execute(sa.select(table.c.id).order_by(table.c.id)).scalars().all()
         old = dt.datetime.now(dt.UTC) - dt.timedelta(days=3)
         new = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
