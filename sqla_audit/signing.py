@@ -190,9 +190,10 @@ _SORTED: Final = json.JSONEncoder(
     check_circular=False,
 )
 
-#: Outside string literals, a float token: a digit followed by ``.`` or an exponent
-#: (integers and ``true``/``false``/``null`` have neither).
-_FLOAT: Final = re.compile(r"\d[.eE]")
+#: Outside string literals, a float token whose Python text is not ECMAScript's: an integral
+#: float (``2.0``) or one with an exponent (``1e-07``, ``1e+16``). Every other float
+#: (``10.5``, ``0.0001``) is written alike by both; integers and literals have neither form.
+_FLOAT: Final = re.compile(r"\d(?:\.0(?!\d)|[eE])")
 
 
 def _has_float(text: str) -> bool:
@@ -207,15 +208,24 @@ def _has_float(text: str) -> bool:
     return _FLOAT.search(outside) is not None
 
 
-#: A string literal (left as it is) or a float token (rewritten) in compact JSON text.
-_LITERAL_OR_FLOAT: Final = re.compile(
-    r'"[^"\\]*(?:\\.[^"\\]*)*"|-?\d+(?:\.\d+(?:[eE][-+]?\d+)?|[eE][-+]?\d+)'
-)
+#: Such a token whole (``2.0``, ``-0.0``, ``1e-07``, ``1.5e+16``).
+_FLOAT_TOKEN: Final = re.compile(r"-?\d+(?:\.0(?!\d)|(?:\.\d+)?[eE][-+]?\d+)")
 
 
 def _es_float(match: re.Match[str]) -> str:
-    token = match.group()
-    return token if token[0] == '"' else _float_text(float(token))
+    return _float_text(float(match.group()))
+
+
+def _rewrite_floats(text: str) -> str | None:
+    """``text`` with its float tokens in ECMAScript's form, or ``None`` when a string
+    literal holds an escaped quote (then splitting on ``"`` would not find the literals)."""
+    if '\\"' in text:
+        return None
+    parts = text.split('"')  # outside, inside, outside...: floats are only outside
+    # one substitution over every outside piece, joined by NUL (escaped in JSON text)
+    outside = _FLOAT_TOKEN.sub(_es_float, "\0".join(parts[::2]))
+    parts[::2] = outside.split("\0")
+    return '"'.join(parts)
 
 
 def canonical_json(value: Any) -> bytes:
@@ -234,12 +244,12 @@ def canonical_json(value: Any) -> bytes:
         text: str | None = _SORTED.encode(value)
     except (TypeError, ValueError):
         text = None  # the walk says what is wrong
+    if text is not None and _has_float(text):  # Python's float text -> ECMAScript's
+        text = _rewrite_floats(text)
     if text is None or (not text.isascii() and max(text) >= "\ue000"):
         out: list[str] = []
         _write(value, out)
         text = "".join(out)
-    elif _has_float(text):  # Python's float text -> ECMAScript's, strings left untouched
-        text = _LITERAL_OR_FLOAT.sub(_es_float, text)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as exc:

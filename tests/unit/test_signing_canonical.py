@@ -120,6 +120,7 @@ def test_non_string_names_are_written_as_on_the_wire() -> None:
         {"k": 1.0, "s": '\\"', "n": [1e-7, 2**70]},
         {"\ue000x": "y", "\U0001f600": 1},
         {"t": True, "f": False, "z": None, "num": 10},
+        {"x": [1e15, 1e16, 0.0001, 123.456, 10.5, 100.0, 1.5e-7, 2.5e30, -3.0]},
     ],
 )
 def test_fast_path_and_walk_agree(value: object) -> None:
