@@ -49,11 +49,11 @@ _TABLES: Final = {
 #: framing), measured with ``python -m bench row_sizes`` on the benchmark's event mix
 #: (docs/cql.md, "Partition sizes", has the figures and the command).
 ROW_BYTES: Final = {
-    "actor": 1_000,
-    "record": 1_000,
-    "table": 1_000,
-    "request": 1_000,
-    "trace": 1_000,
+    "actor": 1_752,
+    "record": 1_738,
+    "table": 1_744,
+    "request": 1_751,
+    "trace": 1_761,
 }
 
 #: Seconds per rate unit.

@@ -55,6 +55,15 @@ def test_a_measured_row_size_exists_for_every_view() -> None:
     assert all(300 < size < 10_000 for size in ROW_BYTES.values())
 
 
+def test_row_sizes_are_the_measured_ones() -> None:
+    """ROW_BYTES is what bench/row_sizes.py measures on the store's own rows (within 10 %)."""
+    from bench.row_sizes import measure  # noqa: PLC0415 - the measurement itself
+
+    measured = measure(600)
+    for view, size in ROW_BYTES.items():
+        assert measured[view]["mean"] == pytest.approx(size, rel=0.10)
+
+
 def test_service_account_at_a_million_a_day_overflows_day_buckets() -> None:
     """1M changes/day by one actor in day buckets of 1 kB rows is ~1 GB: warned, and the fix
     is hour buckets (~42 MB)."""
