@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+
 import pytest
 
 from consumer.cli import main
@@ -173,3 +176,18 @@ def test_schema_cql_prints_the_estimate_warnings(capsys: pytest.CaptureFixture[s
         == 0
     )
     assert "warning:" not in capsys.readouterr().err
+
+
+def test_the_worked_example_in_the_docs_is_what_the_command_prints(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """docs/cql.md's worked example shows exactly the lines `schema cql --expect` prints."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "cql.md").read_text(encoding="utf-8")
+    block = doc.split("## Partition sizes", 1)[1].split("```console\n", 1)[1].split("```", 1)[0]
+    commands = block.split("$ sqla-audit ")[1:]
+    assert len(commands) == 2
+    for shown in commands:
+        command, *printed = shown.strip().splitlines()
+        argv = shlex.split(command.split(" > ", 1)[0])
+        assert main(argv) == 0
+        assert capsys.readouterr().err.splitlines() == printed
