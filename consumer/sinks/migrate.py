@@ -324,6 +324,7 @@ def _rebuild_actor_view(  # noqa: PLR0917 - the migration's own state, passed al
     progress(
         f"the by-actor view of keyspace {keyspace!r} is in {new.table} ({new.describe()}, "
         f"{total} rows copied); {old.table} is kept: drop it once you have checked the new one"
+        " (with login roles, run `schema apply --roles` again to grant the new table)"
     )
     return copied
 

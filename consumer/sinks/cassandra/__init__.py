@@ -11,7 +11,9 @@ shows every table in cqlsh). A record is identified by ``(service, table_name, r
     partitioned by ``(table_name, record_id)``, clustered by ``service``: which services
     wrote a record (what ``history users 1`` without ``--service`` asks). Always written.
 ``changes_by_actor`` (view ``actor``)
-    partitioned by ``(actor_id, day)``: what one actor changed on a day.
+    partitioned by ``(actor_id, day)``: what one actor changed on a day. With another
+    ``--actor-bucket``/``--actor-shards`` the view is ``changes_by_actor_<bucket>[_x<shards>]``,
+    partitioned by ``(actor_id, bucket, shard)`` (:mod:`~consumer.sinks.cassandra.buckets`).
 ``changes_by_transaction`` (view ``transaction``)
     partitioned by ``transaction_id``, clustered by ``sequence``: what one commit changed,
     in order.
