@@ -124,7 +124,8 @@ def inputs(results: Mapping[str, Mapping[str, Any]], assumptions: Assumptions) -
         out["publish_s"] = Figure(
             300e-6 + out["json_s"].value,
             "s producer CPU per event: JSON + PublishBatch share",
-            "bench P5 reading (cProfile of the boto3 path: ~300 µs per event) + P1 breakdown "
+            "bench P5 reading in docs/benchmarks.md, run of 2026-12-03 (cProfile of the boto3 "
+            "path: ~300 µs per event) + P1 breakdown "
             "to_json; rerun `python -m bench p5` for the measured column",
         )
     p3 = results.get("p3", {}).get("kinds", {}).get("scalar", {})
@@ -144,6 +145,14 @@ def inputs(results: Mapping[str, Mapping[str, Any]], assumptions: Assumptions) -
             "bench P2, consumer contender (Worker + CassandraStore, 4 pollers x 10)",
         )
     server = p2.get("server_cpu_per_event", {}).get("consumer")
+    write = results.get("capacity", {}).get("storage", {}).get("write", {})
+    if not server and write.get("server_cpu_per_event"):
+        out["cassandra_s"] = Figure(
+            write["server_cpu_per_event"],
+            "s Cassandra CPU per event (one node, RF 1, coordinator + replica, default views)",
+            "bench capacity storage: the node's CPU while the store wrote the events, less its "
+            "CPU over an idle window just before (a shared node)",
+        )
     if server:
         out["cassandra_s"] = Figure(
             server,
@@ -180,7 +189,37 @@ def inputs(results: Mapping[str, Mapping[str, Any]], assumptions: Assumptions) -
             "bytes per changes_by_actor row, uncompressed",
             "bench capacity storage",
         )
-    return out
+    return {k: replace(fig, source=fig.source + _when(results, fig)) for k, fig in out.items()}
+
+
+#: The tables of the optional views (``--views``); the rest is the always-on history.
+_VIEW_TABLES = frozenset(
+    f"changes_by_{view}" for view in ("actor", "transaction", "request", "trace", "table")
+)
+
+#: Which result file a measured figure's source names.
+_PARTS = (
+    ("bench P1 breakdown", ("breakdown",)),
+    ("bench P5,", ("p5",)),
+    ("bench P3", ("p3",)),
+    ("bench P2", ("p2",)),
+    ("bench capacity storage", ("capacity", "storage")),
+)
+
+
+def _when(results: Mapping[str, Mapping[str, Any]], fig: Figure) -> str:
+    """'; measured DATE, code REV' for a measured figure (empty when unknown)."""
+    if fig.kind != "measured":
+        return ""
+    for prefix, path in _PARTS:
+        if fig.source.startswith(prefix):
+            node: Mapping[str, Any] = results.get(path[0], {})
+            for key in path[1:]:
+                node = node.get(key, {})
+            date = str(node.get("finished_at", ""))[:10]
+            code = str(node.get("machine", {}).get("code measured", "")).split(" ")[0]
+            return f"; measured {date}, code {code}" if date else ""
+    return ""
 
 
 def derive(rate: float, f: Mapping[str, Figure]) -> list[Row]:
@@ -384,6 +423,17 @@ def render(results: Mapping[str, Mapping[str, Any]], assumptions: Assumptions | 
                     if t["bytes_per_event"] >= 1
                 ],
             ),
+        ]
+    tables = storage.get("tables", {})
+    if tables and storage.get("bytes_per_event"):
+        views = sum(t["bytes_per_event"] for n, t in tables.items() if n in _VIEW_TABLES)
+        history = storage["bytes_per_event"] - views
+        out += [
+            "",
+            f"History only (`--views history`): {_fmt(history)} bytes per event on disk, "
+            f"{history / storage['bytes_per_event']:.0%} of the default; each view adds about "
+            f"{_fmt(views / max(1, sum(1 for n in tables if n in _VIEW_TABLES)))} bytes. "
+            "Storage rows and storage-driven node counts scale by the same ratio.",
         ]
     if "actor_row_bytes" in f and f["actor_row_bytes"].value:
         rows = f["cassandra_partition_mb"].value * 1e6 / f["actor_row_bytes"].value

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import cassandra_contact, load_services_env, progress, unique_name, update_result
+from bench.cpu import process_cpu
 
 
 def compression_info(path: Path) -> tuple[str, int]:
@@ -76,6 +77,29 @@ def table_sizes(directory: Path) -> dict[str, Any]:
     }
 
 
+def write_measured(store: Any, records: list[Any], pid: int) -> dict[str, float]:
+    """Write ``records`` in batches of 10 and measure the Cassandra process's CPU per event;
+    the node's CPU over an idle window just before (other clients of a shared node) is
+    subtracted."""
+    store.write(records[:10])  # prepared statements, pools
+    baseline_start, baseline_cpu = time.perf_counter(), process_cpu(pid)
+    time.sleep(5.0)
+    idle = (process_cpu(pid) - baseline_cpu) / (time.perf_counter() - baseline_start)
+    started, server, client = time.perf_counter(), process_cpu(pid), time.process_time()
+    for k in range(10, len(records), 10):
+        store.write(records[k : k + 10])
+    elapsed = time.perf_counter() - started
+    count = len(records) - 10
+    busy = process_cpu(pid) - server
+    return {
+        "server_cpu_per_event": max(busy - idle * elapsed, 0.0) / count,
+        "server_cpu_per_event_gross": busy / count,
+        "server_idle_cores": idle,
+        "client_cpu_per_event": (time.process_time() - client) / count,
+        "rate": count / elapsed,
+    }
+
+
 def measure(events: int) -> dict[str, Any]:
     load_services_env()
     from bench.p2_consumer import cassandra_pid, traced_stream  # noqa: PLC0415
@@ -97,11 +121,9 @@ def measure(events: int) -> dict[str, Any]:
     session = cluster.connect()
     store = CassandraStore(session, config.schema)
     try:
-        records = [
-            r for r in map(record_for_event, traced_stream(events, seed=9, table="capacity")) if r
-        ]
-        for k in range(0, len(records), 10):
-            store.write(records[k : k + 10])
+        stream = traced_stream(events, seed=9, table="capacity")
+        records = [r for r in map(record_for_event, stream) if r]
+        cpu = write_measured(store, records, pid)
         rows = session.execute(
             "SELECT table_name, id FROM system_schema.tables WHERE keyspace_name = %s", (keyspace,)
         )
@@ -136,6 +158,7 @@ def measure(events: int) -> dict[str, Any]:
         "bytes_per_event": total / len(records),
         "compression_ratio": data / raw if raw else 1.0,
         "compressor": ", ".join(sorted(compressors)) or "none",
+        "write": cpu,
         "tables": {
             n: {
                 "bytes_per_event": s["bytes"] / len(records),
@@ -154,6 +177,12 @@ def main(events: int) -> int:
             f"{name}: {table['bytes_per_event']:,.0f} B/event on disk, "
             f"{table['uncompressed_per_event']:,.0f} B/event uncompressed"
         )
+    w = result["write"]
+    print(
+        f"Cassandra CPU {w['server_cpu_per_event'] * 1e6:,.0f} µs/event "
+        f"({w['server_cpu_per_event_gross'] * 1e6:,.0f} µs before subtracting the node's idle "
+        f"{w['server_idle_cores']:.2f} cores), {w['rate']:,.0f} events/s"
+    )
     print(
         f"all tables: {result['bytes_per_event']:,.0f} B/event, "
         f"compression ratio {result['compression_ratio']:.2f}"

@@ -203,3 +203,9 @@ def test_write_doc_replaces_only_the_generated_section(tmp_path: Path) -> None:
     doc.write_text(f"intro\n{BEGIN}\nold\n{END}\noutro\n")
     write_doc("new table", doc)
     assert doc.read_text() == f"intro\n{BEGIN}\n\nnew table\n\n{END}\noutro\n"
+
+
+def test_history_only_storage_leaves_out_the_view_tables() -> None:
+    """The history-only figure is the total less the changes_by_<view> tables."""
+    text = render(_results())
+    assert "History only (`--views history`): 1,500 bytes per event on disk, 75% of" in text
