@@ -16,7 +16,9 @@ set one), 100 rows per pass, the next pass selected only after the previous one 
 about 1,000 events per pass, passes overlapped: the next one selected, the previous one
 committed, while one is sent); ``100 rows per pass`` the same with ``--batch-size 100``.
 ``no SNS`` replaces the sender by one that accepts everything at once: the relay's own
-database and parsing work, its ceiling.
+database and parsing work, its ceiling. ``relay CPU per event`` is the relay process's CPU
+time (all its threads) over the events it relayed, a figure a busy machine inflates less than
+the wall clock; ``CPU ceiling`` is what one idle core would allow at that cost.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import sqlalchemy as sa
 
 from bench.common import (
     BenchError,
+    fmt_seconds,
     markdown_table,
     postgres_url,
     progress,
@@ -75,7 +78,10 @@ def _fill(engine: sa.Engine, table: sa.Table, events: int, per_row: int) -> None
             writer.write(connection, stream[start : start + per_row])
 
 
-def _drain(engine: sa.Engine, table: sa.Table, sender: Any, config: dict[str, Any]) -> float:
+def _drain(
+    engine: sa.Engine, table: sa.Table, sender: Any, config: dict[str, Any]
+) -> tuple[float, float]:
+    """Events per second, and CPU seconds of this process (every thread) per event."""
     from sqla_audit.outbox.relay import OutboxRelay  # noqa: PLC0415
 
     relay = OutboxRelay(
@@ -85,12 +91,12 @@ def _drain(engine: sa.Engine, table: sa.Table, sender: Any, config: dict[str, An
         batch_size=config["batch_size"],
         overlap=config["overlap"],
     )
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     result = relay.drain()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     if result.deferred or result.parked:
         raise BenchError(f"the relay left events behind: {result}")
-    return result.published / elapsed
+    return result.published / elapsed, cpu / max(1, result.published)
 
 
 def measure(scale: float = 1.0) -> dict[str, Any]:
@@ -110,11 +116,11 @@ def measure(scale: float = 1.0) -> dict[str, Any]:
             for shape, per_row in SHAPES.items():
                 events = max(1000, int(EVENTS * scale))
                 _fill(engine, table, events, per_row)
-                rate = _drain(engine, table, _AcceptAll(), CONFIGS["default"])
+                rate, cpu = _drain(engine, table, _AcceptAll(), CONFIGS["default"])
                 progress(f"P5 relay, {shape}, no SNS: {rate:,.0f} events/s")
                 rows.append(
                     {"shape": shape, "config": "no SNS", "delay_ms": None, "events": events}
-                    | {"events_per_s": rate}
+                    | {"events_per_s": rate, "cpu_s_per_event": cpu}
                 )
                 for delay in DELAYS_MS:
                     with ProxyProcess(upstream, delay / 1000) as proxy:
@@ -128,7 +134,7 @@ def measure(scale: float = 1.0) -> dict[str, Any]:
                                 endpoint_url=proxy.url,
                                 max_concurrency=config["max_concurrency"],
                             )
-                            rate = _drain(engine, table, sender, config)
+                            rate, cpu = _drain(engine, table, sender, config)
                             if outbox_tally(engine, table).pending:
                                 raise BenchError("the outbox was not emptied")
                             progress(
@@ -142,6 +148,7 @@ def measure(scale: float = 1.0) -> dict[str, Any]:
                                     "delay_ms": delay,
                                     "events": count,
                                     "events_per_s": rate,
+                                    "cpu_s_per_event": cpu,
                                 }
                             )
     finally:
@@ -152,7 +159,15 @@ def measure(scale: float = 1.0) -> dict[str, Any]:
 
 def render(result: dict[str, Any]) -> str:
     return markdown_table(
-        ["rows in the outbox", "relay", "added latency", "events", "events/s"],
+        [
+            "rows in the outbox",
+            "relay",
+            "added latency",
+            "events",
+            "events/s",
+            "relay CPU per event",
+            "CPU ceiling (1 core)",
+        ],
         [
             [
                 r["shape"],
@@ -160,6 +175,8 @@ def render(result: dict[str, Any]) -> str:
                 "-" if r["delay_ms"] is None else f"{r['delay_ms']:.0f} ms",
                 f"{r['events']:,}",
                 f"{r['events_per_s']:,.0f}",
+                fmt_seconds(r.get("cpu_s_per_event")),
+                f"{1 / r['cpu_s_per_event']:,.0f} events/s" if r.get("cpu_s_per_event") else "-",
             ]
             for r in result["rows"]
         ],
