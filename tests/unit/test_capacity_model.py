@@ -209,3 +209,18 @@ def test_history_only_storage_leaves_out_the_view_tables() -> None:
     """The history-only figure is the total less the changes_by_<view> tables."""
     text = render(_results())
     assert "History only (`--views history`): 1,500 bytes per event on disk, 75% of" in text
+
+
+def test_consumer_cpu_uses_the_views_figure_when_the_full_run_is_older() -> None:
+    """A full P2 run older than its views measurement: own work (ceiling) + the store's CPU
+    per record with every view; a newer full run: the consumer contender itself."""
+    results = _results()
+    results["p2"]["finished_at"] = "2026-01-01T00:00:00+00:00"
+    results["p2"]["cpu_per_event"]["ceiling"] = 1e-4
+    results["p2"]["views"] = {
+        "finished_at": "2026-02-01T00:00:00+00:00",
+        "cpu_per_record": {"history": 1e-3, "all": 2e-3},
+    }
+    assert inputs(results, Assumptions())["consumer_s"].value == pytest.approx(2.1e-3)
+    results["p2"]["finished_at"] = "2026-03-01T00:00:00+00:00"
+    assert inputs(results, Assumptions())["consumer_s"].value == pytest.approx(1e-3)
