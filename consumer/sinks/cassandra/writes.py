@@ -9,8 +9,11 @@ with an OpenTelemetry trace id) and the table timeline (its bucket and shard com
 :mod:`~consumer.sinks.cassandra.schema`). A departure record (the row's key changed; see
 :mod:`consumer.records`) goes to history and ``record_services`` only.
 
-Requests are sent asynchronously with at most ``max_in_flight`` outstanding across all
-threads (:meth:`CassandraWrites._run`). A write first reads the digests of its event ids
+The statements of a record share its values: they are serialized once per record and the
+same bytes are bound to every table (:mod:`~consumer.sinks.cassandra.binding`), exactly what
+the driver's ``bind`` would send. Requests are sent asynchronously with at most
+``max_in_flight`` outstanding across all threads (:meth:`CassandraWrites._run`, the window a
+:class:`~consumer.sinks.cassandra.window.Window`). A write first reads the digests of its event ids
 (``event_digests``, one single-partition read each, concurrently); a record whose digest is
 stored and equal is a redelivery and is skipped, one whose digest differs is a conflict
 (:class:`~consumer.sinks.errors.RecordConflict`, the stored record kept); the others are
