@@ -75,7 +75,9 @@ LIMITS: dict[str, Figure] = {
     "sqs_delete_batch": Figure(
         SQS_MAX_BATCH_ENTRIES, "entries per DeleteMessageBatch", _doc(SQS_MESSAGES), "limit"
     ),
-    "sqs_long_poll": Figure(SQS_MAX_WAIT_SECONDS, "s longest long poll", _doc(SQS_QUEUES), "limit"),
+    "sqs_long_poll": Figure(
+        SQS_MAX_WAIT_SECONDS, "seconds, longest long poll", _doc(SQS_QUEUES), "limit"
+    ),
     "sqs_inflight_standard": Figure(
         120_000, "in-flight messages, standard queue (approximate)", _doc(SQS_QUEUES), "limit"
     ),
