@@ -184,6 +184,8 @@ class Worker:
         self._holders = 0  # batches held for a store outage
         self._holders_lock = threading.Lock()
         self._outage_started = 0.0
+        #: what the store answered the last failed write (named in the stall warning)
+        self._last_store_error = ""
         self._running = False
         self._until_empty = False
         #: ``run(until_empty=True)``: the receive error a poller gave up on, if any
@@ -221,6 +223,7 @@ class Worker:
     def _store_failed(self, exc: BaseException) -> None:
         """Count a failed write; the first one of an outage is logged as a warning."""
         self.metrics.failures.labels("store").inc()
+        self._last_store_error = clean_reason(str(exc))[:500]
         starting = not self.backoff.active
         delay = self.backoff.failure()
         self.metrics.backoff_seconds.set(delay)
@@ -450,12 +453,14 @@ class Worker:
                 except Exception as exc:  # noqa: BLE001 - worst case: a harmless redelivery
                     log.warning("could not extend visibility: %s", exc)
             for batch, age in self.in_flight.stalled(now):
+                cause = f"; last error: {self._last_store_error}" if self.backoff.active else ""
                 log.warning(
-                    "%d message(s) held %.0fs without progress (%s): %s",
+                    "%d message(s) held %.0fs without progress (%s): %s%s",
                     len(batch.messages),
                     age,
                     batch.state,
                     ", ".join(batch.message_ids),
+                    cause,
                     extra={"message_ids": batch.message_ids, "held_seconds": round(age, 1)},
                 )
             self.metrics.oldest_in_flight_seconds.set(self.in_flight.oldest_age(now))

@@ -207,6 +207,8 @@ def test_messages_held_without_progress_are_logged_and_measured(
         assert worker.join(5)
     lines = [r.getMessage() for r in caplog.records if message_id in r.getMessage()]
     assert all("without progress (store unavailable)" in line for line in lines)
+    # the error every probe still gets is in the warning: an operator reads why, not only that
+    assert all("last error: connection refused (injected outage)" in line for line in lines)
 
 
 def test_a_persistent_unexpected_store_error_rejects_only_its_message() -> None:
