@@ -106,7 +106,7 @@ def add_cassandra_arguments(
     )
     group.add_argument(
         "--time-bucket",
-        help="bucket hot records' partitions: none (default), year, month or day "
+        help="bucket hot records' partitions: none (default), year, month, day or hour "
         "[SQLA_AUDIT_TIME_BUCKET]",
     )
     group.add_argument(

@@ -39,13 +39,13 @@ CONSISTENCY_LEVELS: Final = (
     "LOCAL_ONE",
 )
 REPLICATION_CLASSES: Final = ("SimpleStrategy", "NetworkTopologyStrategy")
-TIME_BUCKETS: Final = ("none", "year", "month", "day")
+TIME_BUCKETS: Final = ("none", "year", "month", "day", "hour")
 TIMELINE_BUCKETS: Final = ("minute", "hour", "day")
 #: Partition buckets of the by-actor view (docs/cql.md, "Partition sizes").
 ACTOR_BUCKETS: Final = ("hour", "day", "week", "month")
 _IDENTIFIER: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 
-TimeBucket = Literal["none", "year", "month", "day"]
+TimeBucket = Literal["none", "year", "month", "day", "hour"]
 TimelineBucket = Literal["minute", "hour", "day"]
 ActorBucket = Literal["hour", "day", "week", "month"]
 StoreKind = Literal["cassandra", "sqlite"]

@@ -228,7 +228,7 @@ def load_schema_config(args: argparse.Namespace, env: Mapping[str, str]) -> Cass
         ("SQLA_AUDIT_TIME_BUCKET",),
         _choice(TIME_BUCKETS),
         "none",
-        "one of none, year, month, day",
+        "one of none, year, month, day, hour",
     )
     views = look.get("views", ("SQLA_AUDIT_VIEWS",), _views, None, _VIEWS_EXPLAINED)
     timeline_bucket = look.get(

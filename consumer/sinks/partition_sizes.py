@@ -69,7 +69,12 @@ _UNITS: Final = {
     "day": 86_400,
 }
 _RATE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([a-z]+)\s*)?$")
-_TIME_BUCKET_SECONDS: Final = {"year": 366 * 86_400, "month": 31 * 86_400, "day": 86_400}
+_TIME_BUCKET_SECONDS: Final = {
+    "year": 366 * 86_400,
+    "month": 31 * 86_400,
+    "day": 86_400,
+    "hour": 3_600,
+}
 _TIMELINE_SECONDS: Final = {"minute": 60, "hour": 3_600, "day": 86_400}
 #: How long an unbounded partition is shown growing for.
 _HORIZON_SECONDS: Final = 365 * 86_400
@@ -177,11 +182,11 @@ def _actor_fix(rate: float, row_bytes: int) -> str:
 
 
 def _record_fix(rate: float, row_bytes: int) -> str:
-    for bucket in ("year", "month", "day"):
+    for bucket in ("year", "month", "day", "hour"):
         seconds = _TIME_BUCKET_SECONDS[bucket]
         if _fits(rate, seconds, row_bytes):
             return f"use --time-bucket {bucket} (~{_size(rate * seconds * row_bytes)})"
-    return "even --time-bucket day is too large: lower the record's rate or set a short --ttl"
+    return "even --time-bucket hour is too large: lower the record's rate or set a short --ttl"
 
 
 def _timeline_fix(rate: float, row_bytes: int, bucket: str) -> str:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from cassandra_support import cassandra_config
 
-from consumer.config import CassandraConfig
+from consumer.config import ActorBucket, CassandraConfig, TimeBucket
 from consumer.records import AuditRecord, to_millis
 from consumer.sinks.cassandra import CassandraStore, apply_schema, read_layout
 from consumer.sinks.migrate import migrate
@@ -37,8 +37,14 @@ def keyspace(cassandra_session: Session) -> Iterator[str]:
         cassandra_session.execute(f"DROP KEYSPACE IF EXISTS {name}", timeout=180)
 
 
-def _config(contact: str, keyspace: str, bucket: str = "day", shards: int = 1) -> CassandraConfig:
-    config = cassandra_config(contact, keyspace)
+def _config(
+    contact: str,
+    keyspace: str,
+    bucket: ActorBucket = "day",
+    shards: int = 1,
+    history: TimeBucket = "none",
+) -> CassandraConfig:
+    config = cassandra_config(contact, keyspace, time_bucket=history)
     schema = dataclasses.replace(config.schema, actor_bucket=bucket, actor_shards=shards)
     return dataclasses.replace(config, schema=schema)
 
@@ -89,8 +95,9 @@ def test_hourly_sharded_actor_view_pages_across_buckets(
     cassandra_contact: str, cassandra_session: Session, keyspace: str
 ) -> None:
     """A service account's changes land in hour x 3-shard partitions; a window reads only the
-    hours it covers, newest first, and its pages give every change once."""
-    config = _config(cassandra_contact, keyspace, "hour", 3)
+    hours it covers, newest first, and its pages give every change once. History in hour
+    buckets walks a record's hours too."""
+    config = _config(cassandra_contact, keyspace, "hour", 3, history="hour")
     apply_schema(config)
     records = _records()
     store = CassandraStore.connect(config)
@@ -119,6 +126,12 @@ def test_hourly_sharded_actor_view_pages_across_buckets(
         whole = _all_pages(store, T0, TIMES[-1])
         assert whole == _newest_first(records, T0, TIMES[-1])
         assert store.by_actor("alice", since=T0).items[0].actor_id == "alice"
+        zero = [r for r in records if r.record_id == "0"]
+        history = store.history(zero[0].service, "accounts", "0", limit=100).items
+        assert [r.event_id for r in history] == [
+            r.event_id for r in sorted(zero, key=lambda r: r.sort_key, reverse=True)
+        ]
+        assert len({r.event_time.hour for r in history}) > 1
     finally:
         store.close()
     layout = read_layout(cassandra_session, keyspace)

@@ -47,7 +47,8 @@ COLUMN_NAMES: Final = tuple(name for name, _ in RECORD_COLUMNS)
 
 
 def bucket_of(event_time: dt.datetime, granularity: str) -> int:
-    """The time bucket (``2026``, ``202601`` or ``20260131``) of an event time, in UTC."""
+    """The time bucket (``2026``, ``202601``, ``20260131`` or ``2026013123``) of an event
+    time, in UTC."""
     day = event_time.astimezone(dt.UTC)
     if granularity == "year":
         return day.year
@@ -55,6 +56,8 @@ def bucket_of(event_time: dt.datetime, granularity: str) -> int:
         return day.year * 100 + day.month
     if granularity == "day":
         return day.year * 10_000 + day.month * 100 + day.day
+    if granularity == "hour":  # an int up to the year 2147
+        return (day.year * 10_000 + day.month * 100 + day.day) * 100 + day.hour
     raise ValueError(f"no time bucket {granularity!r}")
 
 
