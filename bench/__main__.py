@@ -1,4 +1,4 @@
-"""``python -m bench all|p1|p1_outbox|breakdown|p2|p3|p4|p5|p5_relay|memory|report``: run
+"""``python -m bench all|p1|p1_outbox|breakdown|p2|p3|p4|p5|p5_relay|p6|memory|report``: run
 parts, print tables.
 
 ``all`` runs every part, then rewrites ``docs/benchmarks.md`` from the results; a single part
@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.common import REPO_ROOT, load_services_env, progress
 
-PARTS = ("p1", "p1_outbox", "breakdown", "p2", "p3", "p4", "p5", "p5_relay", "memory")
+PARTS = ("p1", "p1_outbox", "breakdown", "p2", "p3", "p4", "p5", "p5_relay", "p6", "memory")
 
 
 def _runner(part: str) -> Callable[..., Any]:
@@ -54,6 +54,10 @@ def _runner(part: str) -> Callable[..., Any]:
         from bench.p5_relay import main as p5_relay  # noqa: PLC0415
 
         return p5_relay
+    if part == "p6":
+        from bench.p6_signing import main as p6  # noqa: PLC0415
+
+        return p6
     if part == "memory":
         from bench.memory import main as memory  # noqa: PLC0415
 

@@ -30,6 +30,7 @@ SECTIONS: tuple[tuple[str, str, str], ...] = (
     ("p4", "P4 — end to end: commit → row in Cassandra", "p4"),
     ("p5", "P5 — delivery throughput with network latency", "p5"),
     ("p5_relay", "P5 relay — outbox to SNS with network latency", "p5_relay"),
+    ("p6", "P6 — signing and verification costs", "p6"),
     ("memory", "Memory — 100,000 events pending while SNS is down", "memory"),
 )
 
@@ -98,6 +99,10 @@ def _render(part: str, result: dict[str, Any]) -> str:
         from bench.p5_relay import render as render_p5_relay  # noqa: PLC0415
 
         return render_p5_relay(result)
+    if part == "p6":
+        from bench.p6_signing import render as render_p6  # noqa: PLC0415
+
+        return render_p6(result)
     from bench.memory import render as render_memory  # noqa: PLC0415
 
     return render_memory(result)
@@ -220,6 +225,7 @@ def _module_doc(part: str) -> str:
         "p5": "bench.p5_delivery",
         "p1_outbox": "bench.p1_outbox",
         "p5_relay": "bench.p5_relay",
+        "p6": "bench.p6_signing",
         "memory": "bench.memory",
     }[part]
     doc = importlib.import_module(name).__doc__ or ""
