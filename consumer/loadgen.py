@@ -109,6 +109,8 @@ class LoadSummary:
     #: store reads that failed (each is retried at the next poll), and the last error
     probe_errors: int = 0
     last_probe_error: str | None = None
+    #: events the publisher gave up on (``stats()``: dropped + rejected; None: no count)
+    publisher_lost: int | None = None
 
     @property
     def send_rate(self) -> float:
@@ -116,8 +118,13 @@ class LoadSummary:
 
     @property
     def kept_up(self) -> bool:
-        """Every probe landed before the drain timeout."""
-        return self.landed == self.probes
+        """Everything was delivered (nothing lost by the publisher) and every probe landed
+        before the drain timeout."""
+        return (
+            self.drain_seconds is not None
+            and self.landed == self.probes
+            and not self.publisher_lost
+        )
 
     def lag(self, quantile: float) -> float | None:
         """The lag at ``quantile`` (0..1) of the landed probes, None without any."""
@@ -141,6 +148,7 @@ class LoadSummary:
             "max_queue_depth": self.max_queue_depth,
             "kept_up": self.kept_up,
             "probe_errors": self.probe_errors,
+            "publisher_lost": self.publisher_lost,
         }
 
 
@@ -327,6 +335,9 @@ class LoadGenerator:
                     probes += 1
                     self._prober.add(_Probe(events[0].transaction_id, len(events), self._clock()))
                 self._maybe_report(sent)
+            end = start + plan.duration  # the rate holds for the whole duration
+            if not self._stopped.is_set() and end > self._clock():
+                self._sleep(end - self._clock())
             send_seconds = self._clock() - start
             drain = self._drain(sent)
         finally:
@@ -344,13 +355,19 @@ class LoadGenerator:
             max_queue_depth=max(self._depths) if self._depths else None,
             probe_errors=0 if self._prober is None else self._prober.errors,
             last_probe_error=None if self._prober is None else self._prober.last_error,
+            publisher_lost=_lost(self.publisher),
         )
 
     def _drain(self, sent: int) -> float | None:
-        """Wait for every probe to land (and the queue to empty); the seconds it took."""
+        """Wait for the publisher to deliver, every probe to land and the queue to empty,
+        reporting as usual meanwhile; the seconds it took (None: not within the timeout)."""
         publish_end = self._clock()
         deadline = publish_end + self.drain_timeout
-        self.publisher.flush(timeout=self.drain_timeout)
+        while not self.publisher.flush(timeout=min(0.5, self.drain_timeout)):
+            if self._clock() >= deadline:
+                self._report(self._clock(), sent)
+                return None
+            self._maybe_report(sent)
         while True:
             in_flight = 0 if self._prober is None else self._prober.in_flight()
             depth = self._depth()
@@ -396,6 +413,17 @@ class LoadGenerator:
             self.on_interval(interval)
 
 
+def _lost(publisher: Publisher) -> int | None:
+    """Events the publisher gave up on, when it counts them (``SNSPublisher.stats``)."""
+    stats = getattr(publisher, "stats", None)
+    if not callable(stats):
+        return None
+    counts = stats()
+    found = [getattr(counts, name, None) for name in ("dropped", "rejected")]
+    numbers = [n for n in found if isinstance(n, int)]
+    return sum(numbers) if numbers else None
+
+
 def format_interval(interval: Interval) -> str:
     """One progress line."""
     lag = (
@@ -416,12 +444,15 @@ def format_summary(summary: LoadSummary) -> Sequence[str]:
     def seconds(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f} s"
 
+    missing = summary.probes - summary.landed
     drain = (
-        f"not drained within the timeout ({summary.probes - summary.landed} probe(s) missing)"
-        if summary.drain_seconds is None
-        else f"{summary.drain_seconds:.2f} s after the last event"
+        f"{summary.drain_seconds:.2f} s after the last event"
+        if summary.drain_seconds is not None
+        else f"not drained within the timeout ({missing} probe(s) missing)"
+        if missing
+        else "not drained within the timeout (the publisher was still delivering)"
     )
-    return (
+    lines = [
         f"sent {summary.sent} events in {summary.send_seconds:.1f} s "
         f"({summary.send_rate:.0f}/s, asked {summary.plan.rate:g}/s)",
         f"probes landed {summary.landed} of {summary.probes}",
@@ -429,11 +460,16 @@ def format_summary(summary: LoadSummary) -> Sequence[str]:
         f"max {seconds(summary.lag(1.0))}",
         f"drained: {drain}",
         "kept up: " + ("yes" if summary.kept_up else "NO"),
-    ) + (
-        ()
-        if not summary.probe_errors
-        else (f"store reads failed {summary.probe_errors} time(s): {summary.last_probe_error}",)
-    )
+    ]
+    if summary.publisher_lost is not None:
+        lines.append(
+            f"publisher gave up on {summary.publisher_lost} event(s) (see the lines above)"
+        )
+    if summary.probe_errors:
+        lines.append(
+            f"store reads failed {summary.probe_errors} time(s): {summary.last_probe_error}"
+        )
+    return lines
 
 
 __all__ = [

@@ -175,3 +175,89 @@ def test_cli_needs_a_topic(
     monkeypatch.delenv("SQLA_AUDIT_TOPIC_ARN", raising=False)
     assert main(["loadgen", "--no-probes"]) == 2
     assert "--topic-arn or SQLA_AUDIT_TOPIC_ARN" in capsys.readouterr().err
+
+
+class SlowFlushPublisher(PipelineDouble):
+    """Delivers only when flushed, a little at a time (a publisher behind a slow endpoint),
+    and counts what it dropped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flush_calls: list[float | None] = []
+        self.dropped = 0
+
+    def flush(self, timeout: float | None = None) -> bool:
+        self.flush_calls.append(timeout)
+        return len(self.flush_calls) > 3
+
+    def stats(self) -> object:
+        return type("Stats", (), {"dropped": self.dropped, "delivered": len(self.published)})()
+
+
+def test_the_drain_reports_progress_while_the_publisher_flushes() -> None:
+    """While the publisher is still delivering after the last event, the drain keeps
+    reporting and flushes in short steps, not one wait as long as the drain timeout."""
+    pipeline = SlowFlushPublisher()
+    pipeline.dropped = 2
+    intervals: list[Interval] = []
+    try:
+        summary = LoadGenerator(
+            LoadPlan(rate=1000, duration=0.02, transaction_size=5, probe_every=1),
+            pipeline,
+            probe=lambda tid: len(pipeline.store.by_transaction(tid)),
+            report_every=0.05,
+            on_interval=intervals.append,
+            poll_interval=0.01,
+            drain_timeout=30,
+        ).run()
+    finally:
+        pipeline.close()
+    assert all(timeout is not None and timeout <= 1.0 for timeout in pipeline.flush_calls)
+    assert len(pipeline.flush_calls) >= 4
+    assert summary.publisher_lost == 2
+    assert not summary.kept_up
+    assert any("gave up on 2 event(s)" in line for line in format_summary(summary))
+
+
+def test_cli_against_an_endpoint_that_is_down(tmp_path: object) -> None:
+    """An SNS endpoint that refuses connections: the events are not delivered within the
+    drain timeout, the verdict is NO (exit 4), and stderr holds no traceback."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from net_support import free_port  # noqa: PLC0415
+
+    dead = free_port()
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "consumer.cli",
+            "loadgen",
+            "--topic-arn",
+            "arn:aws:sns:us-east-1:123456789012:audit",
+            "--endpoint-url",
+            f"http://127.0.0.1:{dead}",
+            "--region",
+            "us-east-1",
+            "--no-probes",
+            "--rate",
+            "50",
+            "--duration",
+            "0.2",
+            "--drain-timeout",
+            "2",
+            "--report-every",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"},
+    )
+    assert run.returncode == 4, run.stderr
+    assert "Traceback" not in run.stderr
+    assert "kept up: NO" in run.stdout
+    assert "publisher gave up on" in run.stdout
+    assert "sent 10 events in 0.2 s (50/s, asked 50/s)" in run.stdout
