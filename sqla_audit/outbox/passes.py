@@ -78,9 +78,10 @@ def _message(text: str, value: Any) -> OutgoingMessage:
     if not isinstance(value, dict):
         raise DecodeError("stored event is not a JSON object")
     fields: dict[str, str] = {}
+    get = value.get
     for name in _ROUTING_FIELDS:
-        found = event_field(value, name)
-        if found is None:
+        found = get(name)
+        if not isinstance(found, str) or not found:
             raise DecodeError(f"stored event lacks a string {name!r}")
         fields[name] = found
     return OutgoingMessage(body=text, **fields)
