@@ -178,7 +178,7 @@ def raw_requests(store: Any, records: Sequence[Any]) -> list[Any]:
     order it sends them per record: the digest read, the rows, the digest write."""
     from consumer.sinks.digest import content_digest  # noqa: PLC0415
 
-    bound = []
+    bound: list[Any] = []
     for record in records:
         memo: list[Any] = []
         requests = [

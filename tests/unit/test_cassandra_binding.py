@@ -16,7 +16,7 @@ from cassandra import cqltypes
 from cassandra.protocol import ColumnMetadata
 from cassandra.query import PreparedStatement
 
-from consumer.config import CassandraSchemaConfig
+from consumer.config import CassandraSchemaConfig, TimeBucket
 from consumer.decoding import Decoder
 from consumer.differ import records_for_event
 from consumer.sinks.cassandra import CassandraSchema, CassandraStore, KeyspaceLayout
@@ -36,7 +36,7 @@ _TYPES: dict[str, Any] = {
 }
 
 
-def _tables(bucket: str) -> dict[str, tuple[dict[str, Any], list[str]]]:
+def _tables(bucket: TimeBucket) -> dict[str, tuple[dict[str, Any], list[str]]]:
     """Per table of the store's CQL: its column types and partition key columns."""
     tables = {}
     for statement in CassandraSchema(
@@ -71,7 +71,7 @@ class _Session:
     """Prepares statements as the driver would describe them and keeps what is sent (no
     Cassandra)."""
 
-    def __init__(self, bucket: str, types: dict[str, Any] | None = None) -> None:
+    def __init__(self, bucket: TimeBucket, types: dict[str, Any] | None = None) -> None:
         self.tables = _tables(bucket)
         self.types = types or {}
         self.sent: list[Any] = []
@@ -102,7 +102,7 @@ class _Session:
         )
 
 
-def _store(bucket: str = "none", types: dict[str, Any] | None = None) -> CassandraStore:
+def _store(bucket: TimeBucket = "none", types: dict[str, Any] | None = None) -> CassandraStore:
     layout = KeyspaceLayout(2, views=DEFAULT_VIEWS, time_bucket=bucket)
     return CassandraStore(
         _Session(bucket, types),
@@ -120,7 +120,7 @@ def _bind_all(store: CassandraStore, record: Any) -> list[Any]:
 
 
 @pytest.mark.parametrize("bucket", ["none", "month"])
-def test_bound_values_are_the_bytes_the_drivers_bind_gives(bucket: str) -> None:
+def test_bound_values_are_the_bytes_the_drivers_bind_gives(bucket: TimeBucket) -> None:
     """For every golden record, every statement carries exactly the values and routing key
     of the driver's own bind."""
     store = _store(bucket)
@@ -147,7 +147,7 @@ class _CountingText(cqltypes.UTF8Type):  # type: ignore[misc]
     @staticmethod
     def serialize(ustr: str, protocol_version: int) -> bytes:
         _CountingText.calls.append(ustr)
-        return cqltypes.UTF8Type.serialize(ustr, protocol_version)
+        return bytes(cqltypes.UTF8Type.serialize(ustr, protocol_version))
 
 
 def test_a_records_shared_values_are_serialized_once_for_all_its_tables() -> None:
