@@ -215,9 +215,7 @@ class CassandraReads:
             return
         low_ms, high_ms = bounds[0], bounds[2]
         low_bucket = 0 if low_ms == _MIN_MS else bucket_of(_from_ms(low_ms), self._bucket)
-        high_bucket = (
-            _MAX_INT if high_ms == _MAX_MS else bucket_of(_from_ms(high_ms), self._bucket)
-        )
+        high_bucket = _MAX_INT if high_ms == _MAX_MS else bucket_of(_from_ms(high_ms), self._bucket)
         buckets = [
             row["bucket"]
             for row in self._rows(self._buckets, (*key, low_bucket, high_bucket), 1000)
