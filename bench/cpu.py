@@ -10,7 +10,10 @@ total CPU ticks of the whole machine.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+
+from bench.common import cassandra_contact
 
 _TCP_LISTEN = "0A"
 
@@ -70,4 +73,35 @@ def machine_ticks() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
-__all__ = ["listening_pid", "machine_ticks", "process_cpu"]
+def cassandra_pid() -> int | None:
+    """The Cassandra server process, when it runs on this machine (its CPU is measured)."""
+    host, port = cassandra_contact()
+    return listening_pid(port) if host in {"127.0.0.1", "localhost", "::1"} else None
+
+
+class Meter:
+    """Wall time, this process's CPU time (every thread), the Cassandra server's CPU time
+    (when it runs here) and the machine's CPU use."""
+
+    def __init__(self, server: int | None = None) -> None:
+        self.server = server
+        self.wall = time.perf_counter()
+        self.cpu = time.process_time()
+        self.server_cpu = process_cpu(server)
+        self.busy, self.total = machine_ticks()
+
+    def stop(self, events: int) -> dict[str, float]:
+        wall = time.perf_counter() - self.wall
+        cpu = time.process_time() - self.cpu
+        server = process_cpu(self.server) - self.server_cpu
+        busy, total = machine_ticks()
+        machine = (busy - self.busy) / (total - self.total) if total > self.total else 0.0
+        return {
+            "rate": events / wall,
+            "cpu_per_event": cpu / events,
+            "server_cpu_per_event": server / events,
+            "machine_busy": machine,
+        }
+
+
+__all__ = ["Meter", "cassandra_pid", "listening_pid", "machine_ticks", "process_cpu"]
