@@ -94,7 +94,7 @@ from sqla_audit.bulk_images import (
 )
 from sqla_audit.bulk_insert import InsertCapture
 from sqla_audit.bulk_keys import Key, Raw, keys_of, sort_key
-from sqla_audit.capture import STALE_KEYS, Capturer, ChangeSink
+from sqla_audit.capture import STALE_KEYS, Capturer, ChangesSink
 from sqla_audit.config import ColumnSpec, ModelPlan
 from sqla_audit.context import current_context
 from sqla_audit.events import Operation, utcnow
@@ -145,9 +145,10 @@ class Call:
 
 
 class BulkCapturer:
-    """The body of the ``do_orm_execute`` listener; changes go to ``sink`` (the buffer)."""
+    """The body of the ``do_orm_execute`` listener; a statement's changes go to ``sink``
+    (the buffer) together, in order."""
 
-    def __init__(self, capturer: Capturer, sink: ChangeSink) -> None:
+    def __init__(self, capturer: Capturer, sink: ChangesSink) -> None:
         self.capturer = capturer
         self.planner = capturer.planner
         self.sink = sink
@@ -208,8 +209,10 @@ class BulkCapturer:
             or state.execution_options.get("synchronize_session", "auto") in (False, None)
         ):
             self._mark_stale(job)
-        for change in job.changes:
-            self.sink(session, self.capturer.with_hook_metadata(session, change))
+        changes = job.changes
+        if self.capturer.config.metadata_hook is not None:
+            changes = [self.capturer.with_hook_metadata(session, change) for change in changes]
+        self.sink(session, changes)
         return result
 
     @staticmethod

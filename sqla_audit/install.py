@@ -97,7 +97,7 @@ class Installation:
         self.capturer = Capturer(
             self.planner, self.record, self._report_capture_error, sink_all=self.record_all
         )
-        self.bulk = BulkCapturer(self.capturer, self.record)
+        self.bulk = BulkCapturer(self.capturer, self.record_all)
         self._info_key = f"{_INFO_PREFIX}{id(self)}"
         self._listeners: list[tuple[Any, str, Callable[..., Any]]] = []
         self._restore: Callable[[], None] | None = None
