@@ -314,7 +314,8 @@ class Contender:
             with target.engine.begin() as conn:
                 target.models.base.metadata.drop_all(conn)
                 if self.kind == "continuum":
-                    conn.execute(sa.text('DROP TABLE IF EXISTS "transaction"'))
+                    quoted = conn.dialect.identifier_preparer.quote("transaction")
+                    conn.execute(sa.text(f"DROP TABLE IF EXISTS {quoted}"))
             target.engine.dispose()
 
 
