@@ -101,13 +101,16 @@ def stored_ids(session: Session, keyspace: str, *services: str) -> set[uuid.UUID
 
 
 def dead_letters(sqs_client: SQSClient, dlq_url: str, expected: int) -> list[Any]:
+    """The DLQ's messages, received until ``expected`` arrived (or 60 s passed)."""
     found: list[Any] = []
-    for _ in range(10):
+    deadline = time.monotonic() + 60
+    while len(found) < expected and time.monotonic() < deadline:
         found += sqs_client.receive_message(
-            QueueUrl=dlq_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+            QueueUrl=dlq_url,
+            MaxNumberOfMessages=10,
+            MessageAttributeNames=["All"],
+            WaitTimeSeconds=1,
         ).get("Messages", [])
-        if len(found) >= expected:
-            break
     return found
 
 
