@@ -287,7 +287,7 @@ def _connection_pool(
     max_pool_connections: int,
     ca_bundle: str | None,
 ) -> HTTPPool:
-    """Keep-alive connections to the endpoint; one retry of a call whose connection failed
+    """Keep-alive connections to the endpoint; one retry of a call whose connection broke
     (a kept-alive connection the server closed meanwhile), as botocore's standard mode does."""
     kwargs: dict[str, Any] = {}
     if endpoint_url.startswith("https"):
@@ -297,8 +297,10 @@ def _connection_pool(
         maxsize=max_pool_connections,
         block=False,
         timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
+        # A refused connection is not tried again here (the sender's probes do that, and
+        # urllib3 would log a warning for every retry during an outage).
         retries=urllib3.Retry(
-            total=1, connect=1, read=1, status=0, other=0, redirect=0, allowed_methods=None
+            total=1, connect=0, read=1, status=0, other=0, redirect=0, allowed_methods=None
         ),
         **kwargs,
     )
