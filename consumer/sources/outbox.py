@@ -88,6 +88,7 @@ from sqla_audit.outbox.settle import (
     hold,
     plan_settlement,
 )
+from sqla_audit.outbox.table import LAYOUT_EVENT
 
 log = logging.getLogger(__name__)
 
@@ -264,11 +265,19 @@ class OutboxSource:
                 held = _held(row)
                 lease.outcomes[row.id] = RowOutcome(held)
                 lease.unsettled[row.id] = set(range(len(held.texts)))
+                one_event = getattr(row, "layout", LAYOUT_EVENT) in (None, LAYOUT_EVENT)
                 for index, (text, value) in enumerate(zip(held.texts, held.values, strict=True)):
-                    event_id = event_field(value, "event_id") or f"{row.event_id}#{index}"
+                    # A layout-1 row's message id is its event_id column, as it always was
+                    # (two rows holding one event each stay two messages, whatever they hold);
+                    # an event of a transaction row is named by its own event id.
+                    message_id = (
+                        row.event_id
+                        if one_event
+                        else event_field(value, "event_id") or f"{row.event_id}#{index}"
+                    )
                     messages.append(
                         Message(
-                            message_id=event_id,
+                            message_id=message_id,
                             body=text,
                             handle=(lease.lease_id, row.id, index),
                             receive_count=count,

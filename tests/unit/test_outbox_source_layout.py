@@ -148,3 +148,30 @@ def test_worker_stores_a_transaction_and_parks_its_poison_event(engine: sa.Engin
     (parked,) = rows(engine)
     assert parked.payload == texts[1]
     assert outbox_counts(engine) == (0, 1)
+
+
+def test_one_event_rows_keep_their_row_event_id_as_message_id(
+    engine: sa.Engine, source: OutboxSource
+) -> None:
+    """A layout-1 row is one message named by its event_id column, as before transaction
+    rows: two rows holding the same event are two messages, and both are settled."""
+    event = make_event(operation=Operation.INSERT, record_id="1")
+    table = outbox_table()
+    with engine.begin() as connection:
+        for row_event_id in ("row-a", "row-b"):
+            connection.execute(
+                table.insert(),
+                {
+                    "event_id": row_event_id,
+                    "transaction_id": str(event.transaction_id),
+                    "table_name": event.table,
+                    "record_id": event.record_id,
+                    "payload": event.to_json(),
+                    "created_at": event.committed_at,
+                },
+            )
+    messages = source.receive(10, 0)
+    assert [m.message_id for m in messages] == ["row-a", "row-b"]
+    result = Worker(source, MemoryStore(), batch_size=10, concurrency=1).process(messages)
+    assert sorted(m.message_id for m in result.acked) == ["row-a", "row-b"]
+    assert outbox_counts(engine) == (0, 0)
