@@ -50,6 +50,13 @@ class ClusterNodes:
     state_dir: Path
     log: list[str] = field(default_factory=list)
 
+    @property
+    def services(self) -> Path:
+        """The services script of the checkout that runs this cluster (its state directory
+        is ``<checkout>/.services/cassandra-cluster``): another checkout's script would not
+        know the cluster's nodes."""
+        return self.state_dir.parent.parent / "scripts" / "services"
+
     def note(self, text: str) -> None:
         stamp = dt.datetime.now(dt.UTC).strftime("%H:%M:%S.%f")[:-3]
         line = f"{stamp} {text}"
@@ -92,7 +99,7 @@ class ClusterNodes:
         started = time.monotonic()
         self.note(f"starting node(s) {' '.join(map(str, nodes)) or 'that are down'}")
         run = subprocess.run(
-            [str(SERVICES), "up", "cassandra-cluster"],
+            [str(self.services), "up", "cassandra-cluster"],
             env=env,
             capture_output=True,
             text=True,

@@ -47,7 +47,7 @@ cassandra-cluster_packages() { cassandra_packages; }
 cassandra_cluster_node_start() { # cassandra_cluster_node_start N
     local CASS_DIR CASS_CONF CASS_PIDFILE CASS_LOGDIR HOST CASSANDRA_HEAP
     cassandra_cluster_scope "$1"
-    local n="$1" java jamm opts=() seed
+    local n="$1" java seed
     if cassandra_running; then
         return 0
     fi
@@ -66,17 +66,8 @@ cassandra_cluster_node_start() { # cassandra_cluster_node_start N
         -e "s/^hinted_handoff_enabled: .*/hinted_handoff_enabled: true/" \
         -e "s/^# Written by scripts\/services: .*/# Written by scripts\/services: node $n of the three-node test cluster./" \
         "$CASS_CONF/cassandra.yaml"
-    jamm="$(tr ':' '\n' <"$CASS_CLASSPATH" | grep -m1 '/jamm-[^/]*\.jar$')" ||
-        die "cassandra-cluster: jamm is not on the resolved classpath"
-    mapfile -t opts < <(cassandra_jvm_opts "$jamm")
-    rm -f "$CASS_PIDFILE"
     log "cassandra-cluster: starting node $n on $HOST:$CLU_NATIVE_PORT (storage port $CLU_STORAGE_PORT, heap $CASSANDRA_HEAP)"
-    (
-        cd "$CASS_DIR"
-        MALLOC_ARENA_MAX=2 setsid nohup "$java" "${opts[@]}" -cp "$(<"$CASS_CLASSPATH")" \
-            org.apache.cassandra.service.CassandraDaemon >>"$CASS_LOGDIR/stdout.log" 2>&1 </dev/null &
-        echo $! >"$CASS_PIDFILE"
-    )
+    cassandra_launch cassandra-cluster "$java" 2
 }
 
 cassandra_cluster_start() {

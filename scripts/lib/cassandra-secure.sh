@@ -98,7 +98,7 @@ cassandra_secure_make_certs() {
 cassandra_secure_start() {
     local CASS_DIR CASS_CONF CASS_PIDFILE CASS_LOGDIR HOST CASSANDRA_HEAP
     cassandra_secure_scope
-    local java native storage jamm password opts=()
+    local java native storage password
     if cassandra_running; then
         return 0
     fi
@@ -132,17 +132,8 @@ client_encryption_options:
   require_client_auth: true
 EOF
     chmod 600 "$CASS_CONF/cassandra.yaml"
-    jamm="$(tr ':' '\n' <"$CASS_CLASSPATH" | grep -m1 '/jamm-[^/]*\.jar$')" ||
-        die "cassandra-secure: jamm is not on the resolved classpath"
-    mapfile -t opts < <(cassandra_jvm_opts "$jamm")
-    rm -f "$CASS_PIDFILE"
     log "cassandra-secure: starting on $HOST:$native (TLS, password auth; storage port $storage, heap $CASSANDRA_HEAP)"
-    (
-        cd "$CASS_DIR"
-        MALLOC_ARENA_MAX=2 setsid nohup "$java" "${opts[@]}" -cp "$(<"$CASS_CLASSPATH")" \
-            org.apache.cassandra.service.CassandraDaemon >>"$CASS_LOGDIR/stdout.log" 2>&1 </dev/null &
-        echo $! >"$CASS_PIDFILE"
-    )
+    cassandra_launch cassandra-secure "$java" 2
 }
 
 # A CQL login as the superuser over TLS (client certificate, CA and host name checked).
