@@ -194,8 +194,7 @@ def add_signature_arguments(parser: argparse.ArgumentParser, *, policy: bool = T
     if policy:
         group.add_argument(
             "--signatures",
-            help="require, verify or off (default): which events to accept "
-            "[SQLA_AUDIT_SIGNATURES]",
+            help="require, verify or off (default): which events to accept [SQLA_AUDIT_SIGNATURES]",
         )
     group.add_argument(
         "--signing-keys-file",

@@ -45,6 +45,7 @@ def image(service: str, default: str) -> str:
     """The image for *service*: ``SQLA_AUDIT_TEST_<SERVICE>_IMAGE`` when set, else *default*."""
     return os.environ.get(f"SQLA_AUDIT_TEST_{service.upper()}_IMAGE", "").strip() or default
 
+
 _FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
 
 
