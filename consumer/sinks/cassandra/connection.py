@@ -35,6 +35,8 @@ READ_SPECULATION_DELAY: Final = 0.5
 #: that has just restarted and cannot serve the table yet). The driver's retry policy never
 #: sees that error, so the store asks again itself, 0.1 s later (reads are idempotent).
 READ_ATTEMPTS: Final = 3
+#: Seconds between those attempts.
+READ_RETRY_DELAY: Final = 0.1
 
 
 class CassandraAccessDenied(StoreError):
@@ -170,6 +172,7 @@ def classify(exc: BaseException) -> Exception:
 
 __all__ = [
     "READ_ATTEMPTS",
+    "READ_RETRY_DELAY",
     "READ_SPECULATION_DELAY",
     "RECONNECT_MAX_DELAY",
     "CassandraAccessDenied",

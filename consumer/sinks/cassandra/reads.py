@@ -31,7 +31,7 @@ from typing import Any, Final
 
 from consumer.records import AuditRecord, record_from_row, to_micros, to_millis
 from consumer.seal import Seal
-from consumer.sinks.cassandra.connection import READ_ATTEMPTS, store_error
+from consumer.sinks.cassandra.connection import READ_ATTEMPTS, READ_RETRY_DELAY, store_error
 from consumer.sinks.cassandra.schema import (
     COMMIT_ORDER,
     MAX_TIMELINE_BUCKETS,
@@ -158,16 +158,17 @@ class CassandraReads:
         bound.is_idempotent = True  # may be sent to a second replica (connection.py)
         from cassandra import ReadFailure  # noqa: PLC0415 -- loaded with the driver
 
-        for attempt in range(1, READ_ATTEMPTS + 1):
+        for _ in range(READ_ATTEMPTS - 1):  # a replica's failure is worth asking again
             try:
                 return self._session.execute(bound, timeout=self._timeout)
-            except ReadFailure as exc:
-                if attempt == READ_ATTEMPTS:
-                    raise store_error("Cassandra read failed", exc) from exc
-                time.sleep(0.1)
+            except ReadFailure:
+                time.sleep(READ_RETRY_DELAY)
             except Exception as exc:
                 raise store_error("Cassandra read failed", exc) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            return self._session.execute(bound, timeout=self._timeout)
+        except Exception as exc:
+            raise store_error("Cassandra read failed", exc) from exc
 
     def _rows(self, statement: Any, params: tuple[Any, ...], fetch_size: int) -> Iterator[Any]:
         result = self._execute(statement, params, fetch_size)
