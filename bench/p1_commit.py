@@ -200,14 +200,27 @@ def _create_pg_database(base_url: str) -> tuple[str, str]:
     return name, url
 
 
-def _drop_pg_database(base_url: str, name: str) -> None:
+def _drop_pg_database(base_url: str, name: str, attempts: int = 10) -> None:
+    """Drop a benchmark database. ``WITH (FORCE)`` is refused while an autovacuum worker
+    (a superuser's process) works on it, which is likely right after a benchmark wrote and
+    deleted many rows: then the plain ``DROP`` (which stops autovacuum itself) is retried."""
     admin = sa.create_engine(base_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        if admin.dialect.name == "postgresql":
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        else:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-    admin.dispose()
+    try:
+        with admin.connect() as conn:
+            if admin.dialect.name != "postgresql":
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+                return
+            for attempt in range(attempts):
+                force = " WITH (FORCE)" if attempt == 0 else ""
+                try:
+                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"{force}'))
+                    return
+                except sa.exc.DBAPIError:
+                    if attempt == attempts - 1:
+                        raise
+                    time.sleep(1.0)
+    finally:
+        admin.dispose()
 
 
 def export_revision(revision: str, into: Path) -> str:
