@@ -4,14 +4,16 @@ A :class:`Shape` is the SELECT (or RETURNING) list of a model's audited columns 
 order; rows come back as tuples in that order. :class:`RowImages` reads them (the first
 read of a WHERE clause, reads by key) and builds the :class:`~sqla_audit.changes.RowChange`
 of each row in bulk: an UPDATE's old and new tuples are compared as tuples first (one C
-comparison for a row that did not change), and each value is encoded once, its encoding
-reused for the after image when the value is the same.
+comparison for a row that did not change), and the images are
+:class:`~sqla_audit.lazy_images.LazyImage` objects: the values of a column whose encoding
+may wait are encoded where the events are built (off the application's thread in SNS
+mode), the others -- the key columns, JSON values, enums, unknown types -- column by
+column inside the statement.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,12 +31,10 @@ from sqla_audit.changes import RowChange
 from sqla_audit.config import ModelPlan
 from sqla_audit.context import AuditContext
 from sqla_audit.events import MARKER_METADATA_KEY, MARKER_RECORD_ID, Operation, make_record_id
-from sqla_audit.serialization import MASKED_VALUE, PASSTHROUGH_TYPES, JSONValue, encode_value
+from sqla_audit.lazy_images import AS_IS, NOW, Layout, LazyImage, column_mode
+from sqla_audit.serialization import PASSTHROUGH_TYPES, Fallback, JSONValue, encode_value
 
 logger = logging.getLogger("sqla_audit.bulk")
-
-#: Types whose equal values always have the same wire encoding.
-_SAME_ENCODING: Final[frozenset[type]] = frozenset({str, int, bool, type(None)})
 
 #: Longest statement text kept in a marker.
 MAX_STATEMENT_TEXT: Final = 2000
@@ -87,6 +87,7 @@ class RowImages:
     def __init__(self, capturer: Capturer) -> None:
         self.capturer = capturer
         self._shapes: dict[Any, Shape] = {}
+        self._layouts: dict[tuple[tuple[str, ...], tuple[bool, ...], tuple[int, ...]], Layout] = {}
 
     # -- reading rows ----------------------------------------------------------------------
 
@@ -178,22 +179,22 @@ class RowImages:
 
     def inserted(self, job: Job, raw: Raw, operation: Operation = Operation.INSERT) -> None:
         """Record the insert (or, with ``operation``, the delete) of the row ``raw``."""
-        plan = job.plan
-        record_id, primary_key = self.capturer.record_key(
-            plan, [raw[spec.key] for spec in plan.primary_key]
-        )
-        encoded = self.capturer.encode_row(plan, raw)
+        plan, shape = job.plan, self.shape(job.plan)
+        row = [raw[key] for key in shape.keys]
+        layout, (stored,) = self._stored(shape, [[[value] for value in row]])
+        values = [column[0] for column in stored]
+        image = LazyImage(layout, values)
         insert = operation is Operation.INSERT
         job.changes.append(
             self._change(
                 job,
                 operation=operation,
-                record_id=record_id,
-                primary_key=primary_key,
-                before=None if insert else encoded,
-                after=encoded if insert else None,
-                changed_columns=tuple(encoded),
-                masked_columns=tuple(name for name in plan.masked_names if name in encoded),
+                record_id=make_record_id([row[i] for i in shape.positions]),
+                primary_key={shape.names[i]: values[i] for i in shape.positions},
+                before=None if insert else image,
+                after=image if insert else None,
+                changed_columns=shape.names,
+                masked_columns=plan.masked_names,
             )
         )
 
@@ -201,21 +202,21 @@ class RowImages:
         """Record the delete of each row (tuples in shape order), in key order."""
         plan, shape = job.plan, self.shape(job.plan)
         ordered = self.in_key_order(list(rows), shape.positions)
-        images = self._images(shape, list(zip(*ordered, strict=True)) if ordered else [])
+        if not ordered:
+            return
+        layout, (stored,) = self._stored(shape, [list(zip(*ordered, strict=True))])
+        stored_rows = list(zip(*stored, strict=True))
         context, positions = job.context, shape.positions
         append, changed_columns = job.changes.append, shape.names
-        # Key columns are never masked: the image holds exactly the key's encoding.
-        key_names = [shape.names[i] for i in positions]
-        for row, before in zip(ordered, images, strict=True):
-            record_id = make_record_id([row[i] for i in positions])
-            primary_key = {name: before[name] for name in key_names}
+        key_names = [(shape.names[i], i) for i in positions]
+        for row, values in zip(ordered, stored_rows, strict=True):
             append(
                 RowChange(
                     table=plan.table,
                     operation=Operation.DELETE,
-                    record_id=record_id,
-                    primary_key=primary_key,
-                    before=before,
+                    record_id=make_record_id([row[i] for i in positions]),
+                    primary_key={name: values[i] for name, i in key_names},
+                    before=LazyImage(layout, values),
                     after=None,
                     changed_columns=changed_columns,
                     occurred_at=job.occurred_at,
@@ -235,9 +236,9 @@ class RowImages:
         """Record the update of each row given as its old then its new values (shape order,
         ``2 * len(columns)`` values), in the order given; unchanged rows give nothing.
 
-        Column by column: the values of a column in every row are compared and encoded in
-        one pass; an after value equal to the before value of a type that always encodes
-        alike reuses its encoding.
+        Column by column: the values of a column in every row are compared in one pass and
+        encoded (or left to wait) together; the after image names the before image, whose
+        encoding it takes for an unchanged value that encodes alike.
         """
         plan, shape = job.plan, self.shape(job.plan)
         width = len(shape.keys)
@@ -255,35 +256,34 @@ class RowImages:
         old_columns = list(zip(*(old for old, _new in pairs), strict=True))
         new_columns = list(zip(*(new for _old, new in pairs), strict=True))
         same = [_same_column(was, now) for was, now in zip(old_columns, new_columns, strict=True)]
-        befores = self._images(shape, old_columns)
-        afters = self._images(shape, new_columns, befores, same, old_columns)
-        keys, names, positions = shape.keys, shape.names, shape.positions
         changed_in: list[list[int]] = [[] for _ in pairs]  # per row, in column order
         for i, column in enumerate(same):
             if not all(column):
                 for j in [j for j, alike in enumerate(column) if not alike]:
                     changed_in[j].append(i)
-        # Key columns are never masked: the image holds exactly the key's encoding.
-        key_names = [names[i] for i in positions]
+        layout, (old_stored, new_stored) = self._stored(shape, [old_columns, new_columns])
+        old_rows = zip(*old_stored, strict=True)
+        new_rows = zip(*new_stored, strict=True)
+        keys, names, positions = shape.keys, shape.names, shape.positions
+        key_names = [(names[i], i) for i in positions]
         context = job.context
         append, updated = job.changes.append, job.updated
-        for j, (before, after) in enumerate(zip(befores, afters, strict=True)):
-            changed = changed_in[j]
+        for (_old, new), changed, old_values, new_values in zip(
+            pairs, changed_in, old_rows, new_rows, strict=True
+        ):
             if not changed:
                 continue
-            new = pairs[j][1]
             key = tuple([new[i] for i in positions])
             updated.append((key, [keys[i] for i in changed]))
-            record_id = make_record_id(key)
-            primary_key = {name: after[name] for name in key_names}
+            before = LazyImage(layout, old_values)
             append(
                 RowChange(
                     table=plan.table,
                     operation=Operation.UPDATE,
-                    record_id=record_id,
-                    primary_key=primary_key,
+                    record_id=make_record_id(key),
+                    primary_key={name: new_values[i] for name, i in key_names},
                     before=before,
-                    after=after,
+                    after=LazyImage(layout, new_values, before),
                     changed_columns=tuple([names[i] for i in changed]),
                     occurred_at=job.occurred_at,
                     masked_columns=plan.masked_names,
@@ -293,59 +293,40 @@ class RowImages:
                 )
             )
 
-    def _images(
-        self,
-        shape: Shape,
-        columns: Sequence[Sequence[Any]],
-        reuse: Sequence[dict[str, JSONValue]] = (),
-        same: Sequence[Sequence[bool]] = (),
-        previous: Sequence[Sequence[Any]] = (),
-    ) -> list[dict[str, JSONValue]]:
-        """The encoded image (column name -> value) of each row of ``columns`` (the values
-        column by column). With ``reuse`` (the before images), ``same`` (per column, per
-        row: the value did not change) and ``previous`` (the before values), a value equal
-        to its before value, of the same type, a type whose equal values always encode
-        alike (``Decimal("1.0")`` and ``Decimal("1.00")`` do not), takes its encoding from
-        ``reuse``."""
-        if not columns:
-            return []
+    def _stored(
+        self, shape: Shape, groups: Sequence[Sequence[Sequence[Any]]]
+    ) -> tuple[Layout, list[list[Sequence[Any]]]]:
+        """The layout of the images of ``groups`` (each the values of some rows, column by
+        column: an UPDATE's old and new rows share one layout) and each group's columns as
+        its images hold them: a value that waits as it is, the others encoded now (the key
+        columns among them: ``primary_key`` needs their encoding), ``None`` where masked.
+        """
         fallback = self.capturer.config.unknown_types
-        passthrough = PASSTHROUGH_TYPES
-        encoded: list[Sequence[Any]] = []
-        for i, values in enumerate(columns):
-            if shape.masked[i]:
-                encoded.append([MASKED_VALUE] * len(values))
+        keys = shape.positions
+        waiting: list[int] = []
+        stored: list[list[Sequence[Any]]] = [list(columns) for columns in groups]
+        for i, masked in enumerate(shape.masked):
+            if masked:
+                for columns in stored:
+                    columns[i] = [None] * len(columns[i])
                 continue
-            if reuse:
-                name, unchanged, before = shape.names[i], same[i], previous[i]
-                fresh = [
-                    image[name]
-                    if alike
-                    and type(was) is (kind := type(value))
-                    and (kind in _SAME_ENCODING or _same_text(was, value))
-                    else value
-                    if (kind := type(value)) in passthrough or (kind is str and value.isascii())
-                    else encode_value(value, fallback=fallback)
-                    for image, alike, value, was in zip(
-                        reuse, unchanged, values, before, strict=True
-                    )
-                ]
+            modes = [column_mode(columns[i]) for columns in groups]
+            if all(mode == AS_IS for mode in modes):
+                continue
+            if i in keys or NOW in modes:
+                for columns in stored:
+                    columns[i] = _encoded(columns[i], fallback)
             else:
-                fresh = [
-                    value
-                    if (kind := type(value)) in passthrough or (kind is str and value.isascii())
-                    else encode_value(value, fallback=fallback)
-                    for value in values
-                ]
-            encoded.append(fresh)
-        names = shape.names
-        images = [dict(zip(names, row, strict=True)) for row in zip(*encoded, strict=True)]
-        if any(shape.masked):  # one masked value object per image, never shared
-            masked = [name for name, hidden in zip(names, shape.masked, strict=True) if hidden]
-            for image in images:
-                for name in masked:
-                    image[name] = dict(MASKED_VALUE)
-        return images
+                waiting.append(i)
+        deferred = tuple(waiting)
+        cache = (shape.names, shape.masked, deferred)
+        layout = self._layouts.get(cache)
+        if layout is None:
+            masked_names = tuple(
+                n for n, hidden in zip(shape.names, shape.masked, strict=True) if hidden
+            )
+            layout = self._layouts[cache] = Layout(shape.names, deferred, masked_names)
+        return layout, stored
 
     def marker(
         self,
@@ -394,15 +375,15 @@ class RowImages:
         )
 
 
-def _same_text(was: Any, now: Any) -> bool:
-    """Two equal values of one type that also encode alike: a ``Decimal`` with the same
-    text, a ``datetime`` with the same ``tzinfo`` and ``fold``, a ``date``."""
-    kind = type(was)
-    if kind is decimal.Decimal:
-        return str(was) == str(now)  # the encoding is the text (as_tuple() is slower)
-    if kind is dt.datetime:
-        return bool(was.tzinfo is now.tzinfo and was.fold == now.fold)
-    return kind is dt.date
+def _encoded(values: Sequence[Any], fallback: Fallback) -> list[JSONValue]:
+    """Each value's encoding, now (a value that is its own encoding is not copied)."""
+    passthrough = PASSTHROUGH_TYPES
+    return [
+        value
+        if (kind := type(value)) in passthrough or (kind is str and value.isascii())
+        else encode_value(value, fallback=fallback)
+        for value in values
+    ]
 
 
 def _same_column(old: Sequence[Any], new: Sequence[Any]) -> list[bool]:

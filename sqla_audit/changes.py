@@ -25,6 +25,13 @@ class RowChange:
     ``after`` map *column* names to encoded values; a column whose old value could not be
     known is absent from ``before`` but listed in ``changed_columns``.
 
+    An image may be a :class:`~sqla_audit.lazy_images.LazyImage`: a read-only mapping that
+    holds values of immutable types as the database or the session returned them and
+    encodes them when first read (where the events are built: in SNS mode on the
+    publisher's thread). Reading it gives exactly what eager encoding gives; a metadata
+    hook that reads an image only makes it encode earlier. Values that could change or fail
+    later (JSON containers, enums, unknown types) are encoded when the change is captured.
+
     Ownership: ``primary_key``, ``before`` and ``after`` belong to this change alone (an
     unchanged value may be one object in both images) and are treated as read-only once
     the change is recorded; :func:`sqla_audit.delivery.build_events` hands them over to the

@@ -29,6 +29,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from sqla_audit.errors import DecodeError, UnsupportedSchemaVersion
+from sqla_audit.lazy_images import LazyImage
 from sqla_audit.serialization import JSONValue, escape_surrogates, is_plain_text
 from sqla_audit.signing import EVENT_COUNT_FIELD, SIGNATURE_FIELD, EventSignature
 from sqla_audit.wire_checks import (
@@ -293,8 +294,13 @@ _ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, ch
 
 
 def _plain(mapping: Mapping[str, JSONValue]) -> dict[str, JSONValue]:
-    """``mapping`` as a ``dict`` the JSON encoder accepts, copied only when it is not one."""
-    return mapping if type(mapping) is dict else dict(mapping)
+    """``mapping`` as a ``dict`` the JSON encoder accepts, copied only when it is not one
+    (a :class:`~sqla_audit.lazy_images.LazyImage` gives its own, encoded on first use)."""
+    if type(mapping) is dict:
+        return mapping
+    if type(mapping) is LazyImage:
+        return mapping.as_dict()
+    return dict(mapping)
 
 
 #: The (empty) signature fields of an unsigned event; never changed.
