@@ -18,7 +18,6 @@ mapper's primary-key column order:
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import threading
 import time
@@ -52,6 +51,9 @@ from sqla_audit.wire_limits import (
     MAX_SEQUENCE,
     MIN_EVENT_TIME,
 )
+from sqla_audit.wire_text import TransactionText, format_timestamp, signature_text
+from sqla_audit.wire_text import format_committed as _format_committed
+from sqla_audit.wire_text import format_occurred as _format_occurred
 
 SCHEMA_VERSION: Final = 1
 
@@ -165,42 +167,6 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def format_timestamp(value: dt.datetime) -> str:
-    """UTC, microsecond precision, ``Z`` suffix: ``2026-01-31T12:00:00.000001Z``."""
-    if value.tzinfo is dt.UTC:  # the common case, without strftime
-        return value.isoformat(timespec="microseconds")[:-6] + "Z"
-    if value.tzinfo is None:
-        raise ValueError("event timestamps must be timezone-aware")
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-class _LastFormatted:
-    """:func:`format_timestamp` remembering the last datetime object it formatted.
-
-    The events of one transaction share one ``committed_at`` object (and those of one
-    flush one ``occurred_at``), so rendering a transaction formats each once. The entry
-    holds a reference to the object, so an identity match is never another datetime; it
-    is one tuple, replaced whole, so any thread may read it.
-    """
-
-    __slots__ = ("_entry",)
-
-    def __init__(self) -> None:
-        self._entry: tuple[dt.datetime | None, str] = (None, "")
-
-    def __call__(self, value: dt.datetime) -> str:
-        entry = self._entry
-        if entry[0] is value:
-            return entry[1]
-        text = format_timestamp(value)
-        self._entry = (value, text)
-        return text
-
-
-_format_occurred: Final = _LastFormatted()
-_format_committed: Final = _LastFormatted()
-
-
 def parse_timestamp(text: str) -> dt.datetime:
     value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     if value.tzinfo is None:
@@ -287,12 +253,6 @@ def _timestamp(data: dict[str, Any], field: str) -> dt.datetime:
 
 # --------------------------------------------------------------------------- the envelope
 
-#: One encoder for every event (``json.dumps`` with options builds a new one per call).
-#: Event data is a tree of plain JSON values (encoded column values, never shared back
-#: up the tree), so the encoder's cycle check would only cost time.
-_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
-
-
 def _plain(mapping: Mapping[str, JSONValue]) -> dict[str, JSONValue]:
     """``mapping`` as a ``dict`` the JSON encoder accepts, copied only when it is not one
     (a :class:`~sqla_audit.lazy_images.LazyImage` gives its own, encoded on first use)."""
@@ -301,6 +261,40 @@ def _plain(mapping: Mapping[str, JSONValue]) -> dict[str, JSONValue]:
     if type(mapping) is LazyImage:
         return mapping.as_dict()
     return dict(mapping)
+
+
+#: ``(committed_at, transaction_id, service, schema_version, text)`` of the last transaction
+#: :meth:`ChangeEvent.to_json` wrote: the events of one transaction share those objects, so
+#: their common fields are encoded once. One tuple, replaced whole (any thread may read
+#: it); it holds only immutable values, so a match by identity is always right.
+_last_transaction: list[tuple[Any, ...]] = [(None, None, None, None, None)]
+
+
+def _transaction_text(event: ChangeEvent) -> TransactionText:
+    entry = _last_transaction[0]
+    if (
+        entry[0] is event.committed_at
+        and entry[1] is event.transaction_id
+        and entry[2] == event.service
+        and entry[3] == event.schema_version
+    ):
+        text: TransactionText = entry[4]
+        return text
+    text = TransactionText(
+        committed_at=event.committed_at,
+        service=event.service,
+        transaction_id=str(event.transaction_id),
+        plain=_plain,
+        schema_version=event.schema_version,
+    )
+    _last_transaction[0] = (
+        event.committed_at,
+        event.transaction_id,
+        event.service,
+        event.schema_version,
+        text,
+    )
+    return text
 
 
 #: The (empty) signature fields of an unsigned event; never changed.
@@ -398,30 +392,16 @@ class ChangeEvent:
         return fields
 
     def to_json(self) -> str:
-        """The wire text: :meth:`to_dict` as compact JSON, built without copying mappings."""
-        return _ENCODER.encode(
-            {
-                "schema_version": self.schema_version,
-                "event_id": str(self.event_id),
-                "occurred_at": _format_occurred(self.occurred_at),
-                "committed_at": _format_committed(self.committed_at),
-                "service": self.service,
-                "table": self.table,
-                "record_id": self.record_id,
-                "previous_record_id": self.previous_record_id,
-                "primary_key": _plain(self.primary_key),
-                "operation": self.operation.value,
-                "before": None if self.before is None else _plain(self.before),
-                "after": None if self.after is None else _plain(self.after),
-                "changed_columns": self.changed_columns,
-                "masked_columns": self.masked_columns,
-                "actor": None if self.actor is None else self.actor.to_dict(),
-                "request_id": self.request_id,
-                "transaction_id": str(self.transaction_id),
-                "sequence": self.sequence,
-                "metadata": _plain(self.metadata),
-                **self._signature_fields(),
-            }
+        """The wire text: :meth:`to_dict` as compact JSON, written by
+        :class:`~sqla_audit.wire_text.TransactionText` without copying mappings."""
+        text = _transaction_text(self)
+        return text.text(
+            self,
+            str(self.event_id),
+            self.sequence,
+            text.actor_text(self.actor),
+            text.metadata_text(self.metadata),
+            signature=signature_text(self.transaction_event_count, self.signature),
         )
 
     @classmethod
