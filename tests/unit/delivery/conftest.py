@@ -2,17 +2,21 @@
 
 The SNS double answers ``publish_batch`` like the real service (``Successful`` / ``Failed``
 per entry) and can be told to be unreachable, to fail whole calls with a given error code,
-or to fail given entries a number of times. No network is involved.
+or to fail given entries a number of times. No network is involved. A test module that sets
+``SNS_PATHS = BOTH_SNS_PATHS`` runs each test using ``fake_sns`` twice: with the double
+passed as the client, and with the double reached through the lean HTTP client
+(``sns_wire_double``). :func:`publishers` makes ``SNSPublisher`` instances and closes them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -20,6 +24,17 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from sqla_audit.events import ChangeEvent, Operation, new_event_id
 from sqla_audit.offload_pointer import is_pointer, parse_pointer
+from sqla_audit.publishers.sns import SNSPublisher
+from sqla_audit.retry import RetryPolicy
+
+TOPIC = "arn:aws:sns:us-east-1:123456789012:audit"
+FIFO_TOPIC = "arn:aws:sns:us-east-1:123456789012:audit.fifo"
+#: Outage retries that never give up and pause at most 20 ms.
+FAST_OUTAGE = RetryPolicy(max_attempts=10**9, base_delay=0.001, max_delay=0.02)
+#: The two ways the publisher reaches the SNS double (``sns_wire_double.sns_double``).
+BOTH_SNS_PATHS = ("client", "lean")
+
+EventFactory = Callable[..., ChangeEvent]
 
 
 def client_error(code: str, status: int = 400, operation: str = "PublishBatch") -> ClientError:
@@ -142,9 +157,38 @@ def make_event(
 
 
 @pytest.fixture
-def fake_sns() -> FakeSNS:
-    """A fresh scriptable SNS client double."""
-    return FakeSNS()
+def fake_sns(request: pytest.FixtureRequest) -> FakeSNS:
+    """A fresh scriptable SNS client double (reached by the path of the test's parameter,
+    where its module sets ``SNS_PATHS``)."""
+    path = getattr(request, "param", None)
+    if path is None:
+        return FakeSNS()
+    from tests.unit.delivery.sns_wire_double import sns_double  # noqa: PLC0415 -- imports us
+
+    return sns_double(path)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Each test using ``fake_sns`` in a module with ``SNS_PATHS`` runs once per path."""
+    paths = getattr(metafunc.module, "SNS_PATHS", None)
+    if paths and "fake_sns" in metafunc.fixturenames:
+        metafunc.parametrize("fake_sns", paths, indirect=True)
+
+
+@contextlib.contextmanager
+def publishers(**defaults: Any) -> Iterator[Callable[..., SNSPublisher]]:
+    """``make(topic=TOPIC, **settings)`` -> an ``SNSPublisher`` with ``defaults`` under
+    ``settings`` (not registered at exit); every publisher made is closed at the end."""
+    made: list[SNSPublisher] = []
+
+    def make(topic: str = TOPIC, **settings: Any) -> SNSPublisher:
+        publisher = SNSPublisher(topic, **({"register_atexit": False} | defaults | settings))
+        made.append(publisher)
+        return publisher
+
+    yield make
+    for publisher in made:
+        publisher.close(timeout=0.5)
 
 
 @pytest.fixture

@@ -14,22 +14,17 @@ import pytest
 from sqla_audit.events import ChangeEvent
 from sqla_audit.publishers.sns import OutgoingMessage, SNSPublisher, SNSSender
 from sqla_audit.retry import RetryPolicy
-from tests.unit.delivery.conftest import FakeSNS
-from tests.unit.delivery.sns_wire_double import sns_double
+from tests.unit.delivery.conftest import (
+    BOTH_SNS_PATHS,
+    FAST_OUTAGE,
+    FIFO_TOPIC,
+    TOPIC,
+    EventFactory,
+    publishers,
+)
 
-TOPIC = "arn:aws:sns:us-east-1:123456789012:audit"
-FIFO_TOPIC = "arn:aws:sns:us-east-1:123456789012:audit.fifo"
 FAST = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01)
-FAST_OUTAGE = RetryPolicy(max_attempts=10**9, base_delay=0.001, max_delay=0.02)
-
-
-@pytest.fixture(params=["client", "lean"])
-def fake_sns(request: pytest.FixtureRequest) -> FakeSNS:
-    """The SNS double, passed as the client and reached through the lean HTTP client."""
-    return sns_double(request.param)
-
-
-EventFactory = Callable[..., ChangeEvent]
+SNS_PATHS = BOTH_SNS_PATHS
 
 
 class InFlight:
@@ -59,20 +54,8 @@ class InFlight:
 @pytest.fixture
 def make_publisher(fake_sns: Any) -> Iterator[Callable[..., SNSPublisher]]:
     """Publishers on the SNS double, closed after the test."""
-    made: list[SNSPublisher] = []
-
-    def make(topic: str = TOPIC, **kwargs: Any) -> SNSPublisher:
-        kwargs.setdefault("client", fake_sns)
-        kwargs.setdefault("retry", FAST)
-        kwargs.setdefault("outage_retry", FAST_OUTAGE)
-        kwargs.setdefault("register_atexit", False)
-        publisher = SNSPublisher(topic, **kwargs)
-        made.append(publisher)
-        return publisher
-
-    yield make
-    for publisher in made:
-        publisher.close(timeout=0.5)
+    with publishers(client=fake_sns, retry=FAST, outage_retry=FAST_OUTAGE) as make:
+        yield make
 
 
 def by_record(ids: Sequence[str], events: Sequence[ChangeEvent]) -> dict[str, list[str]]:

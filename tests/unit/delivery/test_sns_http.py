@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -13,7 +13,6 @@ from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
-from sqla_audit.events import ChangeEvent
 from sqla_audit.offload_pointer import PAYLOAD_SIZE_ATTRIBUTE
 from sqla_audit.publishers.sns import OutgoingMessage, SNSSender, fifo_id, message_attributes
 from sqla_audit.publishers.sns_http import (
@@ -23,7 +22,7 @@ from sqla_audit.publishers.sns_http import (
     parse_publish_batch,
 )
 from sqla_audit.retry import RetryPolicy
-from tests.unit.delivery.conftest import FakeSNS, make_event
+from tests.unit.delivery.conftest import FIFO_TOPIC, TOPIC, EventFactory, FakeSNS, make_event
 from tests.unit.delivery.sns_wire_double import (
     ENDPOINT,
     Answer,
@@ -33,10 +32,6 @@ from tests.unit.delivery.sns_wire_double import (
     lean_client,
     success_xml,
 )
-
-TOPIC = "arn:aws:sns:us-east-1:123456789012:audit"
-FIFO_TOPIC = "arn:aws:sns:us-east-1:123456789012:audit.fifo"
-EventFactory = Callable[..., ChangeEvent]
 
 
 class _Raw:

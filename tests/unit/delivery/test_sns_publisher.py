@@ -20,21 +20,16 @@ from sqla_audit.publishers.sns import (
 )
 from sqla_audit.publishers.spool import EventSpool, SpoolFullError
 from sqla_audit.retry import RetryPolicy
-from tests.unit.delivery.conftest import FakeSNS
-from tests.unit.delivery.sns_wire_double import sns_double
+from tests.unit.delivery.conftest import (
+    BOTH_SNS_PATHS,
+    FAST_OUTAGE,
+    TOPIC,
+    EventFactory,
+    publishers,
+)
 
-TOPIC = "arn:aws:sns:us-east-1:123456789012:audit"
 FAST = RetryPolicy(max_attempts=2, base_delay=0.001, max_delay=0.01)
-FAST_OUTAGE = RetryPolicy(max_attempts=10**9, base_delay=0.001, max_delay=0.02)
-
-
-@pytest.fixture(params=["client", "lean"])
-def fake_sns(request: pytest.FixtureRequest) -> FakeSNS:
-    """The SNS double, passed as the client and reached through the lean HTTP client."""
-    return sns_double(request.param)
-
-
-EventFactory = Callable[..., ChangeEvent]
+SNS_PATHS = BOTH_SNS_PATHS
 
 
 class ErrorLog:
@@ -69,21 +64,8 @@ def errors() -> ErrorLog:
 @pytest.fixture
 def make_publisher(fake_sns: Any, errors: ErrorLog) -> Iterator[Callable[..., SNSPublisher]]:
     """Factory for publishers on the fake SNS; all are closed after the test."""
-    made: list[SNSPublisher] = []
-
-    def make(**kwargs: Any) -> SNSPublisher:
-        kwargs.setdefault("client", fake_sns)
-        kwargs.setdefault("retry", FAST)
-        kwargs.setdefault("outage_retry", FAST_OUTAGE)
-        kwargs.setdefault("on_error", errors)
-        kwargs.setdefault("register_atexit", False)
-        publisher = SNSPublisher(TOPIC, **kwargs)
-        made.append(publisher)
-        return publisher
-
-    yield make
-    for publisher in made:
-        publisher.close(timeout=0.5)
+    with publishers(client=fake_sns, retry=FAST, outage_retry=FAST_OUTAGE, on_error=errors) as make:
+        yield make
 
 
 def ids(events: Sequence[ChangeEvent]) -> list[str]:

@@ -24,20 +24,9 @@ from sqla_audit.publishers.sns import (
     message_attributes,
 )
 from sqla_audit.retry import RetryPolicy
-from tests.unit.delivery.conftest import FakeSNS
-from tests.unit.delivery.sns_wire_double import sns_double
+from tests.unit.delivery.conftest import BOTH_SNS_PATHS, FIFO_TOPIC, TOPIC, EventFactory
 
-TOPIC = "arn:aws:sns:us-east-1:123456789012:audit"
-FIFO_TOPIC = "arn:aws:sns:us-east-1:123456789012:audit.fifo"
-
-
-@pytest.fixture(params=["client", "lean"])
-def fake_sns(request: pytest.FixtureRequest) -> FakeSNS:
-    """The SNS double, passed as the client and reached through the lean HTTP client."""
-    return sns_double(request.param)
-
-
-EventFactory = Callable[..., ChangeEvent]
+SNS_PATHS = BOTH_SNS_PATHS
 
 
 class SleepLog:
