@@ -32,6 +32,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from cassandra_support import CASSANDRA_LOCAL_DC
 from cluster_support import ClusterNodes, cluster_nodes
+from sqs_consumer_support import (
+    consumer_env,
+    consumer_process,
+    queue_is_empty,
+    send_bodies,
+    stop_gracefully,
+)
 
 from consumer.config import CassandraConfig, CassandraSchemaConfig
 from consumer.query import AuditQuery
@@ -39,13 +46,6 @@ from consumer.sinks.cassandra import CassandraStore, apply_schema
 from consumer.sinks.cassandra.connection import connect
 from consumer.testing import make_event
 from tests.integration.conftest import unique_name
-from tests.integration.test_consumer_sqs import (
-    consumer_env,
-    consumer_process,
-    queue_is_empty,
-    send_bodies,
-    stop_gracefully,
-)
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient

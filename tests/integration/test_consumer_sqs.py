@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -21,8 +18,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from cassandra_support import CASSANDRA_LOCAL_DC, cassandra_config, split_contact, wait_for
+from cassandra_support import cassandra_config, wait_for
 from net_support import free_port
+from sqs_consumer_support import (
+    consumer_env,
+    consumer_process,
+    event_ids,
+    queue_is_empty,
+    send_bodies,
+    stop_gracefully,
+)
 
 from consumer.config import SqsConfig
 from consumer.decoding import Decoder
@@ -97,33 +102,6 @@ def rows_for(
             (service, table, record_id),
         )
     )
-
-
-def event_ids(session: Session, keyspace: str, table: str) -> list[uuid.UUID]:
-    """Every event id stored for ``table`` (a scan: test keyspaces are small)."""
-    rows = session.execute(f"SELECT table_name, event_id FROM {keyspace}.changes_by_service_record")
-    return [row.event_id for row in rows if row.table_name == table]
-
-
-def queue_is_empty(sqs_client: SQSClient, queue_url: str) -> bool:
-    attributes = sqs_client.get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return (
-        attributes["ApproximateNumberOfMessages"] == "0"
-        and attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
-    )
-
-
-def send_bodies(sqs_client: SQSClient, queue_url: str, bodies: list[str]) -> None:
-    for start in range(0, len(bodies), 10):
-        chunk = bodies[start : start + 10]
-        response = sqs_client.send_message_batch(
-            QueueUrl=queue_url,
-            Entries=[{"Id": str(i), "MessageBody": body} for i, body in enumerate(chunk)],
-        )
-        assert not response.get("Failed")
 
 
 def lifecycle(table: str, record_id: str) -> list[ChangeEvent]:
@@ -298,58 +276,6 @@ def test_poison_messages_go_to_the_dlq_and_never_block(
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def consumer_env(
-    aws_endpoint: str, queue_url: str, cassandra_contact: str, keyspace: str, **extra: str
-) -> dict[str, str]:
-    host, port = split_contact(cassandra_contact)
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("SQLA_AUDIT_", "AWS_"))
-    }
-    env.update(
-        {
-            "AWS_ENDPOINT_URL": aws_endpoint,
-            "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "SQLA_AUDIT_QUEUE_URL": queue_url,
-            "SQLA_AUDIT_CASSANDRA_HOSTS": host,
-            "SQLA_AUDIT_CASSANDRA_PORT": str(port),
-            "SQLA_AUDIT_LOCAL_DC": CASSANDRA_LOCAL_DC,
-            "SQLA_AUDIT_KEYSPACE": keyspace,
-            "SQLA_AUDIT_CONSISTENCY": "LOCAL_ONE",
-            "SQLA_AUDIT_PROTOCOL_VERSION": "5",
-            "SQLA_AUDIT_WAIT_SECONDS": "1",
-            "SQLA_AUDIT_METRICS_PORT": "0",
-            "SQLA_AUDIT_CONCURRENCY": "2",
-            "SQLA_AUDIT_LOG_FORMAT": "json",
-            **extra,
-        }
-    )
-    return env
-
-
-@contextlib.contextmanager
-def consumer_process(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``python -m consumer`` with ``env``; killed at the end if still running."""
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "consumer"], env=env, stdout=log, stderr=log
-        )
-        try:
-            yield process
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait(30)
-
-
-def stop_gracefully(process: subprocess.Popen[bytes]) -> int:
-    process.send_signal(signal.SIGTERM)
-    return process.wait(60)
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ from container_support import (
     run_with_docker_as_podman,
 )
 from net_support import free_port
+from sqs_consumer_support import event_ids, queue_is_empty, send_bodies
 
 from consumer.testing import make_event
 
@@ -52,23 +53,6 @@ def containers() -> Iterator[list[str]]:
     yield names
     for name in names:
         podman("rm", "--force", "--time", "0", name, check=False)
-
-
-def stored_event_ids(session: Session, keyspace: str, table: str) -> list[uuid.UUID]:
-    """Every event id stored for ``table``, duplicates included (a scan of a small keyspace)."""
-    rows = session.execute(f"SELECT table_name, event_id FROM {keyspace}.changes_by_service_record")
-    return [row.event_id for row in rows if row.table_name == table]
-
-
-def queue_is_empty(sqs_client: SQSClient, queue_url: str) -> bool:
-    attributes = sqs_client.get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return (
-        attributes["ApproximateNumberOfMessages"] == "0"
-        and attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
-    )
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
@@ -126,17 +110,9 @@ def test_readme_docker_commands_run_two_consumers_writing_each_event_once(
     table = f"t_{uuid.uuid4().hex[:8]}"
     sent = time.monotonic()
     events = [make_event(table=table, record_id=str(i)) for i in range(EVENTS)]
-    for start in range(0, EVENTS, 10):
-        response = sqs_client.send_message_batch(
-            QueueUrl=queue_url,
-            Entries=[
-                {"Id": str(i), "MessageBody": e.to_json()}
-                for i, e in enumerate(events[start : start + 10])
-            ],
-        )
-        assert not response.get("Failed")
+    send_bodies(sqs_client, queue_url, [e.to_json() for e in events])
     wait_for(
-        lambda: len(stored_event_ids(cassandra_session, cassandra_keyspace, table)) >= EVENTS,
+        lambda: len(event_ids(cassandra_session, cassandra_keyspace, table)) >= EVENTS,
         180,
         f"{EVENTS} events stored",
     )
@@ -165,6 +141,6 @@ def test_readme_docker_commands_run_two_consumers_writing_each_event_once(
         )
         run(pick(commands, "docker rm"), NAME=name)
 
-    stored = stored_event_ids(cassandra_session, cassandra_keyspace, table)
+    stored = event_ids(cassandra_session, cassandra_keyspace, table)
     assert len(stored) == EVENTS, f"{len(stored) - len(set(stored))} duplicates"
     assert set(stored) == {e.event_id for e in events}

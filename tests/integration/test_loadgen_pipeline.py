@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sqs_consumer_support import consumer_env, consumer_process, stop_gracefully
+
 from consumer.sinks.sqlite import SQLiteStore
-from tests.integration.test_consumer_sqs import consumer_env, consumer_process, stop_gracefully
 
 
 def test_loadgen_drives_the_pipeline_and_every_probe_lands(
