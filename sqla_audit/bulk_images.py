@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from sqla_audit.bulk_keys import Key, Raw, chunks, sort_key
 from sqla_audit.capture import Capturer, same_value
-from sqla_audit.changes import RowChange
+from sqla_audit.changes import RowChange, row_change
 from sqla_audit.config import ModelPlan
 from sqla_audit.context import AuditContext
 from sqla_audit.events import MARKER_METADATA_KEY, MARKER_RECORD_ID, Operation, make_record_id
@@ -209,21 +209,25 @@ class RowImages:
         context, positions = job.context, shape.positions
         append, changed_columns = job.changes.append, shape.names
         key_names = [(shape.names[i], i) for i in positions]
+        table, occurred_at, masked_names = plan.table, job.occurred_at, plan.masked_names
+        actor, request_id, metadata = context.actor, context.request_id, context.metadata
         for row, values in zip(ordered, stored_rows, strict=True):
             append(
-                RowChange(
-                    table=plan.table,
-                    operation=Operation.DELETE,
-                    record_id=make_record_id([row[i] for i in positions]),
-                    primary_key={name: values[i] for name, i in key_names},
-                    before=LazyImage(layout, values),
-                    after=None,
-                    changed_columns=changed_columns,
-                    occurred_at=job.occurred_at,
-                    masked_columns=plan.masked_names,
-                    actor=context.actor,
-                    request_id=context.request_id,
-                    metadata=context.metadata,
+                row_change(
+                    table,
+                    Operation.DELETE,
+                    make_record_id([row[i] for i in positions]),
+                    {name: values[i] for name, i in key_names},
+                    LazyImage(layout, values),
+                    None,
+                    changed_columns,
+                    occurred_at,
+                    None,
+                    None,
+                    masked_names,
+                    actor,
+                    request_id,
+                    metadata,
                 )
             )
 
@@ -267,6 +271,8 @@ class RowImages:
         keys, names, positions = shape.keys, shape.names, shape.positions
         key_names = [(names[i], i) for i in positions]
         context = job.context
+        table, occurred_at, masked_names = plan.table, job.occurred_at, plan.masked_names
+        actor, request_id, metadata = context.actor, context.request_id, context.metadata
         append, updated = job.changes.append, job.updated
         for (_old, new), changed, old_values, new_values in zip(
             pairs, changed_in, old_rows, new_rows, strict=True
@@ -277,19 +283,21 @@ class RowImages:
             updated.append((key, [keys[i] for i in changed]))
             before = LazyImage(layout, old_values)
             append(
-                RowChange(
-                    table=plan.table,
-                    operation=Operation.UPDATE,
-                    record_id=make_record_id(key),
-                    primary_key={name: new_values[i] for name, i in key_names},
-                    before=before,
-                    after=LazyImage(layout, new_values, before),
-                    changed_columns=tuple([names[i] for i in changed]),
-                    occurred_at=job.occurred_at,
-                    masked_columns=plan.masked_names,
-                    actor=context.actor,
-                    request_id=context.request_id,
-                    metadata=context.metadata,
+                row_change(
+                    table,
+                    Operation.UPDATE,
+                    make_record_id(key),
+                    {name: new_values[i] for name, i in key_names},
+                    before,
+                    LazyImage(layout, new_values, before),
+                    tuple([names[i] for i in changed]),
+                    occurred_at,
+                    None,
+                    None,
+                    masked_names,
+                    actor,
+                    request_id,
+                    metadata,
                 )
             )
 

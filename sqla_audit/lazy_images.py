@@ -27,6 +27,7 @@ import datetime as dt
 import decimal
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from operator import attrgetter
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -55,6 +56,7 @@ _WAITING: Final[frozenset[type]] = DEFERRED_TYPES | AS_IS_TYPES
 _CLOCKS: Final[frozenset[type]] = frozenset({dt.datetime, dt.time})
 #: Zones whose offset and name are pure functions of the value.
 _SAFE_ZONES: Final[frozenset[type]] = frozenset({type(None), dt.timezone, ZoneInfo})
+_ZONE: Final = attrgetter("tzinfo")
 
 #: Types whose equal values always have the same encoding.
 SAME_ENCODING: Final[frozenset[type]] = frozenset({str, int, bool, type(None)})
@@ -93,10 +95,10 @@ def column_mode(values: Sequence[Any]) -> int:
         return NOW
     if decimal.Decimal in kinds and decimal.getcontext().capitals != 1:
         return NOW
-    if kinds & _CLOCKS and not all(
-        type(v.tzinfo) in _SAFE_ZONES for v in values if type(v) in _CLOCKS
-    ):
-        return NOW
+    if kinds & _CLOCKS:
+        clocks = values if kinds <= _CLOCKS else [v for v in values if type(v) in _CLOCKS]
+        if not set(map(type, map(_ZONE, clocks))) <= _SAFE_ZONES:
+            return NOW
     return WAIT
 
 
