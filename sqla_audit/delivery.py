@@ -18,11 +18,18 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from sqlalchemy import Connection
 
-from sqla_audit.events import ChangeEvent, new_event_id, new_event_ids, utcnow
+from sqla_audit.events import (
+    ChangeEvent,
+    new_event_id,
+    new_event_ids,
+    transaction_text,
+    utcnow,
+)
 from sqla_audit.publishers.base import ErrorHook, Publisher
 
 if TYPE_CHECKING:
@@ -38,6 +45,51 @@ class TransactionalWriter(Protocol):
 
     def write(self, connection: Connection, events: Sequence[ChangeEvent]) -> None:
         """Persist ``events`` (in ``sequence`` order) using ``connection``; may raise."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEvents:
+    """The events of one transaction as wire texts, in ``sequence`` order, with what an
+    outbox row names of each: ``texts[i]`` is the JSON of the event whose id is
+    ``event_ids[i]``, of transaction ``transaction_ids[i]``, about ``tables[i]`` /
+    ``record_ids[i]``. Made by :func:`encode_changes` (or :meth:`of_events`)."""
+
+    event_ids: Sequence[str]
+    transaction_ids: Sequence[str]
+    tables: Sequence[str]
+    record_ids: Sequence[str]
+    texts: Sequence[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @classmethod
+    def of_events(cls, events: Sequence[ChangeEvent]) -> EncodedEvents:
+        """The envelopes' texts (:meth:`ChangeEvent.to_json`), in ``sequence`` order."""
+        ordered = sorted(events, key=lambda e: e.sequence) if len(events) > 1 else events
+        return cls(
+            event_ids=[str(event.event_id) for event in ordered],
+            transaction_ids=[str(event.transaction_id) for event in ordered],
+            tables=[event.table for event in ordered],
+            record_ids=[event.record_id for event in ordered],
+            texts=[event.to_json() for event in ordered],
+        )
+
+
+@runtime_checkable
+class EncodedTransactionalWriter(TransactionalWriter, Protocol):
+    """A :class:`TransactionalWriter` that also takes a transaction already encoded.
+
+    Capture prefers :meth:`write_encoded` when the writer has it: the wire texts are then
+    written straight from the captured changes (:func:`encode_changes`), without building
+    a :class:`ChangeEvent` per change first -- the same bytes, less work inside the
+    application's transaction. :meth:`TransactionalWriter.write` stays the entry point of
+    writers that only have it.
+    """
+
+    def write_encoded(self, connection: Connection, events: EncodedEvents) -> None:
+        """Persist ``events`` (already in ``sequence`` order) using ``connection``; may raise."""
         ...
 
 
@@ -117,6 +169,42 @@ def build_events(
     return events if signer is None else signer.sign(events)
 
 
+def encode_changes(
+    changes: Sequence[RowChange],
+    *,
+    service: str,
+    committed_at: dt.datetime | None = None,
+    transaction_id: uuid.UUID | None = None,
+    signer: EventSigner | None = None,
+) -> EncodedEvents:
+    """The wire texts of the envelopes :func:`build_events` would make of ``changes`` (same
+    arguments, same bytes), written straight from the changes when nothing needs the
+    envelopes as objects (no ``signer``: signing works on the envelope). The fields the
+    events share are encoded once, and so is an actor or metadata mapping shared by
+    consecutive changes."""
+    if signer is not None or not changes:
+        return EncodedEvents.of_events(
+            build_events(
+                changes,
+                service=service,
+                committed_at=committed_at,
+                transaction_id=transaction_id,
+                signer=signer,
+            )
+        )
+    committed = committed_at or utcnow()
+    txn = str(transaction_id or new_event_id())
+    event_ids = [str(event_id) for event_id in new_event_ids(len(changes))]
+    text = transaction_text(committed, service, txn)
+    return EncodedEvents(
+        event_ids=event_ids,
+        transaction_ids=[txn] * len(changes),
+        tables=[change.table for change in changes],
+        record_ids=[change.record_id for change in changes],
+        texts=text.texts(changes, event_ids),
+    )
+
+
 #: A publisher's ``publish_deferred(count, build)``: queue ``count`` events that ``build()``
 #: will make on the publisher's own thread; never blocks, never raises.
 PublishDeferred = Callable[[int, Callable[[], Sequence[ChangeEvent]]], None]
@@ -190,10 +278,13 @@ def publish_safely(
 
 
 __all__ = [
+    "EncodedEvents",
+    "EncodedTransactionalWriter",
     "InMemoryTransactionalWriter",
     "PublishDeferred",
     "TransactionalWriter",
     "build_events",
+    "encode_changes",
     "publish_changes_deferred",
     "publish_safely",
     "report_failure",

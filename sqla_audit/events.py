@@ -263,6 +263,22 @@ def _plain(mapping: Mapping[str, JSONValue]) -> dict[str, JSONValue]:
     return dict(mapping)
 
 
+def transaction_text(
+    committed_at: dt.datetime,
+    service: str,
+    transaction_id: str,
+    schema_version: int = SCHEMA_VERSION,
+) -> TransactionText:
+    """The writer of the wire texts of one transaction's events (:mod:`sqla_audit.wire_text`)."""
+    return TransactionText(
+        committed_at=committed_at,
+        service=service,
+        transaction_id=transaction_id,
+        plain=_plain,
+        schema_version=schema_version,
+    )
+
+
 #: ``(committed_at, transaction_id, service, schema_version, text)`` of the last transaction
 #: :meth:`ChangeEvent.to_json` wrote: the events of one transaction share those objects, so
 #: their common fields are encoded once. One tuple, replaced whole (any thread may read
@@ -280,12 +296,8 @@ def _transaction_text(event: ChangeEvent) -> TransactionText:
     ):
         text: TransactionText = entry[4]
         return text
-    text = TransactionText(
-        committed_at=event.committed_at,
-        service=event.service,
-        transaction_id=str(event.transaction_id),
-        plain=_plain,
-        schema_version=event.schema_version,
+    text = transaction_text(
+        event.committed_at, event.service, str(event.transaction_id), event.schema_version
     )
     _last_transaction[0] = (
         event.committed_at,
@@ -531,6 +543,7 @@ __all__ = [
     "new_event_ids",
     "parse_timestamp",
     "split_record_id",
+    "transaction_text",
     "utcnow",
     "uuid7_time",
 ]

@@ -62,6 +62,7 @@ from sqla_audit.config import DEFAULT_MAX_BULK_ROWS, AuditConfig, MetadataHook, 
 from sqla_audit.delivery import (
     TransactionalWriter,
     build_events,
+    encode_changes,
     publish_changes_deferred,
     publish_safely,
     report_failure,
@@ -277,6 +278,13 @@ class Installation:
             return
         changes = buffer.drain(root)
         if not changes:
+            return
+        write_encoded = getattr(self.outbox, "write_encoded", None)
+        if write_encoded is not None:  # an EncodedTransactionalWriter: texts, no envelopes
+            encoded = encode_changes(
+                changes, service=self.config.service, signer=self.config.signing
+            )
+            write_encoded(session.connection(), encoded)
             return
         events = build_events(changes, service=self.config.service, signer=self.config.signing)
         self.outbox.write(session.connection(), events)

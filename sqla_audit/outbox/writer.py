@@ -1,11 +1,13 @@
 """Writes change events into the outbox table inside the application's transaction.
 
-The capture library calls :meth:`OutboxWriter.write` from ``before_commit`` of the outermost
-transaction, after the final flush, with the connection of that transaction (see
-:class:`sqla_audit.delivery.TransactionalWriter`). The rows therefore commit or roll back
-with the data: a rolled-back transaction leaves no row, a committed one leaves all of them,
-whatever happens to the process afterwards. An error raised here makes the commit fail --
-in outbox mode, data without its audit trail is never committed.
+The capture library calls :meth:`OutboxWriter.write_encoded` from ``before_commit`` of the
+outermost transaction, after the final flush, with the connection of that transaction and the
+events' wire texts (see :class:`sqla_audit.delivery.EncodedTransactionalWriter`);
+:meth:`OutboxWriter.write` takes :class:`~sqla_audit.events.ChangeEvent` objects. The rows
+therefore commit or roll back with the data: a rolled-back transaction leaves no row, a
+committed one leaves all of them, whatever happens to the process afterwards. An error
+raised here makes the commit fail -- in outbox mode, data without its audit trail is never
+committed.
 
 Layout 2 (the default): the events of one transaction go into one row, a JSON array of
 their wire texts, so a 100-row transaction costs one outbox row instead of a hundred. A
@@ -27,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table
 
+from sqla_audit.delivery import EncodedEvents
 from sqla_audit.events import ChangeEvent, utcnow
 from sqla_audit.outbox.payloads import batch_payload
 from sqla_audit.outbox.table import LAYOUT_BATCH, LAYOUT_EVENT, outbox_table
@@ -58,66 +61,83 @@ class OutboxWriter:
         self.events_per_row = events_per_row
         self.chunk_rows = chunk_rows
         self.chunk_bytes = chunk_bytes
+        # One statement object for every write: SQLAlchemy keys its compiled-statement cache
+        # on it without walking a new construct each time. ``inline()``: nothing is asked
+        # back from the database (no RETURNING of the new ids, which nothing reads).
+        self._insert = self.table.insert().inline()
 
     def write(self, connection: Connection, events: Sequence[ChangeEvent]) -> None:
         """Insert the events, in ``sequence`` order, through ``connection``: one row per
         transaction (or chunk of one) in layout 2, one row per event in layout 1."""
-        if not events:
+        if events:
+            self.write_encoded(connection, EncodedEvents.of_events(events))
+
+    def write_encoded(self, connection: Connection, events: EncodedEvents) -> None:
+        """Insert events already encoded (:func:`sqla_audit.delivery.encode_changes`, in
+        ``sequence`` order) as :meth:`write` does: what capture calls in outbox mode."""
+        texts = events.texts
+        if not texts:
             return
         now = utcnow()
-        ordered = sorted(events, key=lambda e: e.sequence) if len(events) > 1 else events
         if self.layout == LAYOUT_EVENT:
             rows = [
                 {
-                    "event_id": str(event.event_id),
-                    "transaction_id": str(event.transaction_id),
-                    "table_name": event.table,
-                    "record_id": event.record_id,
-                    "payload": event.to_json(),
+                    "event_id": event_id,
+                    "transaction_id": transaction_id,
+                    "table_name": table,
+                    "record_id": record_id,
+                    "payload": text,
                     "created_at": now,
                 }
-                for event in ordered
+                for event_id, transaction_id, table, record_id, text in zip(
+                    events.event_ids,
+                    events.transaction_ids,
+                    events.tables,
+                    events.record_ids,
+                    texts,
+                    strict=True,
+                )
             ]
         else:
-            rows = self._batch_rows(ordered, now)
-        insert = self.table.insert()
+            rows = self._batch_rows(events, now)
         if len(rows) == 1:
-            connection.execute(insert, rows[0])
+            connection.execute(self._insert, rows[0])
             return
         for chunk in self._chunks(rows):
-            connection.execute(insert, chunk)
+            connection.execute(self._insert, chunk)
 
-    def _batch_rows(self, events: Sequence[ChangeEvent], now: Any) -> list[dict[str, Any]]:
+    def _batch_rows(self, events: EncodedEvents, now: Any) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
-        group: list[ChangeEvent] = []
-        texts: list[str] = []
-        size = 0
-
-        def close() -> None:
-            first = group[0]
+        texts = events.texts
+        count = len(texts)
+        start = 0
+        while start < count:
+            # the group [start, end): at most events_per_row events and chunk_bytes of JSON
+            # (the first event always goes in, however large)
+            end = start + 1
+            size = _size(texts[start]) + 1
+            limit = min(count, start + self.events_per_row)
+            while end < limit:
+                size += _size(texts[end]) + 1
+                if size > self.chunk_bytes:
+                    break
+                end += 1
+            single = end - start == 1
             rows.append(
                 {
-                    "event_id": str(first.event_id),
-                    "transaction_id": str(first.transaction_id),
-                    "table_name": first.table,
-                    "record_id": first.record_id,
-                    "payload": texts[0] if len(texts) == 1 else batch_payload(texts),
+                    "event_id": events.event_ids[start],
+                    "transaction_id": events.transaction_ids[start],
+                    "table_name": events.tables[start],
+                    "record_id": events.record_ids[start],
+                    "payload": texts[start]
+                    if end - start == 1
+                    else batch_payload(texts[start:end]),
                     "created_at": now,
-                    "layout": LAYOUT_EVENT if len(texts) == 1 else LAYOUT_BATCH,
-                    "event_count": len(texts),
+                    "layout": LAYOUT_EVENT if single else LAYOUT_BATCH,
+                    "event_count": end - start,
                 }
             )
-
-        for event in events:
-            text = event.to_json()
-            text_size = _size(text) + 1
-            if group and (len(group) >= self.events_per_row or size + text_size > self.chunk_bytes):
-                close()
-                group, texts, size = [], [], 0
-            group.append(event)
-            texts.append(text)
-            size += text_size
-        close()
+            start = end
         return rows
 
     def _chunks(self, rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
