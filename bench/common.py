@@ -11,6 +11,7 @@ Results are written as JSON under ``bench/results/`` (one file per part) so that
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import ipaddress
 import json
 import os
@@ -19,11 +20,14 @@ import re
 import statistics
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
+
+from bench.loopback import free_port
 
 T = TypeVar("T")
 
@@ -159,6 +163,62 @@ def rotated(items: Sequence[T], turn: int) -> list[T]:
     return [*items[k:], *items[:k]]
 
 
+def interleaved(
+    contenders: Iterable[str],
+    rounds: int,
+    run: Callable[[str, int], T | None],
+    after_round: Callable[[int], object] | None = None,
+) -> dict[str, list[T]]:
+    """Run every contender once per round, side by side, the order rotating every round.
+
+    ``run(contender, turn)`` measures one contender in round ``turn`` (from 0); its results
+    are collected per contender, in round order, leaving out ``None`` (a failed run).
+    ``after_round(turn)``, if given, runs after each round (a reset, not measured). Each
+    contender runs in every round and the first place moves round by round, so background
+    load slows every contender alike and no contender always runs after the same other one.
+    """
+    names = list(contenders)
+    samples: dict[str, list[T]] = {name: [] for name in names}
+    for turn in range(rounds):
+        for name in rotated(names, turn):
+            value = run(name, turn)
+            if value is not None:
+                samples[name].append(value)
+        if after_round is not None:
+            after_round(turn)
+    return samples
+
+
+def per_call(fn: Callable[[], object], loops: int) -> float:
+    """The wall time of one call of ``fn``: ``loops`` calls timed together, the garbage
+    collector paused (a collection would land on whichever contender runs at the time)."""
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        for _ in range(loops):
+            fn()
+        return (time.perf_counter() - start) / loops
+    finally:
+        gc.enable()
+
+
+def interleaved_slices(
+    contenders: Mapping[str, Callable[[], object]], rounds: int, slice_seconds: float
+) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Per-call times of quick ``contenders``, interleaved over ``rounds``: each sample is a
+    loop of calls lasting about ``slice_seconds`` (the count estimated from 20 calls, which
+    also warm up). Returns the samples and each contender's loop count."""
+    loops = {
+        name: max(20, int(slice_seconds / max(per_call(fn, 20), 1e-7)))
+        for name, fn in contenders.items()
+    }
+    samples = interleaved(
+        contenders, rounds, lambda name, _turn: per_call(contenders[name], loops[name])
+    )
+    return samples, loops
+
+
 # --------------------------------------------------------------------------- formatting
 
 
@@ -221,6 +281,28 @@ def save_result(part: str, data: Mapping[str, Any]) -> Path:
     payload = {"part": part, "finished_at": now_iso(), "machine": machine_info(), **data}
     path.write_text(json.dumps(payload, indent=1, sort_keys=False, default=str) + "\n")
     return path
+
+
+def run_part(
+    part: str,
+    title: str,
+    measure: Callable[[], dict[str, Any]],
+    render: Callable[[dict[str, Any]], str],
+) -> dict[str, Any]:
+    """``measure()``, its table printed under ``## title``, saved as the results of ``part``.
+
+    A :class:`BenchError` (a service missing) is saved instead, as the reason the part was
+    skipped, so the report says so."""
+    try:
+        result = measure()
+    except BenchError as exc:
+        progress(f"{part} skipped: {exc}")
+        result = {"skipped": str(exc)}
+    else:
+        print(f"\n## {title}\n")
+        print(render(result))
+    save_result(part, result)
+    return result
 
 
 def update_result(part: str, key: str, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -341,22 +423,12 @@ def _code_version() -> str:
 
 def timed(fn: Callable[[], T]) -> tuple[T, float]:
     """``fn()`` and its wall time in seconds (``perf_counter``)."""
-    import time  # noqa: PLC0415
-
     start = time.perf_counter()
     value = fn()
     return value, time.perf_counter() - start
 
 
 # --------------------------------------------------------------------------- private moto
-
-
-def free_loopback_port() -> int:
-    import socket  # noqa: PLC0415
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PrivateMoto:
@@ -375,7 +447,6 @@ class PrivateMoto:
         self.endpoint = ""
 
     def __enter__(self) -> PrivateMoto:
-        import time  # noqa: PLC0415
         import urllib.request  # noqa: PLC0415
 
         load_services_env()
@@ -385,7 +456,7 @@ class PrivateMoto:
         if self.shared:
             self.endpoint = aws_endpoint()
             return self
-        port = free_loopback_port()
+        port = free_port()
         self.endpoint = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],

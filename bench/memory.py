@@ -35,11 +35,11 @@ from bench.common import (
     REPO_ROOT,
     fmt_bytes,
     fmt_seconds,
-    free_loopback_port,
     markdown_table,
     progress,
     save_result,
 )
+from bench.loopback import free_port
 
 TRANSACTIONS = 100
 ROWS = 1000
@@ -81,7 +81,7 @@ def child(variant: str, transactions: int, rows: int, workdir: Path) -> dict[str
         from sqla_audit.publishers.sns import SNSPublisher  # noqa: PLC0415
 
         logging.disable(logging.CRITICAL)  # the outage is logged on every retry
-        down = f"http://127.0.0.1:{free_loopback_port()}"  # nothing listens there
+        down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
         topic = "arn:aws:sns:us-east-1:123456789012:sqla-audit-bench-down"
         if variant == "spool":
             publisher = SNSPublisher(

@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +51,13 @@ from bench.common import (
     PrivateMoto,
     fmt_ratio,
     fmt_seconds,
+    interleaved,
     mariadb_url,
     markdown_table,
     postgres_url,
     progress,
     ratio,
-    rotated,
+    run_part,
     save_result,
     summarize,
     unique_name,
@@ -296,59 +297,7 @@ def measure(
                     bulk = workload.startswith("bulk_")
                     reps = max(3, round((BULK_REPS if bulk else REPS[n]) * scale))
                     progress(f"P1 {db}: {workload_label(workload, n)} x{reps}")
-                    samples: dict[str, list[float]] = {c: [] for c in workers}
-                    executes: dict[str, list[float]] = {c: [] for c in workers}
-                    row_images: dict[str, list[float]] = {c: [] for c in workers}
-                    delivered: list[float] = []
-                    live = [c for c in workers if workers[c].error is None and runs(c, workload)]
-                    if bulk:  # warm-up: the first bulk statement loads its code paths
-                        for contender in live:
-                            workers[contender].request(
-                                op="run", db=db, workload=workload, n=n, check=False
-                            )
-                    if n == 1:  # warm-up: the first transactions of each kind load code
-                        for contender in live:
-                            workers[contender].request(
-                                op="run", db=db, workload=workload, n=n, check=False
-                            )
-                    for rep in range(reps):
-                        for contender in rotated(live, rep):
-                            # The first round also checks one event per changed row (the
-                            # counting happens outside the timed region).
-                            answer = workers[contender].request(
-                                op="run", db=db, workload=workload, n=n, check=rep == 0
-                            )
-                            if not answer.get("ok"):
-                                continue
-                            expected = _expected_events(contender, workload, n)
-                            if rep == 0 and answer.get("events") != expected:
-                                failures[f"{contender}/{db}/{workload}/{n}"] = (
-                                    f"expected {expected} events, got {answer.get('events')}"
-                                )
-                            samples[contender].append(float(answer["commit"]))
-                            if "execute" in answer:
-                                executes[contender].append(float(answer["execute"]))
-                            if "row_images" in answer:
-                                row_images[contender].append(float(answer["row_images"]))
-                            if "delivered" in answer:
-                                delivered.append(float(answer["delivered"]))
-                    series = {c: s for c, s in samples.items() if s}
-                    if delivered:
-                        series["sns_delivered"] = delivered
-                    for contender, values in series.items():
-                        cell: dict[str, Any] = {
-                            "db": db,
-                            "workload": workload,
-                            "n": n,
-                            "contender": contender,
-                            "stats": summarize(values),
-                            "samples": values,
-                        }
-                        if executes.get(contender):
-                            cell["execute_samples"] = executes[contender]
-                        if row_images.get(contender):
-                            cell["row_images_samples"] = row_images[contender]
-                        cells.append(cell)
+                    cells.extend(_workload_cells(workers, db, workload, n, reps, failures))
         finally:
             for worker in workers.values():
                 worker.close()
@@ -375,6 +324,80 @@ def measure(
         "failures": failures,
         "elapsed_s": time.perf_counter() - started,
     }
+
+
+def _workload_cells(
+    workers: dict[str, WorkerProcess],
+    db: str,
+    workload: str,
+    n: int,
+    reps: int,
+    failures: dict[str, str],
+) -> list[dict[str, Any]]:
+    """One workload on one database: every live contender, interleaved over ``reps`` rounds.
+
+    A wrong event count in the first (checked) round goes into ``failures``."""
+    executes: dict[str, list[float]] = {c: [] for c in workers}
+    row_images: dict[str, list[float]] = {c: [] for c in workers}
+    delivered: list[float] = []
+    live = [c for c in workers if workers[c].error is None and runs(c, workload)]
+    # warm-up: the first bulk statement, and the first transactions of each kind, load code
+    if workload.startswith("bulk_") or n == 1:
+        for contender in live:
+            workers[contender].request(op="run", db=db, workload=workload, n=n, check=False)
+
+    def run(contender: str, rep: int) -> float | None:
+        # The first round also checks one event per changed row (the counting happens
+        # outside the timed region).
+        answer = workers[contender].request(op="run", db=db, workload=workload, n=n, check=rep == 0)
+        if not answer.get("ok"):
+            return None
+        expected = _expected_events(contender, workload, n)
+        if rep == 0 and answer.get("events") != expected:
+            failures[f"{contender}/{db}/{workload}/{n}"] = (
+                f"expected {expected} events, got {answer.get('events')}"
+            )
+        if "execute" in answer:
+            executes[contender].append(float(answer["execute"]))
+        if "row_images" in answer:
+            row_images[contender].append(float(answer["row_images"]))
+        if "delivered" in answer:
+            delivered.append(float(answer["delivered"]))
+        return float(answer["commit"])
+
+    series = {c: s for c, s in interleaved(live, reps, run).items() if s}
+    if delivered:
+        series["sns_delivered"] = delivered
+    cells = sample_cells(series, db=db, workload=workload, n=n)
+    for cell in cells:
+        if executes.get(cell["contender"]):
+            cell["execute_samples"] = executes[cell["contender"]]
+        if row_images.get(cell["contender"]):
+            cell["row_images_samples"] = row_images[cell["contender"]]
+    return cells
+
+
+def interleaved_commits(
+    workers: Mapping[str, WorkerProcess], contenders: Sequence[str], reps: int, **run: Any
+) -> dict[str, list[float]]:
+    """Commit times of ``run`` (``db``, ``workload``, ``n``; unchecked) in each contender's
+    worker, interleaved over ``reps`` rounds; a failed run gives no sample."""
+
+    def commit(contender: str, _turn: int) -> float | None:
+        answer = workers[contender].request(op="run", check=False, **run)
+        return float(answer["commit"]) if answer.get("ok") else None
+
+    return interleaved(contenders, reps, commit)
+
+
+def sample_cells(samples: Mapping[str, list[float]], **keys: Any) -> list[dict[str, Any]]:
+    """A result cell per contender that has samples: ``keys``, the contender, the samples'
+    statistics and the samples."""
+    return [
+        {**keys, "contender": contender, "stats": summarize(values), "samples": values}
+        for contender, values in samples.items()
+        if values
+    ]
 
 
 # --------------------------------------------------------------------------- tables
@@ -626,17 +649,12 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main(scale: float = 1.0, shared_moto: bool = False) -> dict[str, Any]:
-    try:
-        result = measure(scale=scale, shared_moto=shared_moto, dbs=available_databases())
-    except BenchError as exc:
-        progress(f"P1 skipped: {exc}")
-        result = {"skipped": str(exc)}
-        save_result("p1", result)
-        return result
-    print("\n## P1 — commit-path overhead\n")
-    print(render(result))
-    save_result("p1", result)
-    return result
+    return run_part(
+        "p1",
+        "P1 — commit-path overhead",
+        lambda: measure(scale=scale, shared_moto=shared_moto, dbs=available_databases()),
+        render,
+    )
 
 
 def main_bulk(argv: Sequence[str] | None = None) -> dict[str, Any]:

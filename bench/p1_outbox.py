@@ -18,6 +18,7 @@ Two measurements on PostgreSQL, run side by side in one run:
 from __future__ import annotations
 
 import argparse
+import functools
 import shutil
 import statistics
 import tempfile
@@ -32,15 +33,16 @@ from bench.common import (
     BenchError,
     fmt_ratio,
     fmt_seconds,
+    interleaved,
     machine_info,
     markdown_table,
     now_iso,
     postgres_url,
     progress,
     ratio,
-    rotated,
-    save_result,
+    run_part,
     summarize,
+    timed,
 )
 from bench.p1_commit import (
     REPS,
@@ -48,6 +50,8 @@ from bench.p1_commit import (
     _create_pg_database,
     _drop_pg_database,
     export_revision,
+    interleaved_commits,
+    sample_cells,
     workload_label,
 )
 
@@ -115,32 +119,19 @@ def measure_transactions(
         for workload, n in workloads:
             reps = max(3, round(REPS[n] * scale))
             progress(f"P1 outbox: {workload_label(workload, n)} x{reps}")
-            samples: dict[str, list[float]] = {c: [] for c in CONTENDERS}
             checked: dict[str, int] = {}
             for contender in CONTENDERS:  # warm-up, and one event per changed row
                 answer = workers[contender].request(
                     op="run", db="postgres", workload=workload, n=n, check=True
                 )
                 checked[contender] = int(answer.get("events", -1))
-            for rep in range(reps):
-                for contender in rotated(CONTENDERS, rep):
-                    answer = workers[contender].request(
-                        op="run", db="postgres", workload=workload, n=n, check=False
-                    )
-                    if answer.get("ok"):
-                        samples[contender].append(float(answer["commit"]))
-            for contender, values in samples.items():
-                if values:
-                    cells.append(
-                        {
-                            "workload": workload,
-                            "n": n,
-                            "contender": contender,
-                            "stats": summarize(values),
-                            "samples": values,
-                            "events": checked[contender],
-                        }
-                    )
+            samples = interleaved_commits(
+                workers, CONTENDERS, reps, db="postgres", workload=workload, n=n
+            )
+            cells.extend(
+                cell | {"events": checked[cell["contender"]]}
+                for cell in sample_cells(samples, workload=workload, n=n)
+            )
     finally:
         for worker in workers.values():
             worker.close()
@@ -196,6 +187,16 @@ def _write_pieces(
     return {"json": encode, "insert_rows": insert_rows, "insert_array": insert_array}
 
 
+def _time_piece(pieces: dict[str, Callable[[], None]], piece: str, _turn: int) -> float:
+    """The wall time of one call of ``pieces[piece]``."""
+    return timed(pieces[piece])[1]
+
+
+def _empty(engine: sa.Engine, table: sa.Table) -> None:
+    with engine.begin() as connection:
+        connection.execute(table.delete())
+
+
 def measure_write(base_url: str, scale: float) -> list[dict[str, Any]]:
     """The outbox write's parts, in one process, on a database of its own."""
     from bench.eventgen import event_stream  # noqa: PLC0415
@@ -209,18 +210,16 @@ def measure_write(base_url: str, scale: float) -> list[dict[str, Any]]:
     try:
         for size in WRITE_SIZES:
             pieces = _write_pieces(engine, table, event_stream(size, seed=size))
-            for piece in pieces.values():  # warm-up
-                piece()
-            samples: dict[str, list[float]] = {p: [] for p in PIECES}
+            for warm_up in pieces.values():
+                warm_up()
             reps = max(3, round(WRITE_REPS[size] * scale))
             progress(f"P1 outbox write: {size} event(s) x{reps}")
-            for rep in range(reps):
-                for piece in rotated(PIECES, rep):
-                    started = time.perf_counter()
-                    pieces[piece]()
-                    samples[piece].append(time.perf_counter() - started)
-                with engine.begin() as connection:
-                    connection.execute(table.delete())
+            samples = interleaved(
+                PIECES,
+                reps,
+                functools.partial(_time_piece, pieces),
+                lambda _turn: _empty(engine, table),
+            )
             for piece, values in samples.items():
                 cells.append(
                     {"events": size, "piece": piece, "stats": summarize(values), "samples": values}
@@ -322,17 +321,9 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main(scale: float = 1.0, baseline: str = BASELINE) -> dict[str, Any]:
-    try:
-        result = measure(scale=scale, baseline=baseline)
-    except BenchError as exc:
-        progress(f"P1 outbox skipped: {exc}")
-        result = {"skipped": str(exc)}
-        save_result("p1_outbox", result)
-        return result
-    print("\n## P1 outbox\n")
-    print(render(result))
-    save_result("p1_outbox", result)
-    return result
+    return run_part(
+        "p1_outbox", "P1 outbox", lambda: measure(scale=scale, baseline=baseline), render
+    )
 
 
 if __name__ == "__main__":

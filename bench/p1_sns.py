@@ -21,6 +21,7 @@ Run: ``python -m bench.p1_sns --baseline REV [--scale S]``; results in
 from __future__ import annotations
 
 import argparse
+import functools
 import tempfile
 import time
 from pathlib import Path
@@ -28,12 +29,12 @@ from typing import Any
 
 from bench.common import (
     PrivateMoto,
+    interleaved,
     load_services_env,
     markdown_table,
     postgres_url,
     progress,
     ratio,
-    rotated,
     save_result,
     summarize,
     unique_name,
@@ -44,6 +45,8 @@ from bench.p1_commit import (
     _create_pg_database,
     _drop_pg_database,
     export_revision,
+    interleaved_commits,
+    sample_cells,
     workload_label,
 )
 
@@ -83,25 +86,10 @@ def measure(baseline: str, scale: float = 1.0) -> dict[str, Any]:
                 progress(f"P1 SNS postgres: {workload_label(workload, n)} x{reps}")
                 for worker in workers.values():  # warm-up round, not counted
                     worker.request(op="run", db="postgres", workload=workload, n=n, check=False)
-                samples: dict[str, list[float]] = {c: [] for c in workers}
-                for rep in range(reps):
-                    for contender in rotated(list(workers), rep):
-                        answer = workers[contender].request(
-                            op="run", db="postgres", workload=workload, n=n, check=False
-                        )
-                        if answer.get("ok"):
-                            samples[contender].append(float(answer["commit"]))
-                for contender, values in samples.items():
-                    if values:
-                        cells.append(
-                            {
-                                "workload": workload,
-                                "n": n,
-                                "contender": contender,
-                                "stats": summarize(values),
-                                "samples": values,
-                            }
-                        )
+                samples = interleaved_commits(
+                    workers, CONTENDERS, reps, db="postgres", workload=workload, n=n
+                )
+                cells.extend(sample_cells(samples, workload=workload, n=n))
         finally:
             for worker in workers.values():
                 worker.close()
@@ -143,29 +131,33 @@ def app_thread_cpu(rounds: int) -> dict[str, Any]:
         publisher = cls("arn:aws:sns:us-east-1:1:cpu", client=_NullSNS(), register_atexit=False)
         install_audit(maker, publisher=publisher, service="bench")
         setups[name] = (models, maker, publisher, engine)
-    samples: dict[tuple[str, int], list[float]] = {}
     next_id = 0
+
+    def insert(rows: int, name: str, _turn: int) -> float:
+        """App-thread CPU time of one transaction inserting ``rows`` rows."""
+        nonlocal next_id
+        models, maker, publisher, _ = setups[name]
+        objects = [new_object(models, next_id + i) for i in range(rows)]
+        next_id += rows
+        started = time.thread_time()
+        with maker.begin() as session:
+            session.add_all(objects)
+        spent = time.thread_time() - started
+        publisher.flush(30)
+        return spent
+
+    out: dict[str, Any] = {}
     try:
         for rows in (1, 100):
-            for rep in range(rounds):
-                for name in rotated(list(setups), rep):
-                    models, maker, publisher, _ = setups[name]
-                    objects = [new_object(models, next_id + i) for i in range(rows)]
-                    next_id += rows
-                    started = time.thread_time()
-                    with maker.begin() as session:
-                        session.add_all(objects)
-                    samples.setdefault((name, rows), []).append(time.thread_time() - started)
-                    publisher.flush(30)
+            samples = interleaved(setups, rounds, functools.partial(insert, rows))
+            for name, values in samples.items():
+                out[f"{name}/{rows}"] = summarize(values) | {"samples": values}
     finally:
         for _models, maker, publisher, engine in setups.values():
             uninstall_audit(maker)
             publisher.close(5)
             engine.dispose()
-    return {
-        f"{name}/{rows}": summarize(values) | {"samples": values}
-        for (name, rows), values in samples.items()
-    }
+    return out
 
 
 def render_cpu(cpu: dict[str, Any]) -> str:

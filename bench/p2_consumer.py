@@ -65,12 +65,12 @@ from bench.common import (
     fmt_rate,
     fmt_ratio,
     fmt_seconds,
+    interleaved,
     load_services_env,
     markdown_table,
     progress,
     ratio,
-    rotated,
-    save_result,
+    run_part,
     summarize,
     unique_name,
 )
@@ -285,32 +285,34 @@ def measure(scale: float = 1.0, rounds: int = ROUNDS) -> dict[str, Any]:
     started = time.perf_counter()
     bench = Bench(unique_name("sqla_audit_bench"))
     names = ("raw", "consumer", "naive", "ceiling")
-    rates: dict[str, list[float]] = {name: [] for name in names}
-    cpu: dict[str, list[float]] = {name: [] for name in names}
-    busy: dict[str, list[float]] = {name: [] for name in names}
-    server: dict[str, list[float]] = {name: [] for name in names}
+
+    def run(name: str, turn: int) -> dict[str, float]:
+        count = max(50, round(SIZES[name] * scale))
+        measured: dict[str, float] = getattr(bench, name)(count)
+        progress(
+            f"P2 round {turn + 1}: {name} {measured['rate']:,.0f} events/s "
+            f"({count} events, {measured['cpu_per_event'] * 1e6:,.0f} µs CPU/event, "
+            f"machine {measured['machine_busy']:.0%} busy)"
+        )
+        return measured
+
     try:
         # Warm-up: prepared statements, connection pools, code paths.
         bench.raw(200)
         bench.consumer(200)
         bench.naive(20)
         bench.ceiling(200)
-        for turn in range(rounds):
-            for name in rotated(list(rates), turn):
-                count = max(50, round(SIZES[name] * scale))
-                measured = getattr(bench, name)(count)
-                rates[name].append(measured["rate"])
-                cpu[name].append(measured["cpu_per_event"])
-                busy[name].append(measured["machine_busy"])
-                server[name].append(measured["server_cpu_per_event"])
-                progress(
-                    f"P2 round {turn + 1}: {name} {measured['rate']:,.0f} events/s "
-                    f"({count} events, {measured['cpu_per_event'] * 1e6:,.0f} µs CPU/event, "
-                    f"machine {measured['machine_busy']:.0%} busy)"
-                )
+        runs = interleaved(names, rounds, run)
         scaling = measure_scaling(bench.keyspace, bench.server, scale=scale)
     finally:
         bench.close()
+
+    def series(key: str) -> dict[str, list[float]]:
+        return {name: [measured[key] for measured in runs[name]] for name in names}
+
+    rates, cpu, busy, server = (
+        series(key) for key in ("rate", "cpu_per_event", "machine_busy", "server_cpu_per_event")
+    )
     views = measure_views(scale=scale)
     return {
         "scale": scale,
@@ -411,17 +413,7 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main(scale: float = 1.0) -> dict[str, Any]:
-    try:
-        result = measure(scale=scale)
-    except BenchError as exc:
-        progress(f"P2 skipped: {exc}")
-        result = {"skipped": str(exc)}
-        save_result("p2", result)
-        return result
-    print("\n## P2 — consumer throughput\n")
-    print(render(result))
-    save_result("p2", result)
-    return result
+    return run_part("p2", "P2 — consumer throughput", lambda: measure(scale=scale), render)
 
 
 def _cli(argv: Sequence[str]) -> int:

@@ -143,24 +143,26 @@ def run_round(
 
 def measure_scaling(keyspace: str, server: int | None, scale: float = 1.0) -> dict[str, Any]:
     """Rates of one and two consumer processes, interleaved round-robin in one run."""
-    from bench.common import rotated  # noqa: PLC0415
+    from bench.common import interleaved  # noqa: PLC0415
 
     started = time.perf_counter()
     events = max(200, round(SCALING_EVENTS * scale))
     names = [str(n) for n in PROCESSES]
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     seed = 7_000_000
-    for turn in range(SCALING_ROUNDS):
-        for name in rotated(names, turn):
-            seed += 10
-            measured = run_round(keyspace, int(name), events, seed, server)
-            runs[name].append(measured)
-            progress(
-                f"P2 scaling round {turn + 1}: {name} process(es) {measured['rate']:,.0f} events/s "
-                f"(client {measured['cpu_per_event'] * 1e6:,.0f} µs, Cassandra "
-                f"{measured['server_cpu_per_event'] * 1e6:,.0f} µs CPU/event, machine "
-                f"{measured['machine_busy']:.0%} busy)"
-            )
+
+    def run(name: str, turn: int) -> dict[str, float]:
+        nonlocal seed
+        seed += 10
+        measured = run_round(keyspace, int(name), events, seed, server)
+        progress(
+            f"P2 scaling round {turn + 1}: {name} process(es) {measured['rate']:,.0f} events/s "
+            f"(client {measured['cpu_per_event'] * 1e6:,.0f} µs, Cassandra "
+            f"{measured['server_cpu_per_event'] * 1e6:,.0f} µs CPU/event, machine "
+            f"{measured['machine_busy']:.0%} busy)"
+        )
+        return measured
+
+    runs = interleaved(names, SCALING_ROUNDS, run)
     return {
         "events": events,
         "rounds": SCALING_ROUNDS,

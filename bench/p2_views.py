@@ -24,10 +24,10 @@ from bench.common import (
     fmt_rate,
     fmt_ratio,
     fmt_seconds,
+    interleaved,
     markdown_table,
     progress,
     ratio,
-    rotated,
     summarize,
     unique_name,
     update_result,
@@ -170,24 +170,25 @@ def measure_views(scale: float = 1.0, rounds: int = VIEWS_ROUNDS) -> dict[str, A
     bench = ViewsBench(unique_name("sqla_audit_bench_views"))
     names = [name for name, _ in VIEW_SETS]
     count = max(50, round(VIEWS_SIZE * scale))
-    rates: dict[str, list[float]] = {name: [] for name in names}
-    cpu: dict[str, list[float]] = {name: [] for name in names}
-    requests: dict[str, float] = {}
+
+    def run(name: str, turn: int) -> dict[str, float]:
+        measured = bench.write(name, count)
+        progress(
+            f"P2 views round {turn + 1}: {name} {measured['rate']:,.0f} records/s "
+            f"({measured['requests_per_record']:.1f} requests/record)"
+        )
+        return measured
+
     try:
         for name in names:  # warm-up: prepared statements, pools, code paths
             bench.write(name, 100)
-        for turn in range(rounds):
-            for name in rotated(names, turn):
-                measured = bench.write(name, count)
-                rates[name].append(measured["rate"])
-                cpu[name].append(measured["cpu_per_event"])
-                requests[name] = measured["requests_per_record"]
-                progress(
-                    f"P2 views round {turn + 1}: {name} {measured['rate']:,.0f} records/s "
-                    f"({measured['requests_per_record']:.1f} requests/record)"
-                )
+        runs = interleaved(names, rounds, run)
     finally:
         bench.close()
+    rates = {name: [measured["rate"] for measured in runs[name]] for name in names}
+    cpu = {name: [measured["cpu_per_event"] for measured in runs[name]] for name in names}
+    # requests per record: the figure of each view set's last round
+    requests = {name: runs[name][-1]["requests_per_record"] for name in names if runs[name]}
     return {
         "size": count,
         "rounds": rounds,

@@ -20,7 +20,7 @@ long enough to last about 50 ms with the garbage collector paused; rounds are in
 
 from __future__ import annotations
 
-import gc
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,10 +29,10 @@ import consumer.differ as differ
 from bench.common import (
     fmt_ratio,
     fmt_seconds,
+    interleaved_slices,
     markdown_table,
     progress,
     ratio,
-    rotated,
     save_result,
     summarize,
 )
@@ -109,18 +109,6 @@ def _contenders() -> dict[str, Callable[[Any], object]]:
     }
 
 
-def _per_call(fn: Callable[[Any], object], event: Any, loops: int) -> float:
-    gc.collect()
-    gc.disable()
-    try:
-        start = time.perf_counter()
-        for _ in range(loops):
-            fn(event)
-        return (time.perf_counter() - start) / loops
-    finally:
-        gc.enable()
-
-
 def measure(scale: float = 1.0) -> dict[str, Any]:
     started = time.perf_counter()
     events = _events()
@@ -132,14 +120,11 @@ def measure(scale: float = 1.0) -> dict[str, Any]:
     for kind, event in events.items():
         if _walk_diff(event) != diff_event(event):
             raise AssertionError(f"the walk prototype disagrees with the differ on {kind}")
-        loops = {}
-        for name, fn in contenders.items():
-            estimate = _per_call(fn, event, 20)  # also warms up
-            loops[name] = max(20, int(SLICE_SECONDS / max(estimate, 1e-7)))
-        samples: dict[str, list[float]] = {name: [] for name in contenders}
-        for turn in range(rounds):
-            for name in rotated(list(contenders), turn):
-                samples[name].append(_per_call(contenders[name], event, loops[name]))
+        samples, loops = interleaved_slices(
+            {name: functools.partial(fn, event) for name, fn in contenders.items()},
+            rounds,
+            SLICE_SECONDS,
+        )
         out[kind] = {
             "stats": {name: summarize(values) for name, values in samples.items()},
             "loops": loops,

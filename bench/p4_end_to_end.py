@@ -38,7 +38,7 @@ from bench.common import (
     markdown_table,
     postgres_url,
     progress,
-    save_result,
+    run_part,
     summarize,
     unique_name,
 )
@@ -224,17 +224,12 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main(scale: float = 1.0, shared_moto: bool = False) -> dict[str, Any]:
-    try:
-        result = measure(scale=scale, shared_moto=shared_moto)
-    except BenchError as exc:
-        progress(f"P4 failed: {exc}")
-        result = {"skipped": str(exc)}
-        save_result("p4", result)
-        return result
-    print("\n## P4 — end to end: commit → row in Cassandra\n")
-    print(render(result))
-    save_result("p4", result)
-    return result
+    return run_part(
+        "p4",
+        "P4 — end to end: commit → row in Cassandra",
+        lambda: measure(scale=scale, shared_moto=shared_moto),
+        render,
+    )
 
 
 __all__ = ["main", "measure", "render"]

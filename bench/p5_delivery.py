@@ -31,30 +31,24 @@ until the spool was empty, the continued load included) against the live rate.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from typing import Any
 
 from bench.common import (
-    REPO_ROOT,
     BenchError,
     PrivateMoto,
     fmt_seconds,
-    free_loopback_port,
     markdown_table,
     progress,
-    save_result,
+    run_part,
     unique_name,
 )
 from bench.eventgen import event_stream
+from bench.loopback import ProxyProcess
+from bench.sns_responder import Responder
 
 EVENTS = 10_000
 #: Events of the moto rows (references: moto, not the publisher, is the bottleneck there).
@@ -65,185 +59,6 @@ DRAIN_WAIT_S = 60.0
 OUTAGE_LOAD = 500.0
 RESPONDER = "loopback responder"
 OUTAGE_S = 5.0
-
-
-class LatencyProxy:
-    """A loopback TCP proxy that delays every request by ``delay`` seconds.
-
-    A request is the first bytes a client sends after the last response bytes on that
-    connection (HTTP/1.1 keep-alive: one request at a time per connection), so a request
-    split over several segments is delayed once. Each connection has its own threads, so
-    concurrent requests on different connections are delayed in parallel, as on a real
-    network. ``stop()`` refuses connections and drops the open ones (an outage);
-    ``start()`` listens again on the same port.
-    """
-
-    def __init__(self, upstream: tuple[str, int], delay: float, port: int = 0) -> None:
-        self.upstream = upstream
-        self.delay = delay
-        self.port = port or free_loopback_port()
-        self._lock = threading.Lock()
-        self._listener: socket.socket | None = None
-        self._sockets: set[socket.socket] = set()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(128)
-        listener.settimeout(0.1)
-        with self._lock:
-            self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def stop(self) -> None:
-        with self._lock:
-            listener, self._listener = self._listener, None
-            open_sockets, self._sockets = self._sockets, set()
-        if listener is not None:
-            listener.close()
-        for sock in open_sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def __enter__(self) -> LatencyProxy:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            with self._lock:
-                if self._listener is not listener:
-                    return
-            try:
-                client, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.upstream, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            for sock in (client, upstream):
-                sock.settimeout(None)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                if self._listener is not listener:
-                    client.close()
-                    upstream.close()
-                    return
-                self._sockets.update((client, upstream))
-            answered = threading.Event()
-            answered.set()  # the first bytes of the connection start a request
-            threading.Thread(
-                target=self._pump, args=(client, upstream, answered, True), daemon=True
-            ).start()
-            threading.Thread(
-                target=self._pump, args=(upstream, client, answered, False), daemon=True
-            ).start()
-
-    def _pump(
-        self, src: socket.socket, dst: socket.socket, answered: threading.Event, request: bool
-    ) -> None:
-        try:
-            while data := src.recv(65536):
-                if request:
-                    if answered.is_set() and self.delay > 0:
-                        time.sleep(self.delay)
-                    answered.clear()
-                else:
-                    answered.set()
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-                with self._lock:
-                    self._sockets.discard(sock)
-
-
-class ProxyProcess:
-    """A :class:`LatencyProxy` in its own process, so its threads do not compete for the
-    measured process's GIL. ``stop()`` / ``start()`` switch it off and on (signals)."""
-
-    def __init__(self, upstream: tuple[str, int], delay: float) -> None:
-        self.upstream = upstream
-        self.delay = delay
-        self.port = free_loopback_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> ProxyProcess:
-        host, port = self.upstream
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench.p5_delivery",
-                "--proxy",
-                f"{host}:{port}",
-                str(self.delay),
-                str(self.port),
-            ],
-            cwd=REPO_ROOT,
-        )
-        self._wait_listening(True)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
-
-    def stop(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGUSR1)
-        self._wait_listening(False)
-
-    def start(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGUSR2)
-        self._wait_listening(True)
-
-    def _wait_listening(self, listening: bool) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                if listening:
-                    return
-            except OSError:
-                if not listening:
-                    return
-            time.sleep(0.02)
-        raise BenchError("the latency proxy did not switch")
-
-
-def _serve_proxy(upstream: str, delay: float, port: int) -> None:
-    host, upstream_port = upstream.rsplit(":", 1)
-    proxy = LatencyProxy((host, int(upstream_port)), delay, port)
-    signal.signal(signal.SIGUSR1, lambda *_: proxy.stop())
-    signal.signal(signal.SIGUSR2, lambda *_: proxy.start())
-    proxy.start()
-    while True:
-        signal.pause()
 
 
 def _publisher(
@@ -374,36 +189,6 @@ def _outage_through(
             else None
         ),
     }
-
-
-class Responder:
-    """``bench.sns_responder`` in its own process on a free loopback port."""
-
-    def __init__(self) -> None:
-        self.port = free_loopback_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Responder:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.sns_responder", str(self.port)],
-            cwd=REPO_ROOT,
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/count", timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        self.__exit__()
-        raise BenchError("the SNS responder did not start")
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
 
 
 def measure(scale: float = 1.0) -> dict[str, Any]:
@@ -613,17 +398,9 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main(scale: float = 1.0) -> dict[str, Any]:
-    try:
-        result = measure(scale=scale)
-    except BenchError as exc:
-        progress(f"P5 failed: {exc}")
-        result = {"skipped": str(exc)}
-        save_result("p5", result)
-        return result
-    print("\n## P5 — delivery throughput with network latency\n")
-    print(render(result))
-    save_result("p5", result)
-    return result
+    return run_part(
+        "p5", "P5 — delivery throughput with network latency", lambda: measure(scale=scale), render
+    )
 
 
 if __name__ == "__main__":
@@ -633,13 +410,9 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(prog="python -m bench.p5_delivery", description=__doc__)
     parser.add_argument("--scale", type=float, default=1.0)
-    parser.add_argument("--proxy", nargs=3, metavar=("UPSTREAM", "DELAY", "PORT"))
     arguments = parser.parse_args()
-    if arguments.proxy:
-        upstream, delay, port = arguments.proxy
-        _serve_proxy(upstream, float(delay), int(port))
     load_services_env()
     main(scale=arguments.scale)
 
 
-__all__ = ["LatencyProxy", "main", "measure", "render"]
+__all__ = ["main", "measure", "render"]

@@ -36,10 +36,11 @@ from bench.common import (
     markdown_table,
     postgres_url,
     progress,
-    save_result,
+    run_part,
 )
+from bench.loopback import ProxyProcess
 from bench.p1_commit import _create_pg_database, _drop_pg_database
-from bench.p5_delivery import ProxyProcess, Responder
+from bench.sns_responder import Responder
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:sqla_audit_p5_relay"
 EVENTS = 10_000
@@ -184,17 +185,12 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main(scale: float = 1.0) -> dict[str, Any]:
-    try:
-        result = measure(scale=scale)
-    except BenchError as exc:
-        progress(f"P5 relay failed: {exc}")
-        result = {"skipped": str(exc)}
-        save_result("p5_relay", result)
-        return result
-    print("\n## P5 relay — outbox to SNS with network latency\n")
-    print(render(result))
-    save_result("p5_relay", result)
-    return result
+    return run_part(
+        "p5_relay",
+        "P5 relay — outbox to SNS with network latency",
+        lambda: measure(scale=scale),
+        render,
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import gc
 import statistics
 import time
 from collections import Counter
@@ -39,10 +38,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from bench.common import (
     fmt_ratio,
     fmt_seconds,
+    interleaved,
+    interleaved_slices,
     markdown_table,
+    per_call,
     progress,
     ratio,
-    rotated,
     save_result,
     summarize,
     unique_name,
@@ -61,27 +62,8 @@ KEY = b"bench-signing-key-0123456789abcdef"
 RING = Keyring(signing_key_id="bench", keys={"bench": KEY})
 
 
-def _per_call(fn: Callable[[], object], loops: int) -> float:
-    gc.collect()
-    gc.disable()
-    try:
-        start = time.perf_counter()
-        for _ in range(loops):
-            fn()
-        return (time.perf_counter() - start) / loops
-    finally:
-        gc.enable()
-
-
 def _timed(contenders: dict[str, Callable[[], object]], rounds: int) -> dict[str, Any]:
-    loops = {}
-    for name, fn in contenders.items():
-        estimate = _per_call(fn, 20)
-        loops[name] = max(20, int(SLICE_SECONDS / max(estimate, 1e-7)))
-    samples: dict[str, list[float]] = {name: [] for name in contenders}
-    for turn in range(rounds):
-        for name in rotated(list(contenders), turn):
-            samples[name].append(_per_call(contenders[name], loops[name]))
+    samples, _loops = interleaved_slices(contenders, rounds, SLICE_SECONDS)
     return {name: summarize(values) for name, values in samples.items()}
 
 
@@ -205,21 +187,12 @@ def measure_p1(rounds: int, commits: int) -> dict[str, Any]:
 
         return run
 
+    def per_commit(make: Callable[[str], Callable[[], object]], mode: str, _turn: int) -> float:
+        return per_call(make(mode), commits)
+
     out: dict[str, Any] = {}
     for workload, make in (("insert 10 rows", insert10), ("update 1 row", update1)):
-        samples: dict[str, list[float]] = {mode: [] for mode in makers}
-        for turn in range(rounds):
-            for mode in rotated(list(makers), turn):
-                run = make(mode)
-                gc.collect()
-                gc.disable()
-                try:
-                    start = time.perf_counter()
-                    for _ in range(commits):
-                        run()
-                    samples[mode].append((time.perf_counter() - start) / commits)
-                finally:
-                    gc.enable()
+        samples = interleaved(makers, rounds, functools.partial(per_commit, make))
         out[workload] = {mode: summarize(values) for mode, values in samples.items()}
         # each round runs the three side by side: the ratio within a round is what a busy
         # machine disturbs least
@@ -275,11 +248,8 @@ def measure_p2(rounds: int, count: int) -> dict[str, Any]:
                 raise RuntimeError(f"P6 P2 {mode}: the consumer did not finish cleanly")
             return measured
 
-        samples: dict[str, list[dict[str, float]]] = {"off": [], "require": []}
         consume("off")  # warm-up: prepared statements, connections
-        for turn in range(rounds):
-            for mode in rotated(list(samples), turn):
-                samples[mode].append(consume(mode))
+        samples = interleaved(("off", "require"), rounds, lambda mode, _turn: consume(mode))
         progress("P6 P2: done")
         return {
             mode: {
