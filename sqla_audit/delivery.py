@@ -26,6 +26,7 @@ from sqlalchemy import Connection
 from sqla_audit.events import (
     ChangeEvent,
     new_event_id,
+    new_event_id_texts,
     new_event_ids,
     transaction_text,
     utcnow,
@@ -194,7 +195,7 @@ def encode_changes(
         )
     committed = committed_at or utcnow()
     txn = str(transaction_id or new_event_id())
-    event_ids = [str(event_id) for event_id in new_event_ids(len(changes))]
+    event_ids = new_event_id_texts(len(changes))
     text = transaction_text(committed, service, txn)
     return EncodedEvents(
         event_ids=event_ids,

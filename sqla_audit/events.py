@@ -129,6 +129,20 @@ def new_event_ids(count: int) -> list[uuid.UUID]:
     One system call for the random bits and one lock for the whole batch: a transaction
     needs an id per event.
     """
+    return [uuid.UUID(int=value) for value in _new_id_values(count)]
+
+
+def new_event_id_texts(count: int) -> list[str]:
+    """:func:`new_event_ids` as their canonical texts (``str(uuid)``), without making the
+    UUID objects: what the outbox writes."""
+    texts: list[str] = []
+    for value in _new_id_values(count):
+        h = f"{value:032x}"
+        texts.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return texts
+
+
+def _new_id_values(count: int) -> list[int]:
     if count <= 0:
         return []
     pool = os.urandom(10 * count)  # 10 random bytes per id, one system call
@@ -155,7 +169,7 @@ def new_event_ids(count: int) -> list[uuid.UUID]:
                 | (entropy & 0x3FFF_FFFF_FFFF_FFFF)
             )
         _uuid7_last[0], _uuid7_last[1] = last_ms, counter
-    return [uuid.UUID(int=value) for value in values]
+    return values
 
 
 def uuid7_time(event_id: uuid.UUID) -> dt.datetime:
@@ -252,6 +266,7 @@ def _timestamp(data: dict[str, Any], field: str) -> dt.datetime:
 
 
 # --------------------------------------------------------------------------- the envelope
+
 
 def _plain(mapping: Mapping[str, JSONValue]) -> dict[str, JSONValue]:
     """``mapping`` as a ``dict`` the JSON encoder accepts, copied only when it is not one
@@ -540,6 +555,7 @@ __all__ = [
     "loads_wire_json",
     "make_record_id",
     "new_event_id",
+    "new_event_id_texts",
     "new_event_ids",
     "parse_timestamp",
     "split_record_id",

@@ -89,6 +89,8 @@ def fixed_ids(monkeypatch: pytest.MonkeyPatch) -> list[uuid.UUID]:
     same changes get the same ids."""
     ids = new_event_ids(10)
     monkeypatch.setattr(sqla_audit.delivery, "new_event_ids", lambda count: ids[:count])
+    texts = [str(i) for i in ids]
+    monkeypatch.setattr(sqla_audit.delivery, "new_event_id_texts", lambda count: texts[:count])
     return ids
 
 
@@ -211,6 +213,8 @@ def test_outbox_rows_hold_the_bytes_of_the_envelopes(
     for byte (same ids and clocks for both runs)."""
     ids = new_event_ids(8)
     monkeypatch.setattr(sqla_audit.delivery, "new_event_ids", lambda n: ids[:n])
+    texts = [str(i) for i in ids]
+    monkeypatch.setattr(sqla_audit.delivery, "new_event_id_texts", lambda n: texts[:n])
     monkeypatch.setattr(sqla_audit.delivery, "new_event_id", lambda: ids[7])
     monkeypatch.setattr(sqla_audit.delivery, "utcnow", lambda: LATER)
     monkeypatch.setattr(sqla_audit.capture, "utcnow", lambda: NOW)
