@@ -25,8 +25,10 @@ dropped. Three session events cooperate, all inside ``Session.flush()``:
     inserts and updates are taken here, compared with the before images (Python
     equality, like the ORM's own history), encoded and handed to the sink.
 
-Values are encoded with :func:`sqla_audit.serialization.encode_value` at capture time, so a
-mutable JSON or ARRAY value changed later in the transaction cannot alter what was recorded.
+Values are encoded with :func:`sqla_audit.serialization.encode_value`: those of immutable
+types when the change's image is first read (where the events are built, see
+:mod:`sqla_audit.flush_images`), the others -- a mutable JSON or ARRAY value, which the
+transaction may still change, an enum, an unknown type -- at capture time.
 Masked columns are compared in process and leave it only as ``MASKED_VALUE``.
 
 An update whose audited values did not change produces nothing. Rows are ordered inside one
@@ -53,7 +55,7 @@ from sqlalchemy.orm import exc as orm_exc
 from sqlalchemy.orm.base import NO_VALUE, PASSIVE_NO_RESULT, PassiveFlag
 from sqlalchemy.orm.unitofwork import UOWTransaction
 
-from sqla_audit.changes import RowChange
+from sqla_audit.changes import RowChange, row_change
 from sqla_audit.config import (
     AssociationPlan,
     AuditConfig,
@@ -64,13 +66,8 @@ from sqla_audit.config import (
 )
 from sqla_audit.context import AuditContext, current_context
 from sqla_audit.events import Operation, make_record_id, utcnow
-from sqla_audit.serialization import (
-    MASKED_VALUE,
-    PASSTHROUGH_TYPES,
-    JSONValue,
-    encode_mapping,
-    encode_value,
-)
+from sqla_audit.flush_images import FlushImages
+from sqla_audit.serialization import JSONValue, encode_mapping, encode_value
 
 logger = logging.getLogger(__name__)
 
@@ -276,33 +273,14 @@ class Capturer:
         self.sink_all = sink_all
         self.report = report
         self._fallback = self.config.unknown_types
+        #: Row images encoded when first read (see :mod:`sqla_audit.flush_images`).
+        self.images = FlushImages(self._fallback)
         # Per-flush state of this capturer alone (another installation may cover the same
         # session with other settings: it keeps its state under its own keys).
         self._snapshots_key = f"{_SNAPSHOTS}.{id(self)}"
         self._pending_key = f"{_PENDING}.{id(self)}"
 
     # -- encoding ----------------------------------------------------------------------
-
-    def encode_row(self, plan: ModelPlan, raw: Mapping[str, Any]) -> dict[str, JSONValue]:
-        """Encode a row given by attribute key into column name -> tagged value (masking)."""
-        fallback = self._fallback
-        out: dict[str, JSONValue] = {}
-        for key, name, masked, _spec in plan.column_rows:
-            if key in raw:
-                value = raw[key]
-                if masked:
-                    out[name] = dict(MASKED_VALUE)
-                elif type(value) in PASSTHROUGH_TYPES:  # what encode_value would return
-                    out[name] = value
-                else:
-                    out[name] = encode_value(value, fallback=fallback)
-        return out
-
-    def record_key(
-        self, plan: ModelPlan, values: Sequence[Any]
-    ) -> tuple[str, dict[str, JSONValue]]:
-        """The ``record_id`` and encoded ``primary_key`` of the key ``values`` (key order)."""
-        return make_record_id(values), self._encode_key(plan, values)
 
     def _encode_key(
         self,
@@ -481,24 +459,24 @@ class Capturer:
     ) -> RowChange:
         assert state.key is not None
         before = snapshot.before if snapshot else self._before_image(state, plan, {})
-        encoded = self.encode_row(plan, before)
+        image, keys = self.images.image(plan, before)
         key_values = state.key[1]
-        record_id = make_record_id(key_values)
-        primary_key = self._encode_key(plan, key_values, before, encoded)
         context = record.context
-        return RowChange(
-            table=plan.table,
-            operation=Operation.DELETE,
-            record_id=record_id,
-            primary_key=primary_key,
-            before=encoded,
-            after=None,
-            changed_columns=tuple(encoded),
-            occurred_at=record.occurred_at,
-            masked_columns=_present(plan.masked_names, encoded),
-            actor=context.actor,
-            request_id=context.request_id,
-            metadata=context.metadata,
+        return row_change(
+            plan.table,
+            Operation.DELETE,
+            make_record_id(key_values),
+            self._encode_key(plan, key_values, before, keys),
+            image,
+            None,
+            tuple(image),
+            record.occurred_at,
+            None,
+            None,
+            _present(plan.masked_names, image),
+            context.actor,
+            context.request_id,
+            context.metadata,
         )
 
     def _update_pending(
@@ -717,24 +695,24 @@ class Capturer:
         if any(key not in after for key in plan.pk_keys):
             logger.warning("insert into %s without a readable primary key: not audited", plan.table)
             return None
-        encoded = self.encode_row(plan, after)
+        image, keys = self.images.image(plan, after)
         key_values = [after[key] for key in plan.pk_keys]
-        record_id = make_record_id(key_values)
-        primary_key = self._encode_key(plan, key_values, after, encoded)
         context = record.context
-        return RowChange(
-            table=plan.table,
-            operation=Operation.INSERT,
-            record_id=record_id,
-            primary_key=primary_key,
-            before=None,
-            after=encoded,
-            changed_columns=tuple(encoded),
-            occurred_at=record.occurred_at,
-            masked_columns=_present(plan.masked_names, encoded),
-            actor=context.actor,
-            request_id=context.request_id,
-            metadata=context.metadata,
+        return row_change(
+            plan.table,
+            Operation.INSERT,
+            make_record_id(key_values),
+            self._encode_key(plan, key_values, after, keys),
+            None,
+            image,
+            tuple(image),
+            record.occurred_at,
+            None,
+            None,
+            _present(plan.masked_names, image),
+            context.actor,
+            context.request_id,
+            context.metadata,
         )
 
     def _update(self, pending: _PendingRow, record: _FlushRecord) -> RowChange | None:
@@ -761,40 +739,13 @@ class Capturer:
         moved = old_id is not None and old_id != new_id
         if not changed and not moved:
             return None
-        # Encode each value once: an unchanged column is one object in both images.
-        fallback = self._fallback
-        passthrough = PASSTHROUGH_TYPES  # values that are their own encoding
-        encoded_before: dict[str, JSONValue] = {}
-        encoded_after: dict[str, JSONValue] = {}
-        for key, name, masked, _spec in plan.column_rows:
-            in_before = key in before
-            if key in after:
-                new = after[key]
-                if masked:
-                    encoded_after[name] = dict(MASKED_VALUE)
-                    if in_before:
-                        encoded_before[name] = dict(MASKED_VALUE)
-                    continue
-                encoded_new = (
-                    new if type(new) in passthrough else encode_value(new, fallback=fallback)
-                )
-                encoded_after[name] = encoded_new
-                if in_before:
-                    old = before[key]
-                    if old is new:
-                        encoded_before[name] = encoded_new
-                    elif type(old) in passthrough:
-                        encoded_before[name] = old
-                    else:
-                        encoded_before[name] = encode_value(old, fallback=fallback)
-            elif in_before:
-                encoded_before[name] = (
-                    dict(MASKED_VALUE) if masked else encode_value(before[key], fallback=fallback)
-                )
-        new_key = self._encode_key(plan, new_identity, after, encoded_after)
+        # Encoded when first read; an unchanged value shares the before image's encoding.
+        encoded_before, old_keys = self.images.image(plan, before)
+        encoded_after, new_keys = self.images.image(plan, after, encoded_before)
+        new_key = self._encode_key(plan, new_identity, after, new_keys)
         old_key: dict[str, JSONValue] | None = None
         if moved:
-            old_key = self._encode_key(plan, old_identity, before, encoded_before)
+            old_key = self._encode_key(plan, old_identity, before, old_keys)
         masked_names = plan.masked_names
         shown_masked = (
             [name for name in masked_names if name in encoded_before or name in encoded_after]
@@ -802,21 +753,21 @@ class Capturer:
             else []
         )
         context = record.context
-        return RowChange(
-            table=plan.table,
-            operation=Operation.UPDATE,
-            record_id=new_id,
-            primary_key=new_key,
-            before=encoded_before,
-            after=encoded_after,
-            changed_columns=tuple(changed),
-            occurred_at=record.occurred_at,
-            previous_record_id=old_id if moved else None,
-            previous_primary_key=old_key,
-            masked_columns=tuple(shown_masked),
-            actor=context.actor,
-            request_id=context.request_id,
-            metadata=context.metadata,
+        return row_change(
+            plan.table,
+            Operation.UPDATE,
+            new_id,
+            new_key,
+            encoded_before,
+            encoded_after,
+            tuple(changed),
+            record.occurred_at,
+            old_id if moved else None,
+            old_key,
+            tuple(shown_masked),
+            context.actor,
+            context.request_id,
+            context.metadata,
         )
 
     # -- common ------------------------------------------------------------------------

@@ -151,6 +151,11 @@ class LazyImage(Mapping[str, JSONValue]):
         self._plain: dict[str, JSONValue] | None = None
 
     @property
+    def layout(self) -> Layout:
+        """The layout this image shares with the other images of its statement or model."""
+        return self._layout
+
+    @property
     def materialized(self) -> bool:
         """The image was read: its values are encoded."""
         return self._plain is not None

@@ -221,6 +221,9 @@ class _OpaqueText(TypeDecorator[Any]):
     def python_type(self) -> type[Any]:
         return str  # what the planner sees: a supported type
 
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        return None if value is None else str(value)
+
     def process_result_value(self, value: Any, dialect: Any) -> Any:
         return _Opaque()
 
