@@ -1,6 +1,6 @@
 """Bytes on disk per stored event, per table: the storage input of the capacity model.
 
-Writes ``events`` synthetic change events (:func:`bench.p2_consumer.traced_stream`: every
+Writes ``events`` synthetic change events (:func:`bench.p2_views.traced_stream`: every
 event has an actor, a request id and a trace id, so every view writes) through the real
 :class:`consumer.sinks.cassandra.CassandraStore` into a fresh keyspace with the default views,
 sets ``memtable_flush_period_in_ms`` on that keyspace's tables (and only those) so Cassandra
@@ -102,7 +102,8 @@ def write_measured(store: Any, records: list[Any], pid: int) -> dict[str, float]
 
 def measure(events: int) -> dict[str, Any]:
     load_services_env()
-    from bench.p2_consumer import cassandra_pid, traced_stream  # noqa: PLC0415
+    from bench.cpu import cassandra_pid  # noqa: PLC0415
+    from bench.p2_views import traced_stream  # noqa: PLC0415
     from consumer.config import CassandraConfig, CassandraSchemaConfig  # noqa: PLC0415
     from consumer.differ import record_for_event  # noqa: PLC0415
     from consumer.sinks.cassandra import CassandraStore, apply_schema, connect  # noqa: PLC0415
