@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench.common import fmt_seconds, markdown_table, progress, save_result
+from bench.common import fmt_seconds, markdown_table, progress, report_part
 from bench.p1_worker import Contender
 
 PHASES = ("_before_flush", "_after_flush", "_after_flush_postexec", "_after_commit")
@@ -145,11 +145,12 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main(scale: float = 1.0) -> dict[str, Any]:
-    result = measure(scale=scale)
-    print("\n## P1 breakdown — commit-path cost per changed row, by phase\n")
-    print(render(result))
-    save_result("breakdown", result)
-    return result
+    return report_part(
+        "breakdown",
+        "P1 breakdown — commit-path cost per changed row, by phase",
+        measure(scale=scale),
+        render,
+    )
 
 
 __all__ = ["ListPublisher", "main", "measure", "render"]

@@ -298,9 +298,17 @@ def run_part(
     except BenchError as exc:
         progress(f"{part} skipped: {exc}")
         result = {"skipped": str(exc)}
-    else:
-        print(f"\n## {title}\n")
-        print(render(result))
+        save_result(part, result)
+        return result
+    return report_part(part, title, result, render)
+
+
+def report_part(
+    part: str, title: str, result: dict[str, Any], render: Callable[[dict[str, Any]], str]
+) -> dict[str, Any]:
+    """``result``'s table printed under ``## title``, saved as the results of ``part``."""
+    print(f"\n## {title}\n")
+    print(render(result))
     save_result(part, result)
     return result
 

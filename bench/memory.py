@@ -37,7 +37,7 @@ from bench.common import (
     fmt_seconds,
     markdown_table,
     progress,
-    save_result,
+    report_part,
 )
 from bench.loopback import free_port
 
@@ -262,11 +262,9 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main(scale: float = 1.0) -> dict[str, Any]:
-    result = measure(scale=scale)
-    print("\n## Memory — 100,000 events pending while SNS is down\n")
-    print(render(result))
-    save_result("memory", result)
-    return result
+    return report_part(
+        "memory", "Memory — 100,000 events pending while SNS is down", measure(scale=scale), render
+    )
 
 
 def _child_main(argv: list[str] | None = None) -> int:

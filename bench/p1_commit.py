@@ -75,7 +75,8 @@ LABELS = {
     "outbox": "sqla-audit, outbox mode",
     "continuum": "SQLAlchemy-Continuum",
 }
-WORKLOADS: tuple[tuple[str, int], ...] = (
+#: The transactions of one and of 100 rows (P1 outbox and P1 SNS measure these alone).
+SMALL_WORKLOADS: tuple[tuple[str, int], ...] = (
     ("insert", 1),
     ("update", 1),
     ("delete", 1),
@@ -83,6 +84,9 @@ WORKLOADS: tuple[tuple[str, int], ...] = (
     ("update", 100),
     ("delete", 100),
     ("mixed", 100),
+)
+WORKLOADS: tuple[tuple[str, int], ...] = (
+    *SMALL_WORKLOADS,
     ("insert", 1000),
     ("update", 1000),
     ("delete", 1000),
@@ -403,9 +407,10 @@ def sample_cells(samples: Mapping[str, list[float]], **keys: Any) -> list[dict[s
 # --------------------------------------------------------------------------- tables
 
 
-def _median(
+def _cell(
     cells: Sequence[dict[str, Any]], db: str, workload: str, n: int, contender: str
-) -> float | None:
+) -> dict[str, Any] | None:
+    """The first cell of ``contender`` on ``db`` for the workload, if any."""
     for cell in cells:
         if (cell["db"], cell["workload"], cell["n"], cell["contender"]) == (
             db,
@@ -413,8 +418,15 @@ def _median(
             n,
             contender,
         ):
-            return float(cell["stats"]["median"])
+            return cell
     return None
+
+
+def _median(
+    cells: Sequence[dict[str, Any]], db: str, workload: str, n: int, contender: str
+) -> float | None:
+    cell = _cell(cells, db, workload, n, contender)
+    return None if cell is None else float(cell["stats"]["median"])
 
 
 def ratio_tables(result: dict[str, Any]) -> str:
@@ -485,15 +497,8 @@ def _execute_median(
     contender: str,
     key: str = "execute_samples",
 ) -> float | None:
-    for cell in cells:
-        if (cell["db"], cell["workload"], cell["n"], cell["contender"]) == (
-            db,
-            workload,
-            n,
-            contender,
-        ) and cell.get(key):
-            return float(statistics.median(cell[key]))
-    return None
+    cell = _cell(cells, db, workload, n, contender)
+    return float(statistics.median(cell[key])) if cell is not None and cell.get(key) else None
 
 
 def bulk_steps_table(result: dict[str, Any]) -> str:

@@ -46,6 +46,7 @@ from bench.common import (
 )
 from bench.p1_commit import (
     REPS,
+    SMALL_WORKLOADS,
     WorkerProcess,
     _create_pg_database,
     _drop_pg_database,
@@ -64,15 +65,7 @@ LABELS = {
     "outbox": "outbox, one row per transaction",
     "outbox_base": "outbox, one row per event (baseline)",
 }
-WORKLOADS: tuple[tuple[str, int], ...] = (
-    ("insert", 1),
-    ("update", 1),
-    ("delete", 1),
-    ("insert", 100),
-    ("update", 100),
-    ("delete", 100),
-    ("mixed", 100),
-)
+WORKLOADS = SMALL_WORKLOADS
 #: Targets for outbox mode: 100-row transactions, and one-row transactions.
 TARGETS = {100: 1.3, 1: 1.15}
 WRITE_SIZES = (1, 100, 1000)

@@ -41,6 +41,7 @@ from bench.common import (
 )
 from bench.p1_commit import (
     REPS,
+    SMALL_WORKLOADS,
     WorkerProcess,
     _create_pg_database,
     _drop_pg_database,
@@ -50,15 +51,7 @@ from bench.p1_commit import (
     workload_label,
 )
 
-WORKLOADS: tuple[tuple[str, int], ...] = (
-    ("insert", 1),
-    ("update", 1),
-    ("delete", 1),
-    ("insert", 100),
-    ("update", 100),
-    ("delete", 100),
-    ("mixed", 100),
-)
+WORKLOADS = SMALL_WORKLOADS
 CONTENDERS = ("none", "sns", "sns_base")
 
 
@@ -120,7 +113,7 @@ def app_thread_cpu(rounds: int) -> dict[str, Any]:
     from sqla_audit.publishers.sns import SNSPublisher  # noqa: PLC0415
 
     class AtCommit(SNSPublisher):
-        publish_deferred = None  # type: ignore[assignment] -- capability hidden
+        publish_deferred = None  # type: ignore[assignment]  # capability hidden
 
     setups: dict[str, Any] = {}
     for name, cls in (("at commit", AtCommit), ("deferred", SNSPublisher)):

@@ -33,7 +33,7 @@ from bench.common import (
     markdown_table,
     progress,
     ratio,
-    save_result,
+    report_part,
     summarize,
 )
 from bench.eventgen import make_event, nested_update, scalar_update
@@ -174,11 +174,7 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main(scale: float = 1.0) -> dict[str, Any]:
-    result = measure(scale=scale)
-    print("\n## P3 — diff cost per event\n")
-    print(render(result))
-    save_result("p3", result)
-    return result
+    return report_part("p3", "P3 — diff cost per event", measure(scale=scale), render)
 
 
 __all__ = ["main", "measure", "render"]

@@ -267,6 +267,13 @@ def measure(scale: float = 1.0) -> dict[str, Any]:
             for transport, level in variants:
                 name = "default" if level is None else str(level)
                 count = min(events_in_case, sequential_events) if level == 1 else events_in_case
+                row = {
+                    "topic": label,
+                    "delay_ms": delay,
+                    "transport": transport,
+                    "max_concurrency": name,
+                    "events": count,
+                }
                 with ProxyProcess(upstream, delay / 1000) as proxy:
                     progress(
                         f"P5 {label}, +{delay:.0f} ms, {transport}, max_concurrency {name}: "
@@ -279,29 +286,10 @@ def measure(scale: float = 1.0) -> dict[str, Any]:
                             raise
                         # moto is the reference, not the measure: record its failure.
                         progress(f"  failed: {exc}")
-                        rows.append(
-                            {
-                                "topic": label,
-                                "delay_ms": delay,
-                                "transport": transport,
-                                "max_concurrency": name,
-                                "events": count,
-                                "failed": str(exc)[:200],
-                            }
-                        )
+                        rows.append(row | {"failed": str(exc)[:200]})
                         continue
                     progress(f"  {rate:,.0f} events/s, {cpu * 1e6:,.0f} µs CPU per event")
-                rows.append(
-                    {
-                        "topic": label,
-                        "delay_ms": delay,
-                        "transport": transport,
-                        "max_concurrency": name,
-                        "events": count,
-                        "events_per_s": rate,
-                        "cpu_us_per_event": cpu * 1e6,
-                    }
-                )
+                rows.append(row | {"events_per_s": rate, "cpu_us_per_event": cpu * 1e6})
         # The outage with the default settings only: one call in flight delivers a few
         # hundred events/s at +20 ms, below the load, so its spool would never drain.
         for transport, _ in both:

@@ -44,7 +44,7 @@ from bench.common import (
     per_call,
     progress,
     ratio,
-    save_result,
+    report_part,
     summarize,
     unique_name,
 )
@@ -214,7 +214,8 @@ def measure_p1(rounds: int, commits: int) -> dict[str, Any]:
 
 
 def measure_p2(rounds: int, count: int) -> dict[str, Any]:
-    from bench.p2_consumer import BATCH, POLLERS, Bench, Meter, PreloadedSource  # noqa: PLC0415
+    from bench.cpu import Meter  # noqa: PLC0415
+    from bench.p2_consumer import BATCH, POLLERS, Bench, PreloadedSource  # noqa: PLC0415
     from consumer.decoding import Decoder  # noqa: PLC0415
     from consumer.verification import EventVerifier  # noqa: PLC0415
     from consumer.worker import Worker  # noqa: PLC0415
@@ -373,11 +374,7 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main(scale: float = 1.0) -> dict[str, Any]:
-    result = measure(scale=scale)
-    print("\n## P6 — signing and verification costs\n")
-    print(render(result))
-    save_result("p6", result)
-    return result
+    return report_part("p6", "P6 — signing and verification costs", measure(scale=scale), render)
 
 
 __all__ = ["main", "measure", "render", "signed"]
