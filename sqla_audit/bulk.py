@@ -321,9 +321,9 @@ class BulkCapturer:
         keys = sorted(before, key=sort_key)
         if job.operation is Operation.UPDATE:
             after = self._read_keys(job, keys) if returned is None else returned
-            for key in keys:
-                if key in after:
-                    self.images.updated(job, before[key], after[key])
+            self.images.updated_pairs(
+                job, [(before[key], after[key]) for key in keys if key in after]
+            )
         else:
             gone = keys
             if count != len(keys):
@@ -402,9 +402,9 @@ class BulkCapturer:
         before = self.images.read_keys(job, keys, lock=True)
         result = call.invoke()
         after = self._read_keys(job, list(before))
-        for key in sorted(before, key=sort_key):
-            if key in after:
-                self.images.updated(job, before[key], after[key])
+        self.images.updated_pairs(
+            job, [(before[key], after[key]) for key in sorted(before, key=sort_key) if key in after]
+        )
         count = forms.rowcount(result, job.connection)
         if (
             count is not None

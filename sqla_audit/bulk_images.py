@@ -233,8 +233,18 @@ class RowImages:
 
     def updated(self, job: Job, before: Raw, after: Raw) -> None:
         """Record the update of one row read before and after (attribute key -> value)."""
+        self.updated_pairs(job, [(before, after)])
+
+    def updated_pairs(self, job: Job, pairs: Sequence[tuple[Raw, Raw]]) -> None:
+        """Record the update of each row read before and after (attribute key -> value),
+        in the order given, as :meth:`updated` would one by one (column by column here)."""
         keys = self.shape(job.plan).keys
-        self.updated_rows(job, [tuple(before[k] for k in keys) + tuple(after[k] for k in keys)])
+        if len(keys) == 1:  # itemgetter of one key gives the value, not a tuple
+            (key,) = keys
+            self.updated_rows(job, [(before[key], after[key]) for before, after in pairs])
+            return
+        getter = itemgetter(*keys)
+        self.updated_rows(job, [getter(before) + getter(after) for before, after in pairs])
 
     def updated_rows(self, job: Job, rows: Iterable[Sequence[Any]]) -> None:
         """Record the update of each row given as its old then its new values (shape order,
