@@ -61,7 +61,6 @@ from typing import Any
 
 from bench.common import (
     BenchError,
-    cassandra_contact,
     fmt_rate,
     fmt_ratio,
     fmt_seconds,
@@ -74,8 +73,9 @@ from bench.common import (
     summarize,
     unique_name,
 )
-from bench.cpu import Meter, cassandra_pid
+from bench.cpu import Meter
 from bench.eventgen import event_stream
+from bench.keyspace import Keyspace
 from bench.p2_scaling import measure_scaling, render_scaling
 from bench.p2_views import main_views, measure_views, paired, render_views
 
@@ -158,25 +158,13 @@ def raw_requests(store: Any, records: Sequence[Any]) -> list[Any]:
     return bound
 
 
-class Bench:
+class Bench(Keyspace):
     def __init__(self, keyspace: str) -> None:
-        from consumer.config import CassandraConfig, CassandraSchemaConfig  # noqa: PLC0415
-        from consumer.sinks.cassandra import CassandraStore, apply_schema, connect  # noqa: PLC0415
+        from consumer.sinks.cassandra import CassandraStore  # noqa: PLC0415
 
-        host, port = cassandra_contact()
-        self.config = CassandraConfig(
-            hosts=(host,),
-            port=port,
-            max_in_flight=MAX_IN_FLIGHT,
-            schema=CassandraSchemaConfig(keyspace=keyspace),
-        )
-        apply_schema(self.config)
-        self.cluster = connect(self.config)
-        self.session = self.cluster.connect()
+        super().__init__(keyspace, MAX_IN_FLIGHT)
         self.store = CassandraStore(self.session, self.config.schema, max_in_flight=MAX_IN_FLIGHT)
-        self.keyspace = keyspace
         self.seed = 0
-        self.server = cassandra_pid()
 
     def _stream(self, count: int) -> list[Any]:
         self.seed += 1
@@ -200,13 +188,21 @@ class Bench:
         return measured
 
     def consumer(self, count: int, store: Any = None) -> dict[str, float]:
+        return self.consume([event.to_json() for event in self._stream(count)], store)
+
+    def consume(
+        self, bodies: list[str], store: Any = None, decoder: Any = None
+    ) -> dict[str, float]:
+        """The consumer's worker on ``bodies`` (a preloaded source) into ``store`` (this
+        keyspace's by default), metered from its start until every body is acknowledged."""
         from consumer.worker import Worker  # noqa: PLC0415
 
-        bodies = [event.to_json() for event in self._stream(count)]
+        count = len(bodies)
         source = PreloadedSource(bodies)
         worker = Worker(
             source,
             self.store if store is None else store,
+            decoder=decoder,
             concurrency=POLLERS,
             batch_size=BATCH,
             wait_seconds=1,
@@ -273,12 +269,6 @@ class Bench:
             for statement, params in self.store._statements_for(record):
                 self.session.execute(statement, params, timeout=30)
         return meter.stop(count)
-
-    def close(self) -> None:
-        try:
-            self.session.execute(f"DROP KEYSPACE IF EXISTS {self.keyspace}", timeout=120)
-        finally:
-            self.cluster.shutdown()
 
 
 def measure(scale: float = 1.0, rounds: int = ROUNDS) -> dict[str, Any]:

@@ -20,7 +20,6 @@ from typing import Any
 
 from bench.common import (
     BenchError,
-    cassandra_contact,
     fmt_rate,
     fmt_ratio,
     fmt_seconds,
@@ -32,8 +31,9 @@ from bench.common import (
     unique_name,
     update_result,
 )
-from bench.cpu import Meter, cassandra_pid
+from bench.cpu import Meter
 from bench.eventgen import event_stream
+from bench.keyspace import Keyspace
 
 #: The views, in the order the measurement reports them (``consumer.sinks.views.VIEWS``).
 VIEW_NAMES = ("actor", "transaction", "request", "trace", "table")
@@ -68,33 +68,19 @@ def traced_stream(count: int, *, seed: int, table: str) -> list[Any]:
     ]
 
 
-class ViewsBench:
+class ViewsBench(Keyspace):
     """One keyspace with every table; one store per view set (``layout`` tells each store
     which views it keeps, so only those are written)."""
 
     def __init__(self, keyspace: str) -> None:
         from bench.p2_consumer import MAX_IN_FLIGHT  # noqa: PLC0415
-        from consumer.config import CassandraConfig, CassandraSchemaConfig  # noqa: PLC0415
         from consumer.sinks.cassandra import (  # noqa: PLC0415
             LAYOUT_VERSION,
             CassandraStore,
             KeyspaceLayout,
-            apply_schema,
-            connect,
         )
 
-        host, port = cassandra_contact()
-        self.config = CassandraConfig(
-            hosts=(host,),
-            port=port,
-            max_in_flight=MAX_IN_FLIGHT,
-            schema=CassandraSchemaConfig(keyspace=keyspace),
-        )
-        apply_schema(self.config)
-        self.cluster = connect(self.config)
-        self.session = self.cluster.connect()
-        self.keyspace = keyspace
-        self.server = cassandra_pid()
+        super().__init__(keyspace, MAX_IN_FLIGHT)
         self.stores = {
             name: CassandraStore(
                 self.session,
@@ -154,12 +140,6 @@ class ViewsBench:
             raise BenchError(f"writing with views {name!r} failed: {failures[0]}")
         measured["requests_per_record"] = self.requests_per_record(name, records)
         return measured
-
-    def close(self) -> None:
-        try:
-            self.session.execute(f"DROP KEYSPACE IF EXISTS {self.keyspace}", timeout=120)
-        finally:
-            self.cluster.shutdown()
 
 
 def measure_views(scale: float = 1.0, rounds: int = VIEWS_ROUNDS) -> dict[str, Any]:

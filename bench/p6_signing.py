@@ -214,11 +214,9 @@ def measure_p1(rounds: int, commits: int) -> dict[str, Any]:
 
 
 def measure_p2(rounds: int, count: int) -> dict[str, Any]:
-    from bench.cpu import Meter  # noqa: PLC0415
-    from bench.p2_consumer import BATCH, POLLERS, Bench, PreloadedSource  # noqa: PLC0415
+    from bench.p2_consumer import Bench  # noqa: PLC0415
     from consumer.decoding import Decoder  # noqa: PLC0415
     from consumer.verification import EventVerifier  # noqa: PLC0415
-    from consumer.worker import Worker  # noqa: PLC0415
 
     bench = Bench(unique_name("bench_p6"))
     try:
@@ -228,26 +226,10 @@ def measure_p2(rounds: int, count: int) -> dict[str, Any]:
             events = event_stream(count, seed=bench.seed, table=f"accounts_{bench.seed}")
             if mode == "require":
                 events = signed(events)
-            source = PreloadedSource([event.to_json() for event in events])
             verifier = EventVerifier("require", RING) if mode == "require" else None
-            worker = Worker(
-                source,
-                bench.store,
-                decoder=Decoder(verifier=verifier),
-                concurrency=POLLERS,
-                batch_size=BATCH,
-                wait_seconds=1,
-                shutdown_timeout=30,
+            return bench.consume(
+                [event.to_json() for event in events], decoder=Decoder(verifier=verifier)
             )
-            meter = Meter(bench.server)
-            worker.start()
-            finished = source.done.wait(600)
-            measured = meter.stop(count)
-            worker.stop()
-            worker.join(30)
-            if not finished or source.problems:
-                raise RuntimeError(f"P6 P2 {mode}: the consumer did not finish cleanly")
-            return measured
 
         consume("off")  # warm-up: prepared statements, connections
         samples = interleaved(("off", "require"), rounds, lambda mode, _turn: consume(mode))
