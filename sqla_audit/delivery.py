@@ -8,8 +8,10 @@ In *outbox* mode the events are written **inside** the transaction that changed 
 through the same connection, so they commit or roll back together with it
 (at-least-once across a crash, once a relay forwards the rows). The capture library calls
 :meth:`TransactionalWriter.write` in ``before_commit`` of the outermost transaction, after a
-final ``flush()``. An exception raised by ``write`` propagates and makes the commit fail:
-data without its audit trail is never committed in this mode.
+final ``flush()`` -- or :meth:`EncodedTransactionalWriter.write_encoded` with the events'
+wire texts (:func:`encode_changes`) when the writer has it. An exception raised by the
+writer propagates and makes the commit fail: data without its audit trail is never committed
+in this mode.
 """
 
 from __future__ import annotations
