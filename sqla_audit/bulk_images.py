@@ -31,6 +31,7 @@ from sqla_audit.changes import RowChange, row_change
 from sqla_audit.config import ModelPlan
 from sqla_audit.context import AuditContext
 from sqla_audit.events import MARKER_METADATA_KEY, MARKER_RECORD_ID, Operation, make_record_id
+from sqla_audit.flush_images import MAX_LAYOUTS
 from sqla_audit.lazy_images import AS_IS, NOW, Layout, LazyImage, column_mode
 from sqla_audit.serialization import PASSTHROUGH_TYPES, Fallback, JSONValue, encode_value
 
@@ -340,6 +341,8 @@ class RowImages:
         cache = (shape.names, shape.masked, deferred)
         layout = self._layouts.get(cache)
         if layout is None:
+            if len(self._layouts) >= MAX_LAYOUTS:
+                self._layouts.clear()
             masked_names = tuple(
                 n for n, hidden in zip(shape.names, shape.masked, strict=True) if hidden
             )

@@ -19,6 +19,10 @@ from sqla_audit.serialization import Fallback, JSONValue, encode_value
 
 _MISSING: Final[Any] = object()
 
+#: Most layouts kept: which columns wait depends on each row's values (a NULL is its own
+#: encoding), so the number of distinct layouts is bounded by the cache, not the data.
+MAX_LAYOUTS: Final = 1024
+
 #: What an image keeps of its row besides the image: the key columns' encodings.
 KeyEncodings = dict[str, JSONValue]
 
@@ -38,6 +42,8 @@ class FlushImages:
         cache = (names, deferred, masked)
         layout = self._layouts.get(cache)
         if layout is None:
+            if len(self._layouts) >= MAX_LAYOUTS:  # rows with many NULL patterns: start over
+                self._layouts.clear()
             layout = self._layouts[cache] = Layout(names, deferred, masked)
         return layout
 
@@ -81,4 +87,4 @@ class FlushImages:
         return LazyImage(layout, values, previous), keys
 
 
-__all__ = ["FlushImages", "KeyEncodings"]
+__all__ = ["MAX_LAYOUTS", "FlushImages", "KeyEncodings"]

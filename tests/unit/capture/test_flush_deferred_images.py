@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from capture_support import Color, Everything
 from sqlalchemy.orm import Session, sessionmaker
 from test_bulk_deferred_images import (
@@ -23,7 +24,8 @@ from test_bulk_deferred_images import (
     other_maker,
 )
 
-from sqla_audit import install_audit, uninstall_audit
+from sqla_audit import flush_images, install_audit, uninstall_audit
+from sqla_audit.config import AuditConfig, plan_model
 from sqla_audit.errors import SerializationError
 from sqla_audit.publishers.memory import InMemoryPublisher
 from sqla_audit.publishers.sns import SNSPublisher
@@ -149,3 +151,25 @@ def test_flush_insert_image_is_the_eager_encoding(maker: sessionmaker[Session]) 
     assert body["after"] == expected
     assert body["after"]["color"]["$type"] == "enum"
     assert uuid.UUID(body["after"]["token"]["v"]) == uuid.UUID(int=3)
+
+
+def test_layouts_kept_are_bounded_whatever_the_null_patterns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rows with more distinct NULL patterns than MAX_LAYOUTS keep at most MAX_LAYOUTS
+    layouts, and each image still reads as the eager encoding."""
+    monkeypatch.setattr(flush_images, "MAX_LAYOUTS", 16)
+    plan = plan_model(sa.inspect(Everything), AuditConfig(service="s"))
+    images = flush_images.FlushImages("repr")
+    full = {c: getattr(_everything(1), c) for c in _COLUMNS}
+    optional = [c for c in _COLUMNS if c != "id"]
+    seen = set()
+    for pattern in range(600):
+        raw = {c: None if pattern >> bit & 1 else full[c] for bit, c in enumerate(optional)}
+        raw["id"] = pattern
+        image, keys = images.image(plan, raw)
+        seen.add(image.layout)
+        assert keys == {"id": pattern}
+        assert image.as_dict() == {c: encode_value(raw[c]) for c in _COLUMNS}
+        assert len(images._layouts) <= 16
+    assert len(seen) > 16
