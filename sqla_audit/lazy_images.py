@@ -58,6 +58,12 @@ _CLOCKS: Final[frozenset[type]] = frozenset({dt.datetime, dt.time})
 _SAFE_ZONES: Final[frozenset[type]] = frozenset({type(None), dt.timezone, ZoneInfo})
 _ZONE: Final = attrgetter("tzinfo")
 
+#: The deferred types whose values wait without a further check (see :func:`value_deferrable`).
+UNCHECKED_TYPES: Final[frozenset[type]] = DEFERRED_TYPES - {decimal.Decimal, dt.datetime, dt.time}
+#: Types whose values wait only in one of :data:`SAFE_ZONES`.
+CLOCK_TYPES: Final = _CLOCKS
+SAFE_ZONES: Final = _SAFE_ZONES
+
 #: Types whose equal values always have the same encoding.
 SAME_ENCODING: Final[frozenset[type]] = frozenset({str, int, bool, type(None)})
 
@@ -241,9 +247,12 @@ class LazyImage(Mapping[str, JSONValue]):
 __all__ = [
     "AS_IS",
     "AS_IS_TYPES",
+    "CLOCK_TYPES",
     "DEFERRED_TYPES",
     "NOW",
+    "SAFE_ZONES",
     "SAME_ENCODING",
+    "UNCHECKED_TYPES",
     "WAIT",
     "Layout",
     "LazyImage",
