@@ -205,19 +205,21 @@ class RowImages:
         ordered = self.in_key_order(list(rows), shape.positions)
         if not ordered:
             return
-        layout, (stored,) = self._stored(shape, [list(zip(*ordered, strict=True))])
+        columns = list(zip(*ordered, strict=True))
+        layout, (stored,) = self._stored(shape, [columns])
         stored_rows = list(zip(*stored, strict=True))
         context, positions = job.context, shape.positions
+        record_ids = _record_ids([columns[i] for i in positions])
         append, changed_columns = job.changes.append, shape.names
         key_names = [(shape.names[i], i) for i in positions]
         table, occurred_at, masked_names = plan.table, job.occurred_at, plan.masked_names
         actor, request_id, metadata = context.actor, context.request_id, context.metadata
-        for row, values in zip(ordered, stored_rows, strict=True):
+        for record_id, values in zip(record_ids, stored_rows, strict=True):
             append(
                 row_change(
                     table,
                     Operation.DELETE,
-                    make_record_id([row[i] for i in positions]),
+                    record_id,
                     {name: values[i] for name, i in key_names},
                     LazyImage(layout, values),
                     None,
@@ -285,8 +287,9 @@ class RowImages:
         table, occurred_at, masked_names = plan.table, job.occurred_at, plan.masked_names
         actor, request_id, metadata = context.actor, context.request_id, context.metadata
         append, updated = job.changes.append, job.updated
-        for (_old, new), changed, old_values, new_values in zip(
-            pairs, changed_in, old_rows, new_rows, strict=True
+        record_ids = _record_ids([new_columns[i] for i in positions])
+        for (_old, new), changed, old_values, new_values, record_id in zip(
+            pairs, changed_in, old_rows, new_rows, record_ids, strict=True
         ):
             if not changed:
                 continue
@@ -297,7 +300,7 @@ class RowImages:
                 row_change(
                     table,
                     Operation.UPDATE,
-                    make_record_id(key),
+                    record_id,
                     {name: new_values[i] for name, i in key_names},
                     before,
                     LazyImage(layout, new_values, before),
@@ -405,6 +408,20 @@ def _encoded(values: Sequence[Any], fallback: Fallback) -> list[JSONValue]:
         else encode_value(value, fallback=fallback)
         for value in values
     ]
+
+
+def _record_ids(key_columns: Sequence[Sequence[Any]]) -> list[str]:
+    """The ``record_id`` of each row from its key values (one column per key column): for
+    one key column of ``int`` or ASCII ``str`` values, the values' text (what
+    :func:`~sqla_audit.events.make_record_id` gives them) without a call per row."""
+    if len(key_columns) == 1:
+        (column,) = key_columns
+        kinds = set(map(type, column))
+        if kinds == {int}:
+            return list(map(str, column))
+        if kinds == {str} and all(map(str.isascii, column)):
+            return list(column)
+    return [make_record_id(key) for key in zip(*key_columns, strict=True)]
 
 
 def _same_column(old: Sequence[Any], new: Sequence[Any]) -> list[bool]:
