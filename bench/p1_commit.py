@@ -124,6 +124,21 @@ def runs(contender: str, workload: str) -> bool:
     return True
 
 
+def python_command(library_path: str | None) -> tuple[list[str], dict[str, str] | None]:
+    """The interpreter command and environment of a contender process.
+
+    With ``library_path`` (another revision's ``sqla_audit``, see :func:`export_revision`)
+    that package must come first. ``python -m`` would put the working directory -- this
+    checkout, with its own ``sqla_audit`` -- ahead of ``PYTHONPATH``, so the process runs
+    with ``-P`` (no such entry) and finds the ``bench`` package through ``PYTHONPATH``
+    after the library.
+    """
+    if library_path is None:
+        return [sys.executable], None
+    path = os.pathsep.join([library_path, str(REPO_ROOT)])
+    return [sys.executable, "-P"], {**os.environ, "PYTHONPATH": path}
+
+
 class WorkerProcess:
     """A contender process driven over stdin/stdout (JSON lines)."""
 
@@ -132,12 +147,10 @@ class WorkerProcess:
     ) -> None:
         self.contender = contender
         self.error: str | None = None
-        env = None
-        if library_path is not None:  # another revision's sqla_audit package comes first
-            env = {**os.environ, "PYTHONPATH": library_path}
+        python, env = python_command(library_path)
         self.process = subprocess.Popen(
             [
-                sys.executable,
+                *python,
                 "-m",
                 "bench.p1_worker",
                 "--contender",
