@@ -16,9 +16,10 @@ Contenders, each in its own process (see :mod:`bench.p1_worker`):
 * ``continuum`` -- SQLAlchemy-Continuum 2.x, default configuration (``user_cls=None``), on
   the same model and workload: the usual alternative, writing version rows in-transaction
   (not run on bulk statements, which it does not version);
-* ``memory_base`` -- only with a baseline revision (``--baseline REV``, bulk statements
-  only): the ``memory`` contender running the ``sqla_audit`` package of that git revision,
-  so a change to the capture is measured against the old code in the same run.
+* ``memory_base`` and ``sns_base`` -- only with a baseline revision (``--baseline REV``,
+  bulk statements only): the ``memory`` and ``sns`` contenders running the ``sqla_audit``
+  package of that git revision, so a change to the capture is measured against the old
+  code in the same run.
 
 Each repetition runs every contender once, in an order that rotates every round, so slow
 phases of the machine hit all contenders alike. The 1-row transactions get one
@@ -64,12 +65,15 @@ from bench.common import (
 )
 
 CONTENDERS: tuple[str, ...] = ("none", "memory", "sns", "outbox", "continuum")
+#: With a baseline revision (bulk statements only): its in-memory and SNS contenders.
+BASELINE_CONTENDERS: tuple[str, ...] = ("memory_base", "sns_base")
 #: The databases P1 runs on (MariaDB only when its URL is configured).
 DATABASES: tuple[str, ...] = ("sqlite", "postgres", "mariadb")
 LABELS = {
     "none": "no audit",
     "memory": "sqla-audit, in-memory publisher",
     "memory_base": "sqla-audit at the baseline revision, in-memory publisher",
+    "sns_base": "sqla-audit at the baseline revision, SNSPublisher (commit)",
     "sns": "sqla-audit, SNSPublisher (commit)",
     "sns_delivered": "SNSPublisher, until delivered",
     "outbox": "sqla-audit, outbox mode",
@@ -119,7 +123,7 @@ def runs(contender: str, workload: str) -> bool:
     bulk = workload.startswith("bulk_")
     if contender == "continuum":
         return not bulk  # Continuum versions unit-of-work changes only
-    if contender == "memory_base":
+    if contender in BASELINE_CONTENDERS:
         return bulk
     return True
 
@@ -154,7 +158,7 @@ class WorkerProcess:
                 "-m",
                 "bench.p1_worker",
                 "--contender",
-                "memory" if contender == "memory_base" else contender,
+                contender.removesuffix("_base"),
                 "--topic-arn",
                 topic_arn,
                 "--endpoint",
@@ -282,7 +286,7 @@ def measure(
     urls: dict[str, str] = {}
     library: str | None = None
     if baseline is not None:
-        contenders = [*contenders, "memory_base"]
+        contenders = [*contenders, *BASELINE_CONTENDERS]
         library = export_revision(baseline, Path(tempfile.mkdtemp(prefix="sqla_audit_base_")))
     workers: dict[str, WorkerProcess] = {}
     cells: list[dict[str, Any]] = []
@@ -301,7 +305,7 @@ def measure(
                     contender,
                     topic_arn,
                     moto.endpoint,
-                    library if contender == "memory_base" else None,
+                    library if contender in BASELINE_CONTENDERS else None,
                 )
             for db in dbs:
                 for contender, worker in workers.items():
@@ -378,7 +382,7 @@ def _workload_cells(
             executes[contender].append(float(answer["execute"]))
         if "row_images" in answer:
             row_images[contender].append(float(answer["row_images"]))
-        if "delivered" in answer:
+        if "delivered" in answer and contender == "sns":
             delivered.append(float(answer["delivered"]))
         return float(answer["commit"])
 
@@ -479,7 +483,7 @@ def bulk_table(result: dict[str, Any]) -> str:
     baseline = result.get("baseline")
     headers = ["database", "statement", "no audit"]
     if baseline:
-        headers.append(f"audited, {baseline}")
+        headers += [f"in-memory publisher, {baseline}", f"SNSPublisher (commit), {baseline}"]
     headers += ["audited (in-memory publisher)", "SNSPublisher (commit)", "outbox mode"]
     rows = []
     for db in result["dbs"]:
@@ -488,7 +492,7 @@ def bulk_table(result: dict[str, Any]) -> str:
                 continue
             base = _median(cells, db, workload, n, "none")
             row = [db, workload_label(workload, n), fmt_seconds(base)]
-            wanted = ["memory_base"] if baseline else []
+            wanted = list(BASELINE_CONTENDERS) if baseline else []
             for contender in [*wanted, "memory", "sns", "outbox"]:
                 value = _median(cells, db, workload, n, contender)
                 paired = paired_ratio(result, db, workload, n, contender)
@@ -520,6 +524,8 @@ def bulk_steps_table(result: dict[str, Any]) -> str:
     what auditing adds to each (medians of the same rounds)."""
     cells = result["cells"]
     contenders = ["none", "memory", "sns", "outbox"]
+    if result.get("baseline"):
+        contenders += [c for c in BASELINE_CONTENDERS if c != "memory_base"]
     rows = []
     for db in result["dbs"]:
         for workload, n in _workloads(result):
@@ -682,7 +688,10 @@ def main_bulk(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """
     parser = argparse.ArgumentParser(description=main_bulk.__doc__)
     parser.add_argument("--only-bulk", action="store_true", required=True)
-    parser.add_argument("--baseline", help="git revision whose sqla_audit runs as memory_base")
+    parser.add_argument(
+        "--baseline",
+        help="git revision whose sqla_audit runs as memory_base and sns_base",
+    )
     parser.add_argument("--scale", type=float, default=1.0)
     args = parser.parse_args(argv)
     result = measure(
