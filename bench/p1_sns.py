@@ -1,10 +1,10 @@
-"""P1 SNS mode, old and new commit path side by side: where the envelopes are built.
+"""P1 SNS mode, old and new commit path side by side.
 
 The P1 workloads of 1 and 100 rows on PostgreSQL with three contenders in their own
 processes, interleaved round-robin as in P1: ``none`` (no audit), ``sns`` (``SNSPublisher``
 of this tree: the application's thread hands its captured changes over and the publisher's
-thread builds the envelopes) and ``sns_base`` (``SNSPublisher`` of a baseline revision, where
-the envelopes are built on the application's thread at the commit). ``commit`` is what the
+thread builds the envelopes) and ``sns_base`` (``SNSPublisher`` of a baseline revision: the
+same contender running that revision's ``sqla_audit``). ``commit`` is what the
 application waits for (P1's figure); the ratios are to ``none`` of the same run.
 
 A second measure does not depend on the machine's load: the CPU time of the application's
@@ -169,8 +169,8 @@ def render_cpu(cpu: dict[str, Any]) -> str:
     return markdown_table(
         [
             "SQLite in memory, transaction",
-            "app-thread CPU, envelopes at commit",
-            "deferred to the publisher",
+            "app-thread CPU, envelopes built at the commit",
+            "built on the publisher's thread",
             "saved per row",
         ],
         rows,
@@ -200,8 +200,8 @@ def render(result: dict[str, Any]) -> str:
         [
             "PostgreSQL transaction",
             "no audit",
-            f"SNS, envelopes at commit ({result['baseline']})",
-            "SNS, envelopes on the publisher thread",
+            f"SNSPublisher at {result['baseline']}",
+            "SNSPublisher, this code",
             "ratio before",
             "ratio now",
         ],

@@ -124,8 +124,8 @@ def _bulk_against_baseline(result: dict[str, Any]) -> str:
         f"{machine.get('code measured', '?')}; load average at the end: "
         f"{machine.get('load average (1/5/15 min)', '?')} on {machine.get('cpus (nproc)', '?')} "
         "CPUs. The bulk rows of P1 alone (saved as `bench/results/p1_bulk.json`); "
-        "`--baseline REV` adds the in-memory contender running the `sqla_audit` package of "
-        "that revision, so old and new capture run side by side.",
+        "`--baseline REV` adds the in-memory and SNS contenders running the `sqla_audit` "
+        "package of that revision, so old and new capture run side by side.",
         "",
     ]
     if "skipped" in result:
@@ -207,9 +207,36 @@ def build(results: dict[str, dict[str, Any]]) -> str:
         lines += [_render(part, result), ""]
         if part == "p1" and "p1_bulk" in results:
             lines += [_bulk_against_baseline(results["p1_bulk"]), ""]
+        if part == "p1" and "p1_sns" in results:
+            lines += [_sns_against_baseline(results["p1_sns"]), ""]
     if ANALYSIS.exists():
         lines += [ANALYSIS.read_text().rstrip(), ""]
     return "\n".join(lines)
+
+
+def _sns_against_baseline(result: dict[str, Any]) -> str:
+    """SNS mode of this tree beside a baseline revision's (``python -m bench.p1_sns``)."""
+    from bench.p1_sns import render, render_cpu  # noqa: PLC0415
+
+    machine = result.get("machine", {})
+    head = [
+        "### SNS mode against a baseline revision",
+        "",
+        "Reproduce: `.venv/bin/python -m bench.p1_sns --baseline "
+        f"{result.get('baseline', 'REV')}` — "
+        f"measured {result.get('finished_at', '?')}; code: "
+        f"{machine.get('code measured', '?')}; load average at the end: "
+        f"{machine.get('load average (1/5/15 min)', '?')}. The wall-clock table runs both "
+        "revisions side by side on PostgreSQL; the CPU table (the application's thread, "
+        "`time.thread_time()`, SQLite in memory) does not depend on the machine's load.",
+        "",
+    ]
+    if "skipped" in result:
+        return "\n".join([*head, f"Not measured in the last run: {result['skipped']}"])
+    body = [render(result)]
+    if "app_thread_cpu" in result:
+        body += ["", render_cpu(result["app_thread_cpu"])]
+    return "\n".join([*head, *body]).rstrip()
 
 
 def _module_doc(part: str) -> str:
