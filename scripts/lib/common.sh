@@ -26,6 +26,23 @@ as_root() {
     fi
 }
 
+# classpath_jar FILE GLOB: the first entry of the ':'-separated classpath in FILE whose file
+# name matches GLOB (e.g. 'jamm-*.jar'); status 1 when none does. Read by bash alone: a
+# `tr | grep -m1` pipeline breaks its own pipe under pipefail once the classpath is longer
+# than one write (tr killed by SIGPIPE after grep found an early entry and exited).
+classpath_jar() {
+    local file="$1" glob="$2" entry entries=()
+    IFS=: read -r -a entries <"$file" || true # Maven writes no final newline
+    for entry in "${entries[@]}"; do
+        # shellcheck disable=SC2053  # the glob is meant to match
+        if [[ ${entry##*/} == $glob ]]; then
+            printf '%s\n' "$entry"
+            return 0
+        fi
+    done
+    return 1
+}
+
 _APT_UPDATED=0
 # ensure_apt_packages PKG...: install the Debian packages that are missing (apt-get update once).
 ensure_apt_packages() {

@@ -59,3 +59,34 @@ def test_the_cluster_is_known_but_not_part_of_all() -> None:
     assert named.returncode in (0, 3)
     everything = _run("status")
     assert "cassandra-cluster" not in everything.stdout
+
+
+def _classpath_jar(classpath: str, pattern: str) -> subprocess.CompletedProcess[str]:
+    common = SCRIPT.parent / "lib" / "common.sh"
+    script = f'set -euo pipefail; source "{common}"; classpath_jar "$1" "$2"'
+    return subprocess.run(
+        ["bash", "-c", script, "classpath_jar", classpath, pattern],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_jar_is_found_first_in_a_long_classpath(tmp_path: Path) -> None:
+    """The lookup reads the whole classpath: no early exit that breaks a pipe under pipefail."""
+    entries = ["/m2/jamm-0.4.0.jar"] + [f"/m2/dependency/artifact-{i:05d}.jar" for i in range(4000)]
+    classpath = tmp_path / "classpath.txt"
+    classpath.write_text(":".join(entries))  # as Maven writes it: no final newline
+    found = _classpath_jar(str(classpath), "jamm-*.jar")
+    assert (found.returncode, found.stdout) == (0, "/m2/jamm-0.4.0.jar\n"), found.stderr
+    last = _classpath_jar(str(classpath), "artifact-03999.jar")
+    assert last.stdout == "/m2/dependency/artifact-03999.jar\n", last.stderr
+
+
+def test_a_jar_missing_from_the_classpath_is_a_failure(tmp_path: Path) -> None:
+    """No matching entry: status 1 and nothing printed."""
+    classpath = tmp_path / "classpath.txt"
+    classpath.write_text("/m2/a.jar:/m2/b.jar")
+    missing = _classpath_jar(str(classpath), "jamm-*.jar")
+    assert (missing.returncode, missing.stdout) == (1, "")
