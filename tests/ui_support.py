@@ -321,8 +321,17 @@ def walk_the_viewer(driver: Any, base_url: str, trail: Trail, shots: Path) -> li
     each page renders; a screenshot of each page goes to ``shots``. Returns the files."""
     from selenium.common.exceptions import NoAlertPresentException  # noqa: PLC0415
     from selenium.webdriver.common.by import By  # noqa: PLC0415
+    from selenium.webdriver.support import expected_conditions  # noqa: PLC0415
+    from selenium.webdriver.support.wait import WebDriverWait  # noqa: PLC0415
 
     taken: list[Path] = []
+
+    def follow(element: Any) -> None:
+        """Click a link or button and wait until the next page replaced this one (reading
+        right after the click may find the old page's elements, stale a moment later)."""
+        page = driver.find_element(By.TAG_NAME, "html")
+        element.click()
+        WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
 
     def body() -> str:
         return str(driver.find_element(By.TAG_NAME, "body").text)
@@ -342,7 +351,7 @@ def walk_the_viewer(driver: Any, base_url: str, trail: Trail, shots: Path) -> li
     form.find_element(By.NAME, "table").send_keys(ORDERS)
     form.find_element(By.NAME, "record_id").send_keys("1")
     taken.append(screenshot(driver, shots, "1-search"))
-    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    follow(form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
 
     # 2. the record's timeline
     heading = driver.find_element(By.TAG_NAME, "h1").text
@@ -360,7 +369,7 @@ def walk_the_viewer(driver: Any, base_url: str, trail: Trail, shots: Path) -> li
     items = driver.find_elements(By.CSS_SELECTOR, "li.change")
     insert = trail.first(service="shop", record_id="1", operation=Operation.INSERT)
     assert items[-1].get_attribute("id") == f"e-{insert.event_id}"
-    items[-1].find_element(By.LINK_TEXT, "state as of this change").click()
+    follow(items[-1].find_element(By.LINK_TEXT, "state as of this change"))
 
     # 3. the record as of its first change
     text = body()
@@ -369,7 +378,7 @@ def walk_the_viewer(driver: Any, base_url: str, trail: Trail, shots: Path) -> li
     assert "card_token ***" in text
     no_alert()
     taken.append(screenshot(driver, shots, "3-as-of"))
-    driver.find_element(By.CSS_SELECTOR, "li.change .who a").click()
+    follow(driver.find_element(By.CSS_SELECTOR, "li.change .who a"))
 
     # 4. the actor's day
     heading = driver.find_element(By.TAG_NAME, "h1").text
@@ -380,7 +389,7 @@ def walk_the_viewer(driver: Any, base_url: str, trail: Trail, shots: Path) -> li
     assert "billing" in text
     taken.append(screenshot(driver, shots, "4-actor"))
     invoice = trail.first(service="billing", record_id="7")
-    driver.find_element(By.CSS_SELECTOR, f"#e-{invoice.event_id} .tx a").click()
+    follow(driver.find_element(By.CSS_SELECTOR, f"#e-{invoice.event_id} .tx a"))
 
     # 5. the transaction
     heading = driver.find_element(By.TAG_NAME, "h1").text
