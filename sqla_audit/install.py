@@ -94,6 +94,11 @@ class Installation:
         self.config = config
         self.publisher = publisher
         self.outbox = outbox
+        # Optional capabilities, resolved once here rather than probed at every commit: a
+        # publisher that builds the envelopes on its own thread (SNSPublisher), an outbox
+        # writer that takes the transaction's texts (OutboxWriter).
+        self._publish_deferred = getattr(publisher, "publish_deferred", None)
+        self._write_encoded = getattr(outbox, "write_encoded", None)
         self.planner = Planner(config)
         self.capturer = Capturer(
             self.planner, self.record, self._report_capture_error, sink_all=self.record_all
@@ -279,7 +284,7 @@ class Installation:
         changes = buffer.drain(root)
         if not changes:
             return
-        write_encoded = getattr(self.outbox, "write_encoded", None)
+        write_encoded = self._write_encoded
         if write_encoded is not None:  # an EncodedTransactionalWriter: texts, no envelopes
             encoded = encode_changes(
                 changes, service=self.config.service, signer=self.config.signing
@@ -303,7 +308,7 @@ class Installation:
         changes = buffer.drain(root)
         if not changes:
             return
-        publish_deferred = getattr(self.publisher, "publish_deferred", None)
+        publish_deferred = self._publish_deferred
         if publish_deferred is not None:
             # The publisher builds the envelopes on its own thread (SNSPublisher).
             publish_changes_deferred(
