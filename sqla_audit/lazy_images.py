@@ -53,16 +53,14 @@ DEFERRED_TYPES: Final[frozenset[type]] = frozenset(
 )
 
 _WAITING: Final[frozenset[type]] = DEFERRED_TYPES | AS_IS_TYPES
-_CLOCKS: Final[frozenset[type]] = frozenset({dt.datetime, dt.time})
+#: Types whose values wait only in one of :data:`SAFE_ZONES`.
+CLOCK_TYPES: Final[frozenset[type]] = frozenset({dt.datetime, dt.time})
 #: Zones whose offset and name are pure functions of the value.
-_SAFE_ZONES: Final[frozenset[type]] = frozenset({type(None), dt.timezone, ZoneInfo})
+SAFE_ZONES: Final[frozenset[type]] = frozenset({type(None), dt.timezone, ZoneInfo})
 _ZONE: Final = attrgetter("tzinfo")
 
 #: The deferred types whose values wait without a further check (see :func:`value_deferrable`).
 UNCHECKED_TYPES: Final[frozenset[type]] = DEFERRED_TYPES - {decimal.Decimal, dt.datetime, dt.time}
-#: Types whose values wait only in one of :data:`SAFE_ZONES`.
-CLOCK_TYPES: Final = _CLOCKS
-SAFE_ZONES: Final = _SAFE_ZONES
 
 #: Types whose equal values always have the same encoding.
 SAME_ENCODING: Final[frozenset[type]] = frozenset({str, int, bool, type(None)})
@@ -101,9 +99,9 @@ def column_mode(values: Sequence[Any]) -> int:
         return NOW
     if decimal.Decimal in kinds and decimal.getcontext().capitals != 1:
         return NOW
-    if kinds & _CLOCKS:
-        clocks = values if kinds <= _CLOCKS else [v for v in values if type(v) in _CLOCKS]
-        if not set(map(type, map(_ZONE, clocks))) <= _SAFE_ZONES:
+    if kinds & CLOCK_TYPES:
+        clocks = values if kinds <= CLOCK_TYPES else [v for v in values if type(v) in CLOCK_TYPES]
+        if not set(map(type, map(_ZONE, clocks))) <= SAFE_ZONES:
             return NOW
     return WAIT
 
@@ -116,8 +114,8 @@ def deferrable(values: Sequence[Any]) -> bool:
 def value_deferrable(value: Any) -> bool:
     """One value's encoding may wait (:func:`deferrable` of one value)."""
     kind = type(value)
-    if kind in _CLOCKS:
-        return type(value.tzinfo) in _SAFE_ZONES
+    if kind in CLOCK_TYPES:
+        return type(value.tzinfo) in SAFE_ZONES
     if kind is decimal.Decimal:
         return decimal.getcontext().capitals == 1
     return kind in _WAITING
